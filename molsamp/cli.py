@@ -1,0 +1,129 @@
+"""The ``molsamp`` command: parses arguments, calls the library, prints. Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from molsamp.errors import MolsampError
+
+
+class _UserError(click.ClickException):
+    """A user mistake: one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MolsampError as error:
+            raise _UserError(str(error)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="molsamp")
+def cli() -> None:
+    """Sample molecular Boltzmann distributions: reference MD, learned samplers, analysis."""
+
+
+@cli.command()
+def systems() -> None:
+    """List the built-in systems."""
+    from molsamp.systems import available
+
+    for name, description in available().items():
+        click.echo(f"{name:<14} {description}")
+
+
+@cli.command()
+@click.argument("system")
+@click.option("--ns", type=float, help="Simulated time in ns.")
+@click.option("--ps", type=float, help="Simulated time in ps (default 100 when --ns is not given).")
+@click.option("--save-every", type=float, default=1.0, show_default=True, help="Interval between frames (ps).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (velocities and thermostat).")
+@click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output and discard an unfinished run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Trajectory file: .h5 (default format, with energies) or .dcd (energies in a .csv beside it).")
+def md(system: str, ns: float | None, ps: float | None, save_every: float, seed: int, platform: str | None,
+       overwrite: bool, quiet: bool, output: Path) -> None:
+    """Langevin MD of SYSTEM (a built-in name or a YAML file); an interrupted run resumes when run again."""
+    if ns is not None and ps is not None:
+        raise _UserError("give either --ns or --ps, not both")
+    duration = ns * 1000.0 if ns is not None else (ps if ps is not None else 100.0)
+    from molsamp.md import run_md
+    from molsamp.systems import load
+
+    path = run_md(load(system), output, duration=duration, save_every=save_every, seed=seed, platform=platform,
+                  progress=False if quiet else None, overwrite=overwrite)
+    click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("trajectory", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ramachandran", is_flag=True, help="Plot the phi/psi free-energy surface.")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Reference trajectory: report the Jensen-Shannon divergence against it.")
+@click.option("--top", help="Topology for DCD input: a system name, YAML or PDB file.")
+@click.option("--bins", type=int, default=36, show_default=True, help="Histogram bins per angle.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot to write.")
+def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: str | None, bins: int,
+            output: Path | None) -> None:
+    """Summarise TRAJECTORY: frames, energies, phi/psi statistics; prints one JSON line."""
+    from molsamp.md import load_trajectory
+
+    if output is not None and not ramachandran:
+        raise _UserError("-o/--output needs a plot to write: add --ramachandran")
+    topology = _topology(top)
+    traj, energies = load_trajectory(trajectory, top=topology)
+    summary: dict = {"trajectory": str(trajectory), "frames": traj.n_frames}
+    if energies is not None:
+        summary["mean_potential_energy_kJ_mol"] = float(energies.mean())
+    if ramachandran:
+        from molsamp.analysis import plot_ramachandran, ramachandran_js, torsion_ess
+
+        angles = _phi_psi(traj, trajectory)
+        phi, psi = angles.T
+        summary["ess_phi"], summary["ess_psi"] = (float(e) for e in torsion_ess(angles))
+        reference_angles = None
+        if reference is not None:
+            ref_traj, _ = load_trajectory(reference, top=topology)
+            reference_angles = tuple(_phi_psi(ref_traj, reference).T)
+            summary["ramachandran_js"] = float(ramachandran_js(phi, psi, *reference_angles, bins=bins))
+        if output is not None:
+            summary["plot"] = str(plot_ramachandran(phi, psi, output, reference=reference_angles,
+                                                    title=trajectory.name))
+    click.echo(json.dumps(summary))
+
+
+def _topology(top: str | None):
+    """A topology for DCD input from a PDB path (kept as a path) or a system name/YAML file."""
+    if top is None or top.endswith(".pdb"):
+        return top
+    from molsamp.systems import load
+
+    return load(top).topology
+
+
+def _phi_psi(traj, path: Path):
+    """phi and psi ``[frames, 2]`` (rad) of the first residue that has both."""
+    from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
+
+    indices = backbone_dihedral_indices(traj.topology)
+    if len(indices["phi"]) == 0 or len(indices["psi"]) == 0:
+        raise _UserError(f"{path}: no backbone phi/psi dihedrals in this topology")
+    return compute_dihedrals(traj.xyz, [indices["phi"][0], indices["psi"][0]])
+
+
+def main() -> None:
+    cli(prog_name="molsamp")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Molecular systems: what to simulate, loaded from a built-in name or a YAML file in ``systems/``."""
+
+from __future__ import annotations
+
+__all__ = ["System", "load", "available", "SYSTEMS_DIR"]
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from molsamp.errors import SystemFileError, UnknownSystemError
+
+if TYPE_CHECKING:
+    import mdtraj
+    import openmm
+
+    from molsamp.targets import Target
+
+SYSTEMS_DIR = Path(__file__).resolve().parent.parent / "systems"
+"""Built-in system files; ``MOLSAMP_SYSTEMS_PATH`` (colon-separated folders) adds more."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class System:
+    """A system to sample: topology, physics and thermodynamic state.
+
+    Attributes:
+        name: short name (the YAML file's stem).
+        topology: mdtraj Topology (atom names, residues, bonds).
+        positions: initial positions ``[N, 3]`` (nm; reduced lengths for analytic systems, ``[N, dim]``).
+        temperature: K (reduced temperature for analytic systems).
+        masses: ``[N]`` (amu).
+        openmm_system: the OpenMM System, or None for analytic systems.
+        analytic: the pure-torch energy target of analytic systems, else None.
+        timestep: MD time step (ps).
+        friction: Langevin friction (1/ps).
+        description: one line for listings.
+    """
+
+    name: str
+    topology: mdtraj.Topology
+    positions: np.ndarray
+    temperature: float
+    masses: np.ndarray
+    openmm_system: openmm.System | None = None
+    analytic: Target | None = None
+    timestep: float = 0.002
+    friction: float = 1.0
+    description: str = ""
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.masses)
+
+    def target(self, **kwargs: Any) -> Target:
+        """The energy target; keyword arguments go to :class:`~molsamp.targets.OpenMMTarget` (n_workers, platform)."""
+        if self.analytic is not None:
+            return self.analytic
+        from molsamp.targets import OpenMMTarget
+
+        return OpenMMTarget(self.openmm_system, self.temperature, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SystemFile:
+    """Schema of a system YAML file (keys as in the file)."""
+
+    description: str = ""
+    structure: str | None = None
+    forcefield: list[str] = dataclasses.field(default_factory=list)
+    constraints: str | None = None
+    analytic: str | None = None
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    temperature: float = 300.0
+    timestep: float = 0.002
+    friction: float = 1.0
+
+
+_FIELD_TYPES = {"description": str, "structure": str, "forcefield": list, "constraints": str, "analytic": str,
+                "parameters": dict, "temperature": (int, float), "timestep": (int, float), "friction": (int, float)}
+
+
+def _search_path() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("MOLSAMP_SYSTEMS_PATH", "").split(os.pathsep) if p]
+    return [*extra, SYSTEMS_DIR]
+
+
+def available() -> dict[str, str]:
+    """Built-in system names and their one-line descriptions."""
+    import yaml
+
+    names = {}
+    for folder in reversed(_search_path()):
+        for path in sorted(folder.glob("*.yaml")):
+            names[path.stem] = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+    return dict(sorted(names.items()))
+
+
+def _find(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UnknownSystemError(f"system file {str(path)!r} does not exist")
+        return path
+    for folder in _search_path():
+        if (candidate := folder / f"{name_or_path}.yaml").is_file():
+            return candidate
+    raise UnknownSystemError(f"unknown system {str(name_or_path)!r}; available: {', '.join(available())}")
+
+
+def _parse(path: Path) -> _SystemFile:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SystemFileError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise SystemFileError(f"{path}: expected a mapping of keys to values at the top level")
+    for key, value in raw.items():
+        if key not in _FIELD_TYPES:
+            raise SystemFileError(f"{path}: unknown key {key!r}; allowed: {', '.join(_FIELD_TYPES)}")
+        if not isinstance(value, _FIELD_TYPES[key]) or isinstance(value, bool):
+            raise SystemFileError(f"{path}: key {key!r} has the wrong type ({type(value).__name__}: {value!r})")
+    spec = _SystemFile(**raw)
+    if (spec.structure is None) == (spec.analytic is None):
+        raise SystemFileError(f"{path}: give exactly one of 'structure' (with 'forcefield') or 'analytic'")
+    if spec.structure is not None and not spec.forcefield:
+        raise SystemFileError(f"{path}: key 'forcefield' is required with 'structure'")
+    return spec
+
+
+def _openmm_system(path: Path, spec: _SystemFile) -> System:
+    import mdtraj
+    import openmm.app as app
+
+    structure = path.parent / spec.structure
+    if not structure.is_file():
+        raise SystemFileError(f"{path}: key 'structure': file {str(structure)!r} does not exist")
+    pdb = app.PDBFile(str(structure))
+    constraints = {None: None, "None": None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
+    if spec.constraints not in constraints:
+        raise SystemFileError(f"{path}: key 'constraints' must be one of {list(constraints)[1:]}, "
+                              f"got {spec.constraints!r}")
+    try:
+        forcefield = app.ForceField(*spec.forcefield)
+        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
+                                                constraints=constraints[spec.constraints])
+    except (ValueError, OSError) as error:
+        raise SystemFileError(f"{path}: key 'forcefield': {error}") from None
+    masses = np.array([openmm_system.getParticleMass(i)._value for i in range(openmm_system.getNumParticles())])
+    return System(
+        name=path.stem, topology=mdtraj.Topology.from_openmm(pdb.topology),
+        positions=np.asarray(pdb.getPositions(asNumpy=True)._value), temperature=float(spec.temperature),
+        masses=masses, openmm_system=openmm_system, timestep=float(spec.timestep), friction=float(spec.friction),
+        description=spec.description,
+    )
+
+
+def _analytic_system(path: Path, spec: _SystemFile) -> System:
+    import mdtraj
+
+    from molsamp.targets import ANALYTIC_TARGETS
+
+    if spec.analytic not in ANALYTIC_TARGETS:
+        raise SystemFileError(f"{path}: key 'analytic' must be one of {list(ANALYTIC_TARGETS)}, got {spec.analytic!r}")
+    try:
+        target = ANALYTIC_TARGETS[spec.analytic](**spec.parameters, temperature=float(spec.temperature))
+    except TypeError as error:
+        raise SystemFileError(f"{path}: key 'parameters': {error}") from None
+    topology = mdtraj.Topology()
+    residue = topology.add_residue("UNL", topology.add_chain())
+    for i in range(target.n_atoms):
+        topology.add_atom(f"P{i}", mdtraj.element.virtual, residue)
+    return System(
+        name=path.stem, topology=topology, positions=_lattice_positions(target.n_atoms, target.dim),
+        temperature=float(spec.temperature), masses=np.ones(target.n_atoms), analytic=target,
+        timestep=float(spec.timestep), friction=float(spec.friction), description=spec.description,
+    )
+
+
+def _lattice_positions(n: int, dim: int, spacing: float = 1.0) -> np.ndarray:
+    """The ``n`` points of a cubic lattice nearest its centre, centred at the origin (reduced lengths)."""
+    side = int(np.ceil(n ** (1 / dim))) + 2
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * dim, indexing="ij"), -1).reshape(-1, dim) * spacing
+    grid = grid - grid.mean(0)
+    nearest = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n]]
+    return nearest - nearest.mean(0)
+
+
+def load(name_or_path: str | os.PathLike) -> System:
+    """Load a built-in system by name (``"ala2"``, ``"lj13"``, see :func:`available`) or from a YAML file."""
+    path = _find(name_or_path)
+    spec = _parse(path)
+    return _openmm_system(path, spec) if spec.structure is not None else _analytic_system(path, spec)
