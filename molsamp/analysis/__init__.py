@@ -9,8 +9,8 @@ mdtraj and matplotlib load only inside the functions that need them.
 
 from molsamp.analysis.dihedrals import backbone_dihedral_indices, compute_dihedrals
 from molsamp.analysis.divergence import js_divergence, ramachandran_js, torsion_js
-from molsamp.analysis.ess import autocorrelation, integrated_autocorrelation_time, kish_ess, time_series_ess,
-                                  torsion_ess
+from molsamp.analysis.ess import (autocorrelation, integrated_autocorrelation_time, kish_ess, time_series_ess,
+                                  torsion_ess)
 from molsamp.analysis.histograms import free_energy_surface, ramachandran_histogram, torsion_histogram
 from molsamp.analysis.plots import plot_ramachandran, plot_torsion_marginals
 
