@@ -1,0 +1,314 @@
+"""Reference Langevin molecular dynamics of a :class:`~molsamp.systems.System`, with checkpoint/resume.
+
+OpenMM systems run ``LangevinMiddleIntegrator`` in an OpenMM Context; analytic systems run a float64 torch BAOAB
+integrator on their Target. Frames go to an append-only partial folder next to the output, so a run killed at any
+moment resumes where its last checkpoint left it and ends with the same frames as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+__all__ = ["run_md", "load_trajectory", "FORMATS"]
+
+import io
+import json
+import math
+import os
+import shutil
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from molsamp.errors import InputError
+
+if TYPE_CHECKING:
+    import mdtraj
+
+    from molsamp.systems import System
+
+FORMATS = (".h5", ".dcd")
+"""Trajectory formats by suffix: mdtraj HDF5 (energies inside) or DCD (energies in ``<stem>.energies.csv``)."""
+
+_MATCH_KEYS = ("system", "n_atoms", "timestep", "save_every", "seed", "platform")
+
+
+class _Engine(Protocol):
+    """What the run loop needs of an integrator: positions in nm (reduced lengths), energies in kJ/mol (or kT units)."""
+
+    def step(self, n: int) -> None: ...
+
+    def observe(self) -> tuple[np.ndarray, float]: ...  # positions [N, 3], potential energy
+
+    def save_state(self) -> bytes: ...
+
+
+class _OpenMMEngine:
+    """``LangevinMiddleIntegrator`` in one Context; a CPU Context uses one thread, so runs are bitwise reproducible."""
+
+    def __init__(self, system: System, seed: int, platform: str, state: bytes | None) -> None:
+        import openmm
+
+        integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
+        openmm_seed = seed % (2**31 - 1) + 1  # OpenMM reads seed 0 as "pick one at random"
+        integrator.setRandomNumberSeed(openmm_seed)
+        properties = {"CPU": {"Threads": "1"}, "CUDA": {"Precision": "mixed"}, "OpenCL": {"Precision": "mixed"}}
+        self.context = openmm.Context(system.openmm_system, integrator, openmm.Platform.getPlatformByName(platform),
+                                      properties.get(platform, {}))
+        self.integrator = integrator
+        if state is None:
+            self.context.setPositions(system.positions)
+            openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
+            self.context.setVelocitiesToTemperature(system.temperature, openmm_seed)
+        else:
+            self.context.loadCheckpoint(state)
+
+    def step(self, n: int) -> None:
+        self.integrator.step(n)
+
+    def observe(self) -> tuple[np.ndarray, float]:
+        state = self.context.getState(getPositions=True, getEnergy=True)
+        return state.getPositions(asNumpy=True)._value, state.getPotentialEnergy()._value
+
+    def save_state(self) -> bytes:
+        return self.context.createCheckpoint()
+
+
+class _TorchEngine:
+    """BAOAB Langevin dynamics on an analytic Target (float64, reduced units, forces by autograd)."""
+
+    def __init__(self, system: System, seed: int, state: bytes | None) -> None:
+        import torch
+
+        self.torch, self.target, self.kT, self.dt = torch, system.analytic, float(system.analytic.kT), system.timestep
+        self.mass = torch.as_tensor(system.masses, dtype=torch.float64)[:, None]
+        self.damping = math.exp(-system.friction * system.timestep)
+        self.noise_scale = (1 - self.damping**2) ** 0.5 * (self.kT / self.mass).sqrt()
+        self.generator = torch.Generator().manual_seed(seed)
+        if state is None:
+            self.x = torch.as_tensor(system.positions, dtype=torch.float64).clone()
+            self.v = (self.kT / self.mass).sqrt() * self._gaussian()
+        else:
+            saved = torch.load(io.BytesIO(state), weights_only=True)
+            self.x, self.v = saved["x"], saved["v"]
+            self.generator.set_state(saved["rng"])
+        self._update_force()
+
+    def _gaussian(self):
+        return self.torch.randn(self.x.shape, generator=self.generator, dtype=self.torch.float64)
+
+    def _update_force(self) -> None:
+        x = self.x.detach().requires_grad_()
+        u = self.target.energy(x[None])[0]
+        (gradient,) = self.torch.autograd.grad(u, x)
+        self.u, self.force = float(u.detach()), -self.kT * gradient
+
+    def step(self, n: int) -> None:
+        half = 0.5 * self.dt
+        for _ in range(n):
+            self.v += half * self.force / self.mass
+            self.x += half * self.v
+            self.v = self.damping * self.v + self.noise_scale * self._gaussian()
+            self.x += half * self.v
+            self._update_force()
+            self.v += half * self.force / self.mass
+
+    def observe(self) -> tuple[np.ndarray, float]:
+        x = self.x.numpy()
+        return np.pad(x, ((0, 0), (0, 3 - x.shape[1]))), self.u * self.kT
+
+    def save_state(self) -> bytes:
+        buffer = io.BytesIO()
+        self.torch.save({"x": self.x, "v": self.v, "rng": self.generator.get_state()}, buffer)
+        return buffer.getvalue()
+
+
+def _count(value: float, unit: float, what: str, unit_name: str) -> int:
+    """``value / unit`` as a positive integer, or InputError."""
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{what} must be a positive number of ps, got {value!r}")
+    count = round(value / unit)
+    if count < 1 or abs(count * unit - value) > 1e-6 * value:
+        raise InputError(f"{what} ({value} ps) must be a multiple of {unit_name} ({unit} ps)")
+    return count
+
+
+def _check_output(output: Path) -> None:
+    folder = output.parent
+    if not folder.is_dir():
+        raise InputError(f"output {str(output)!r}: folder {str(folder)!r} does not exist or is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output {str(output)!r}: folder {str(folder)!r} is not writable")
+    if output.is_dir():
+        raise InputError(f"output {str(output)!r} is a folder")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _resume_point(partial: Path, meta: dict, n_frames: int, frame_bytes: int) -> tuple[int, bytes] | None:
+    """Frames done and engine state of a matching partial run, None if there is none; InputError if it differs."""
+    if not (partial / "meta.json").is_file():  # killed before its first checkpoint: nothing to keep
+        shutil.rmtree(partial, ignore_errors=True)
+        return None
+    saved = json.loads((partial / "meta.json").read_text())
+    if any(saved.get(key) != meta[key] for key in _MATCH_KEYS):
+        differ = ", ".join(f"{k}: {saved.get(k)!r} != {meta[k]!r}" for k in _MATCH_KEYS if saved.get(k) != meta[k])
+        raise InputError(f"partial run {str(partial)!r} belongs to a different run ({differ}); delete it or "
+                         "pass overwrite=True (--overwrite) to discard it")
+    blob = (partial / "state.bin").read_bytes()  # its own frame count: it may be one checkpoint ahead of meta
+    (frames,) = struct.unpack("<q", blob[:8])
+    if frames > n_frames:
+        raise InputError(f"partial run {str(partial)!r} already has {frames} frames, more than the {n_frames} asked "
+                         "for; ask for a longer duration or pass overwrite=True to discard it")
+    for name, size in (("positions.f32", frame_bytes), ("energies.f64", 8)):
+        if (partial / name).stat().st_size < frames * size:
+            raise InputError(f"partial run {str(partial)!r} is damaged ({name} is short); delete it")
+        os.truncate(partial / name, frames * size)
+    return frames, blob[8:]
+
+
+def _write_output(output: Path, system: System, xyz: np.ndarray, times: np.ndarray, energies: np.ndarray) -> None:
+    """Write the trajectory (and the DCD energy CSV) to temporary files and rename them into place."""
+    import mdtraj
+
+    temporary = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    if output.suffix == ".h5":
+        with mdtraj.formats.HDF5TrajectoryFile(str(temporary), "w") as file:
+            file.topology = system.topology
+            file.write(coordinates=xyz, time=times, potentialEnergy=energies)
+    else:
+        csv, csv_temporary = output.with_suffix(".energies.csv"), output.with_name(f".{output.stem}.tmp.csv")
+        np.savetxt(csv_temporary, np.column_stack([times, energies]), fmt=("%.6f", "%.10g"), delimiter=",",
+                   header="time_ps,potential_energy_kJ_mol", comments="")
+        os.replace(csv_temporary, csv)
+        mdtraj.Trajectory(xyz, system.topology, time=times).save_dcd(str(temporary))
+    os.replace(temporary, output)
+
+
+def run_md(system: System, output: str | os.PathLike, duration: float, save_every: float = 1.0, seed: int = 0,
+           platform: str | None = None, progress: bool | None = None, overwrite: bool = False,
+           checkpoint_every: int = 10) -> Path:
+    """Run Langevin MD of ``system`` for ``duration`` ps, saving a frame every ``save_every`` ps, and return the path.
+
+    Frame k is at time (k + 1) * save_every (the start is not a frame); energies are kJ/mol (kT-scaled reduced units
+    for analytic systems). ``output`` ends in ``.h5`` or ``.dcd``. A partial folder ``<output>.partial`` is
+    checkpointed every ``checkpoint_every`` frames and a rerun with the same system, seed, timestep, save_every and
+    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else CPU
+    (one thread, so the same seed gives the same frames); analytic systems run in torch.
+    """
+    output = Path(output)
+    if output.suffix not in FORMATS:
+        raise InputError(f"output {str(output)!r}: unsupported suffix {output.suffix!r}; use one of {FORMATS}")
+    steps_per_frame = _count(save_every, system.timestep, "save_every", "the timestep")
+    n_frames = _count(duration, steps_per_frame * system.timestep, "duration", "save_every")
+    if checkpoint_every < 1:
+        raise InputError(f"checkpoint_every must be a positive number of frames, got {checkpoint_every!r}")
+    _check_output(output)
+    if system.openmm_system is not None:
+        from molsamp.openmm_pool import select_platform
+
+        platform = select_platform(platform)
+    else:
+        platform = "torch"
+    meta = {"system": system.name, "n_atoms": system.n_atoms, "timestep": system.timestep, "save_every": save_every,
+            "seed": int(seed), "platform": platform}
+    partial, frame_bytes = output.with_name(output.name + ".partial"), system.n_atoms * 3 * 4
+    if overwrite and partial.exists():
+        shutil.rmtree(partial)
+    resume = _resume_point(partial, meta, n_frames, frame_bytes) if partial.exists() else None
+    if resume is None and output.exists() and not overwrite:
+        raise InputError(f"output {str(output)!r} exists; pass overwrite=True (--overwrite) to replace it")
+    done, state = resume or (0, None)
+    if platform == "torch":
+        engine: _Engine = _TorchEngine(system, seed, state)
+    else:
+        engine = _OpenMMEngine(system, seed, platform, state)
+
+    def checkpoint(frames: int, buffers: list[list[bytes]], files: list) -> None:
+        for buffer, file in zip(buffers, files):
+            file.write(b"".join(buffer))
+            file.flush()
+            os.fsync(file.fileno())
+            buffer.clear()
+        _atomic_write(partial / "state.bin", struct.pack("<q", frames) + engine.save_state())
+        _atomic_write(partial / "meta.json", json.dumps({**meta, "frames": frames,
+                                                         "step": frames * steps_per_frame}).encode())
+
+    from tqdm import tqdm
+
+    partial.mkdir(exist_ok=True)
+    buffers: list[list[bytes]] = [[], []]
+    show = sys.stderr.isatty() if progress is None else progress
+    with (open(partial / "positions.f32", "ab") as positions, open(partial / "energies.f64", "ab") as energies,
+          tqdm(total=n_frames, initial=done, unit="frame", disable=not show, desc=system.name) as bar):
+        if resume is None:
+            checkpoint(0, buffers, [positions, energies])
+        start, frame_time = time.perf_counter(), steps_per_frame * system.timestep
+        for frame in range(done, n_frames):
+            engine.step(steps_per_frame)
+            xyz, energy = engine.observe()
+            if not (math.isfinite(energy) and np.isfinite(xyz).all()):
+                raise InputError(f"{system.name}: the simulation blew up at t = {(frame + 1) * frame_time:g} ps; "
+                                 f"try a smaller timestep than {system.timestep} ps")
+            buffers[0].append(np.asarray(xyz, dtype=np.float32).tobytes())
+            buffers[1].append(np.float64(energy).tobytes())
+            if (frame + 1) % checkpoint_every == 0 or frame + 1 == n_frames:
+                checkpoint(frame + 1, buffers, [positions, energies])
+            rate = (frame + 1 - done) * frame_time / (time.perf_counter() - start)  # ps/s
+            bar.set_postfix_str(f"{rate * 86.4:.3g} ns/day" if platform != "torch" else f"{rate:.3g} time/s",
+                                refresh=False)
+            bar.update()
+    xyz = np.fromfile(partial / "positions.f32", dtype=np.float32).reshape(-1, system.n_atoms, 3)[:n_frames]
+    potential = np.fromfile(partial / "energies.f64")[:n_frames]
+    _write_output(output, system, xyz, np.arange(1, n_frames + 1) * frame_time, potential)
+    shutil.rmtree(partial)
+    return output
+
+
+def _topology(top: System | str | os.PathLike | mdtraj.Topology) -> mdtraj.Topology:
+    import mdtraj
+
+    if isinstance(top, mdtraj.Topology):
+        return top
+    return top.topology if hasattr(top, "topology") else mdtraj.load_topology(str(top))
+
+
+def load_trajectory(path: str | os.PathLike, top: System | str | os.PathLike | mdtraj.Topology | None = None,
+                    ) -> tuple[mdtraj.Trajectory, np.ndarray | None]:
+    """A trajectory written by :func:`run_md` and its potential energies ``[n_frames]`` (kJ/mol), None if absent.
+
+    ``top`` (a System, a PDB path or an mdtraj Topology) is required for DCD files; HDF5 files carry their own.
+    """
+    import mdtraj
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"trajectory {str(path)!r} does not exist")
+    if path.suffix not in FORMATS:
+        raise InputError(f"trajectory {str(path)!r}: unsupported suffix {path.suffix!r}; use one of {FORMATS}")
+    if path.suffix == ".dcd" and top is None:
+        raise InputError(f"trajectory {str(path)!r}: a DCD file needs a topology (system or PDB file)")
+    try:
+        if path.suffix == ".h5":
+            with mdtraj.formats.HDF5TrajectoryFile(str(path)) as file:
+                frames, topology = file.read(), file.topology if top is None else _topology(top)
+            trajectory = mdtraj.Trajectory(frames.coordinates, topology, time=frames.time,
+                                           unitcell_lengths=frames.cell_lengths, unitcell_angles=frames.cell_angles)
+            energies = frames.potentialEnergy
+        else:
+            trajectory, energies = mdtraj.load_dcd(str(path), top=_topology(top)), None
+            if (csv := path.with_suffix(".energies.csv")).is_file():
+                table = np.loadtxt(csv, delimiter=",", skiprows=1, ndmin=2)
+                trajectory.time, energies = table[:, 0], table[:, 1]
+    except (OSError, ValueError) as error:
+        raise InputError(f"trajectory {str(path)!r}: cannot be read ({error})") from None
+    return trajectory, None if energies is None else np.asarray(energies, dtype=np.float64)
