@@ -98,7 +98,11 @@ def _shutdown(processes: list[subprocess.Popen], connections: list) -> None:
 
 
 class OpenMMPool:
-    """Evaluate batches of positions (nm) in ``n_workers`` spawned processes, or in this process if 0."""
+    """Evaluate batches of positions (nm) in ``n_workers`` worker processes.
+
+    Batches smaller than ``2 * n_workers`` (and all batches when ``n_workers`` is 0) are evaluated in a Context in
+    this process.
+    """
 
     def __init__(self, system: openmm.System, n_workers: int | None = None, platform: str | None = None) -> None:
         import openmm
@@ -150,7 +154,8 @@ class OpenMMPool:
 
     def evaluate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energies ``[B]`` (kJ/mol) and forces ``[B, N, 3]`` (kJ/mol/nm) of ``positions: [B, N, 3]`` (nm)."""
-        if self.n_workers == 0:
+        if self.n_workers == 0 or len(positions) < 2 * self.n_workers:
+            # Small batches stay in this process: the round trip to the workers would cost more than it saves.
             if self._context is None:
                 self._context = _make_context(self._system_xml, self.platform, threads=None)
             return _evaluate(self._context, positions)

@@ -117,7 +117,7 @@ def test_workers_end_on_close_and_on_garbage_collection(ala2):
     assert not any(_alive(p) for p in pids)
 
     target = ala2.target(n_workers=2)
-    target.energy(perturbed(ala2, 2))
+    target.energy(perturbed(ala2, 8))
     pids = target._pool.pids
     del target
     gc.collect()
