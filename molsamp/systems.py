@@ -1,8 +1,8 @@
-"""Molecular systems: what to simulate, loaded from a built-in name or a YAML file in ``systems/``."""
+"""Molecular systems: what to simulate, loaded from a built-in name, a YAML file in ``systems/`` or a SMILES."""
 
 from __future__ import annotations
 
-__all__ = ["System", "load", "available", "SYSTEMS_DIR"]
+__all__ = ["System", "load", "from_smiles", "available", "SYSTEMS_DIR", "SOLVENTS"]
 
 import dataclasses
 import os
@@ -11,16 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from molsamp.errors import SystemFileError, UnknownSystemError
+from molsamp.errors import InputError, SystemFileError, UnknownSystemError
 
 if TYPE_CHECKING:
     import mdtraj
     import openmm
+    from rdkit import Chem
 
     from molsamp.targets import Target
 
 SYSTEMS_DIR = Path(__file__).resolve().parent.parent / "systems"
 """Built-in system files; ``MOLSAMP_SYSTEMS_PATH`` (colon-separated folders) adds more."""
+
+SOLVENTS = ("obc2", "vacuum")
+"""Solvent models of systems made from SMILES: OBC2 implicit water (mbondi2 radii) or none."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,6 +42,8 @@ class System:
         timestep: MD time step (ps).
         friction: Langevin friction (1/ps).
         description: one line for listings.
+        molecule: for systems made from SMILES, the RDKit molecule (explicit hydrogens, one conformer in Å) in the
+            system's atom order; else None.
     """
 
     name: str
@@ -50,6 +56,7 @@ class System:
     timestep: float = 0.002
     friction: float = 1.0
     description: str = ""
+    molecule: Chem.Mol | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -70,17 +77,20 @@ class _SystemFile:
 
     description: str = ""
     structure: str | None = None
-    forcefield: list[str] = dataclasses.field(default_factory=list)
+    forcefield: list[str] | str = dataclasses.field(default_factory=list)
     constraints: str | None = None
     analytic: str | None = None
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    smiles: str | None = None
+    solvent: str | None = None
     temperature: float = 300.0
     timestep: float = 0.002
     friction: float = 1.0
 
 
-_FIELD_TYPES = {"description": str, "structure": str, "forcefield": list, "constraints": str, "analytic": str,
-                "parameters": dict, "temperature": (int, float), "timestep": (int, float), "friction": (int, float)}
+_FIELD_TYPES = {"description": str, "structure": str, "forcefield": (list, str), "constraints": str, "analytic": str,
+                "parameters": dict, "smiles": str, "solvent": str, "temperature": (int, float),
+                "timestep": (int, float), "friction": (int, float)}
 
 
 def _search_path() -> list[Path]:
@@ -126,10 +136,24 @@ def _parse(path: Path) -> _SystemFile:
         if not isinstance(value, _FIELD_TYPES[key]) or isinstance(value, bool):
             raise SystemFileError(f"{path}: key {key!r} has the wrong type ({type(value).__name__}: {value!r})")
     spec = _SystemFile(**raw)
-    if (spec.structure is None) == (spec.analytic is None):
-        raise SystemFileError(f"{path}: give exactly one of 'structure' (with 'forcefield') or 'analytic'")
+    if sum(source is not None for source in (spec.structure, spec.analytic, spec.smiles)) != 1:
+        raise SystemFileError(f"{path}: give exactly one of 'structure' (with 'forcefield'), 'analytic' or 'smiles'")
     if spec.structure is not None and not spec.forcefield:
         raise SystemFileError(f"{path}: key 'forcefield' is required with 'structure'")
+    if spec.structure is not None and not isinstance(spec.forcefield, list):
+        raise SystemFileError(f"{path}: key 'forcefield' must be a list of OpenMM force field files with 'structure'")
+    if spec.smiles is None and spec.solvent is not None:
+        raise SystemFileError(f"{path}: key 'solvent' applies only with 'smiles'")
+    if spec.smiles is not None:
+        from molsamp.forcefields import FORCEFIELDS
+
+        if spec.forcefield not in ([], *FORCEFIELDS):
+            raise SystemFileError(f"{path}: key 'forcefield' must be one of {list(FORCEFIELDS)} with 'smiles', "
+                                  f"got {spec.forcefield!r}")
+        if spec.solvent not in (None, *SOLVENTS):
+            raise SystemFileError(f"{path}: key 'solvent' must be one of {list(SOLVENTS)}, got {spec.solvent!r}")
+        if spec.constraints is not None:
+            raise SystemFileError(f"{path}: key 'constraints' does not apply with 'smiles' (always HBonds)")
     return spec
 
 
@@ -182,6 +206,51 @@ def _analytic_system(path: Path, spec: _SystemFile) -> System:
     )
 
 
+def _smiles_system(path: Path, spec: _SystemFile) -> System:
+    try:
+        system = from_smiles(spec.smiles, forcefield=spec.forcefield or "gaff2", solvent=spec.solvent or "obc2",
+                             temperature=float(spec.temperature), name=path.stem, description=spec.description or None)
+    except InputError as error:
+        raise SystemFileError(f"{path}: key 'smiles': {error}") from None
+    return dataclasses.replace(system, timestep=float(spec.timestep), friction=float(spec.friction))
+
+
+def from_smiles(
+    smiles: str,
+    forcefield: str = "gaff2",
+    solvent: str = "obc2",
+    temperature: float = 300.0,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    description: str | None = None,
+) -> System:
+    """A small organic molecule from SMILES: GAFF2 (or ``forcefield="gaff"``) with AM1-BCC charges.
+
+    Parameters come from :func:`molsamp.forcefields.parametrize` (AmberTools, cached in ``cache_dir``; ``seed``
+    seeds the conformer). The OpenMM System has no cutoff, HBonds constraints and, for ``solvent="obc2"``, OBC2
+    implicit water; positions (nm) are the cached conformer's. Temperature in K; time step 0.002 ps, friction 1/ps.
+    """
+    if solvent not in SOLVENTS:
+        raise InputError(f"solvent must be one of {list(SOLVENTS)}, got {solvent!r}")
+    import mdtraj
+    import openmm.app as app
+
+    from molsamp.forcefields import parametrize
+
+    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed)
+    prmtop = app.AmberPrmtopFile(str(parameters.prmtop))
+    openmm_system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
+                                        implicitSolvent=app.OBC2 if solvent == "obc2" else None)
+    masses = np.array([openmm_system.getParticleMass(i)._value for i in range(openmm_system.getNumParticles())])
+    return System(
+        name=name or smiles, topology=mdtraj.Topology.from_openmm(prmtop.topology),
+        positions=parameters.molecule.GetConformer().GetPositions() / 10.0, temperature=float(temperature),
+        masses=masses, openmm_system=openmm_system, molecule=parameters.molecule,
+        description=description or f"{smiles}: {forcefield.upper()}/AM1-BCC, {solvent}",
+    )
+
+
 def _lattice_positions(n: int, dim: int, spacing: float = 1.0) -> np.ndarray:
     """The ``n`` points of a cubic lattice nearest its centre, centred at the origin (reduced lengths)."""
     side = int(np.ceil(n ** (1 / dim))) + 2
@@ -192,7 +261,14 @@ def _lattice_positions(n: int, dim: int, spacing: float = 1.0) -> np.ndarray:
 
 
 def load(name_or_path: str | os.PathLike) -> System:
-    """Load a built-in system by name (``"ala2"``, ``"lj13"``, see :func:`available`) or from a YAML file."""
+    """Load a built-in system by name (``"ala2"``, ``"lj13"``, see :func:`available`) or from a YAML file.
+
+    A YAML file gives exactly one of ``structure`` (PDB file, with ``forcefield``: a list of OpenMM force field
+    files), ``analytic`` (with ``parameters``) or ``smiles`` (with optional ``forcefield``: gaff2 or gaff, and
+    ``solvent``: obc2 or vacuum; see :func:`from_smiles`).
+    """
     path = _find(name_or_path)
     spec = _parse(path)
-    return _openmm_system(path, spec) if spec.structure is not None else _analytic_system(path, spec)
+    if spec.structure is not None:
+        return _openmm_system(path, spec)
+    return _smiles_system(path, spec) if spec.smiles is not None else _analytic_system(path, spec)

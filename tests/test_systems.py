@@ -5,7 +5,7 @@ import openmm
 import pytest
 
 from molsamp.errors import SystemFileError, UnknownSystemError
-from molsamp.systems import SYSTEMS_DIR, available, load
+from molsamp.systems import SYSTEMS_DIR, available, from_smiles, load
 
 
 def forces_by_name(system):
@@ -67,8 +67,17 @@ def test_missing_yaml_file_is_named(tmp_path):
     ("structure: nothere.pdb\nforcefield: [amber14-all.xml]\n", "key 'structure'"),
     ("structure: [unclosed\n", "not valid YAML"),
     ("- a list\n", "mapping"),
+    ("smiles: CCO\nanalytic: lennard-jones\n", "exactly one of 'structure'.*'analytic' or 'smiles'"),
+    ("smiles: CCO\nforcefield: [gaff2]\n", "key 'forcefield' must be one of"),
+    ("smiles: CCO\nforcefield: openff\n", "key 'forcefield' must be one of"),
+    ("smiles: CCO\nsolvent: tip3p\n", "key 'solvent' must be one of"),
+    ("smiles: CCO\nconstraints: AllBonds\n", "key 'constraints' does not apply"),
+    ("analytic: lennard-jones\nsolvent: obc2\n", "key 'solvent' applies only with 'smiles'"),
+    ("structure: ala2.pdb\nforcefield: amber14-all.xml\n", "key 'forcefield' must be a list"),
+    ("smiles: C[Si](C)(C)C\n", r"key 'smiles': molecule 'C\[Si\]\(C\)\(C\)C': element 'Si'"),
 ])
-def test_malformed_yaml_names_file_and_key(tmp_path, text, match):
+def test_malformed_yaml_names_file_and_key(tmp_path, monkeypatch, text, match):
+    monkeypatch.setenv("MOLSAMP_CACHE", str(tmp_path))
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(SystemFileError, match=match) as error:
@@ -82,3 +91,26 @@ def test_bad_forcefield_file_is_reported(tmp_path):
     path.write_text("structure: ala2.pdb\nforcefield: [no-such-forcefield.xml]\n")
     with pytest.raises(SystemFileError, match="forcefield"):
         load(path)
+
+
+def test_smiles_yaml_file_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOLSAMP_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "acetate.yaml"
+    path.write_text("description: acetate in vacuum\nsmiles: CC(=O)[O-]\nforcefield: gaff\nsolvent: vacuum\n"
+                    "temperature: 310\ntimestep: 0.001\n")
+    acetate = load(path)
+    assert (acetate.name, acetate.description, acetate.n_atoms) == ("acetate", "acetate in vacuum", 7)
+    assert (acetate.temperature, acetate.timestep, acetate.friction) == (310.0, 0.001, 1.0)
+    assert acetate.molecule.GetNumAtoms() == 7 and acetate.positions.shape == (7, 3)
+    assert "GBSAOBCForce" not in forces_by_name(acetate)
+    assert (tmp_path / "cache" / "forcefields").is_dir()
+
+
+def test_from_smiles_defaults_to_gaff2_in_obc2(tmp_path):
+    ethanol = from_smiles("CCO", cache_dir=tmp_path, name="ethanol")
+    assert ethanol.name == "ethanol" and "GAFF2/AM1-BCC" in ethanol.description
+    assert "GBSAOBCForce" in forces_by_name(ethanol)
+    assert (ethanol.temperature, ethanol.timestep, ethanol.friction) == (300.0, 0.002, 1.0)
+    assert [r.name for r in ethanol.topology.residues] == ["MOL"]
+    # positions (nm) are the molecule's conformer (Å)
+    np.testing.assert_allclose(ethanol.positions * 10, ethanol.molecule.GetConformer().GetPositions())

@@ -1,0 +1,116 @@
+"""Von Mises mixture model of torsion angles, conditioned on the molecular graph (after VonMisesNet).
+
+A message-passing network over atoms and bonds gives, for every rotatable torsion of any molecule, a mixture of K
+von Mises distributions; torsions are independent given the graph. The model is a Distribution over ``[B, T]``
+torsion angles (rad): ``sample(n)`` and ``log_prob(angles)``, normalised on the torus.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TorsionMixtureNet", "TorsionMixture"]
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from molsamp.conformers.features import ATOM_FEATURES, BOND_FEATURES
+
+_MAX_CONCENTRATION = 500.0
+
+
+class TorsionMixture:
+    """Independent von Mises mixtures, one per torsion: weights ``[T, K]``, means ``[T, K]`` (rad), and
+    concentrations ``[T, K]`` (1/rad^2)."""
+
+    def __init__(self, logits: Tensor, means: Tensor, concentrations: Tensor) -> None:
+        self.logits = torch.log_softmax(logits, dim=-1)
+        self.means, self.concentrations = means, concentrations
+
+    @property
+    def n_torsions(self) -> int:
+        return self.logits.shape[0]
+
+    def log_prob(self, angles: Tensor) -> Tensor:
+        """Log-density ``[B]`` of torsion angles ``[B, T]`` (rad) with respect to the flat measure on the torus."""
+        kappa = self.concentrations
+        log_normaliser = math.log(2 * math.pi) + torch.log(torch.special.i0e(kappa)) + kappa
+        per_component = self.logits + kappa * torch.cos(angles[..., None] - self.means) - log_normaliser
+        return torch.logsumexp(per_component, dim=-1).sum(-1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[n, T]`` torsion angles in (-pi, pi]."""
+        t, k = self.logits.shape
+        component = torch.multinomial(self.logits.exp().expand(n, t, k).reshape(-1, k), 1, generator=generator)
+        component = component.reshape(n, t, 1)
+        mean = self.means.expand(n, t, k).gather(-1, component)[..., 0]
+        kappa = self.concentrations.expand(n, t, k).gather(-1, component)[..., 0]
+        angles = mean + _von_mises_standard(kappa, generator)
+        return torch.remainder(angles + math.pi, 2 * math.pi) - math.pi
+
+
+def _von_mises_standard(kappa: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Samples of von Mises(0, kappa) by Best and Fisher's (1979) rejection method, one per entry of ``kappa``."""
+    kappa = kappa.double().clamp(min=1e-6)
+    tau = 1 + torch.sqrt(1 + 4 * kappa**2)
+    rho = (tau - torch.sqrt(2 * tau)) / (2 * kappa)
+    r = (1 + rho**2) / (2 * rho)
+    result = torch.empty_like(kappa)
+    pending = torch.ones_like(kappa, dtype=torch.bool)
+    while pending.any():
+        u1, u2, u3 = torch.rand((3, *kappa.shape), generator=generator, dtype=kappa.dtype, device=kappa.device)
+        z = torch.cos(math.pi * u1)
+        f = (1 + r * z) / (r + z)
+        c = kappa * (r - f)
+        accept = pending & ((c * (2 - c) - u2 > 0) | (torch.log(c / u2) + 1 - c >= 0))
+        result = torch.where(accept, torch.sign(u3 - 0.5) * torch.acos(f.clamp(-1, 1)), result)
+        pending &= ~accept
+    return result
+
+
+class TorsionMixtureNet(nn.Module):
+    """Graph network mapping a molecule with its torsions to a :class:`TorsionMixture`.
+
+    Args:
+        hidden: width of atom embeddings.
+        layers: message-passing layers (GINE convolutions with bond features, residual).
+        components: von Mises components K per torsion.
+    """
+
+    def __init__(self, hidden: int = 64, layers: int = 4, components: int = 6) -> None:
+        super().__init__()
+        from torch_geometric.nn import GINEConv
+
+        self.config = {"hidden": hidden, "layers": layers, "components": components}
+        self.embed = nn.Linear(ATOM_FEATURES, hidden)
+        self.convolutions = nn.ModuleList(
+            GINEConv(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)), edge_dim=BOND_FEATURES)
+            for _ in range(layers)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.head = nn.Sequential(nn.Linear(4 * hidden, 2 * hidden), nn.SiLU(), nn.Linear(2 * hidden, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, 4 * components))
+        self.components = components
+
+    def forward(self, graph) -> list[TorsionMixture]:
+        """One :class:`TorsionMixture` per molecule of a torch-geometric ``Data`` or ``Batch``."""
+        h = self.embed(graph.x)
+        for convolution, norm in zip(self.convolutions, self.norms):
+            h = h + convolution(norm(h), graph.edge_index, graph.edge_attr)
+        quads = graph.torsion_index  # [4, T_total]
+        out = self.head(torch.cat([h[quads[0]], h[quads[1]], h[quads[2]], h[quads[3]]], dim=-1))
+        out = out.reshape(-1, self.components, 4)
+        logits, means = out[..., 0], torch.atan2(out[..., 1], out[..., 2])
+        concentrations = nn.functional.softplus(out[..., 3]).clamp(max=_MAX_CONCENTRATION) + 1e-3
+        counts = _torsions_per_graph(graph)
+        return [TorsionMixture(*parts) for parts in zip(logits.split(counts), means.split(counts),
+                                                         concentrations.split(counts))]
+
+
+def _torsions_per_graph(graph) -> list[int]:
+    """Number of torsions of each molecule in a Data (one molecule) or Batch."""
+    if not hasattr(graph, "num_graphs") or not hasattr(graph, "_slice_dict"):
+        return [graph.torsion_index.shape[1]]
+    slices = graph._slice_dict["torsion_index"]
+    return (slices[1:] - slices[:-1]).tolist()

@@ -1,0 +1,117 @@
+"""Rotatable torsions of a molecule and conformers made by setting them on a base geometry."""
+
+from __future__ import annotations
+
+__all__ = ["Torsions", "rotatable_torsions", "set_torsions"]
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from molsamp.analysis import compute_dihedrals
+
+if TYPE_CHECKING:
+    from rdkit import Chem
+
+
+@dataclasses.dataclass(frozen=True)
+class Torsions:
+    """The rotatable torsions of a molecule.
+
+    Attributes:
+        atoms: ``[T, 4]`` atom indices (i, j, k, l) of each torsion; the bond j-k rotates.
+        moving: for each torsion, the indices of the atoms on the k side of its bond (those that move with it).
+        heavy: ``[T]`` True where all four atoms are heavy atoms (the torsions usually compared between ensembles).
+    """
+
+    atoms: np.ndarray
+    moving: tuple[np.ndarray, ...]
+    heavy: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+
+def _priority(atom: Chem.Atom) -> tuple:
+    """Order of preference for the outer atoms i and l: heavy first, then heavier, then lower index."""
+    return (atom.GetAtomicNum() == 1, -atom.GetAtomicNum(), atom.GetIdx())
+
+
+def _is_symmetric_rotor(atom: Chem.Atom, exclude: int) -> bool:
+    """True for a centre whose other neighbours are three identical terminal atoms (CH3, CF3, NH3+)."""
+    others = [n for n in atom.GetNeighbors() if n.GetIdx() != exclude]
+    return len(others) == 3 and all(n.GetDegree() == 1 for n in others) and len({n.GetAtomicNum() for n in others}) == 1
+
+
+def _side(mol: Chem.Mol, j: int, k: int) -> np.ndarray:
+    """Atoms reachable from k without crossing the bond j-k."""
+    seen, frontier = {k}, [k]
+    while frontier:
+        for neighbour in mol.GetAtomWithIdx(frontier.pop()).GetNeighbors():
+            index = neighbour.GetIdx()
+            if index != j and index not in seen:
+                seen.add(index)
+                frontier.append(index)
+    return np.array(sorted(seen))
+
+
+def rotatable_torsions(mol: Chem.Mol) -> Torsions:
+    """Torsions about the rotatable bonds of ``mol`` (with explicit hydrogens).
+
+    A bond is rotatable when it is a single bond outside rings, both of its atoms have other neighbours, neither is
+    linear (sp), and neither end is a symmetric rotor (methyl, CF3, NH3+) whose rotation changes nothing. Polar
+    hydrogens (OH, SH, NH) count: their torsions use the hydrogen as the outer atom. Amide bonds count too.
+    """
+    from rdkit import Chem
+
+    atoms, moving, heavy = [], [], []
+    for bond in mol.GetBonds():
+        if bond.GetBondType() != Chem.BondType.SINGLE or bond.IsInRing():
+            continue
+        begin, end = bond.GetBeginAtom(), bond.GetEndAtom()
+        if min(begin.GetDegree(), end.GetDegree()) < 2:
+            continue
+        if Chem.HybridizationType.SP in (begin.GetHybridization(), end.GetHybridization()):
+            continue
+        if _is_symmetric_rotor(begin, end.GetIdx()) or _is_symmetric_rotor(end, begin.GetIdx()):
+            continue
+        j, k = begin.GetIdx(), end.GetIdx()
+        side_k, side_j = _side(mol, j, k), _side(mol, k, j)
+        if len(side_k) > len(side_j):  # move the smaller side
+            j, k, side_k = k, j, side_j
+        i = min((n for n in mol.GetAtomWithIdx(j).GetNeighbors() if n.GetIdx() != k), key=_priority).GetIdx()
+        l = min((n for n in mol.GetAtomWithIdx(k).GetNeighbors() if n.GetIdx() != j), key=_priority).GetIdx()
+        atoms.append((i, j, k, l))
+        moving.append(side_k)
+        heavy.append(all(mol.GetAtomWithIdx(a).GetAtomicNum() > 1 for a in (i, j, k, l)))
+    return Torsions(np.array(atoms, dtype=np.int64).reshape(-1, 4), tuple(moving), np.array(heavy, dtype=bool))
+
+
+def _rotate(x: torch.Tensor, origin: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate points ``x: [B, M, 3]`` by ``angle: [B]`` (rad) about ``axis: [B, 3]`` through ``origin: [B, 3]``."""
+    u = axis / axis.norm(dim=-1, keepdim=True)
+    v = x - origin[:, None]
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    u = u[:, None].expand_as(v)
+    rotated = v * cos + torch.cross(u, v, dim=-1) * sin + u * (u * v).sum(-1, keepdim=True) * (1 - cos)
+    return rotated + origin[:, None]
+
+
+def set_torsions(positions: torch.Tensor, torsions: Torsions, angles: torch.Tensor) -> torch.Tensor:
+    """Conformers ``[B, N, 3]`` with the torsions set to ``angles: [B, T]`` (rad), bond lengths and angles kept.
+
+    ``positions`` is the base geometry ``[N, 3]`` or a batch ``[B, N, 3]`` (nm). Each torsion's k side is rotated
+    rigidly about its bond; setting one torsion leaves the others unchanged, so the order does not matter.
+    """
+    angles = torch.as_tensor(angles, dtype=positions.dtype, device=positions.device)
+    x = positions.expand(len(angles), *positions.shape[-2:]).clone()
+    if len(torsions) == 0:
+        return x
+    for t, (quad, side) in enumerate(zip(torsions.atoms, torsions.moving)):
+        current = compute_dihedrals(x, quad[None])[:, 0]
+        j, k = int(quad[1]), int(quad[2])
+        side = torch.as_tensor(side, device=x.device)
+        x[:, side] = _rotate(x[:, side], x[:, k], x[:, k] - x[:, j], angles[:, t] - current)
+    return x
