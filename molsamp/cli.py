@@ -102,6 +102,102 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
     click.echo(json.dumps(summary))
 
 
+@cli.command()
+@click.argument("molecules")
+@click.option("-n", "--n", "n", type=int, default=300, show_default=True, help="Conformers per molecule.")
+@click.option("--mh", "mode", flag_value="mh", help="Independence Metropolis-Hastings chain (equal weights).")
+@click.option("--unweighted", "mode", flag_value="unweighted", help="Resample to equal weights.")
+@click.option("--weighted", "mode", flag_value="weighted", default=True, help="Importance weights (default).")
+@click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
+@click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
+@click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="Torsion model checkpoint.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SDF to write.")
+def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: str, forcefield: str,
+               model: Path | None, seed: int, quiet: bool, output: Path) -> None:
+    """Boltzmann conformer ensembles of MOLECULES (a SMILES, or a .smi/.csv file) as SDF."""
+    from tqdm import tqdm
+
+    from molsamp.conformers import generate, read_smiles, write_sdf
+    from molsamp.conformers.generate import DEFAULT_MODEL
+    from molsamp.conformers.model import load_model
+
+    if not output.parent.is_dir():
+        raise _UserError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
+    pairs = read_smiles(molecules)
+    network = load_model(model or DEFAULT_MODEL)
+    ensembles, failures = [], 0
+    for name, smiles in tqdm(pairs, disable=quiet or len(pairs) == 1 or not sys.stderr.isatty(), unit="molecule"):
+        try:
+            ensemble = generate(smiles, n=n, mode=mode, model=network, temperature=temperature, solvent=solvent,
+                                forcefield=forcefield, seed=seed, name=name)
+        except MolsampError as error:
+            failures += 1
+            click.echo(f"failed {name}: {error}", err=True)
+            continue
+        ensembles.append(ensemble)
+        acceptance = ensemble.GetPropsAsDict().get("molsamp_acceptance")
+        click.echo(f"{name}: {n} conformers, {ensemble.GetIntProp('molsamp_torsions')} torsions, "
+                   f"ESS {ensemble.GetDoubleProp('molsamp_ess'):.1f}"
+                   + (f", MH acceptance {acceptance:.2f}" if acceptance is not None else ""))
+    if not ensembles:
+        raise _UserError(f"no molecule of {molecules!r} could be sampled")
+    write_sdf(ensembles, output)
+    click.echo(f"wrote {output}" + (f" ({failures} of {len(pairs)} molecules failed)" if failures else ""))
+
+
+@cli.group()
+def train() -> None:
+    """Train the learned samplers."""
+
+
+@train.command("conformers")
+@click.option("--smiles", "smiles_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Training molecules: a .smi or .csv file.")
+@click.option("--steps", type=int, default=3000, show_default=True, help="Optimisation steps.")
+@click.option("--molecules-per-step", type=int, default=8, show_default=True)
+@click.option("--samples", type=int, default=64, show_default=True, help="Torsion samples per molecule and step.")
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True, help="Width of the graph network.")
+@click.option("--components", type=int, default=6, show_default=True, help="Von Mises components per torsion.")
+@click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
+@click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
+@click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
+def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, samples: int, learning_rate: float,
+                     hidden: int, components: int, temperature: float, solvent: str, forcefield: str, seed: int,
+                     output: Path) -> None:
+    """Train the von Mises torsion model by reverse KL against GAFF/AM1-BCC torsional Boltzmann densities."""
+    import torch
+    from tqdm import tqdm
+
+    from molsamp.conformers.io import read_smiles
+    from molsamp.conformers.model import TorsionMixtureNet
+    from molsamp.conformers.target import TorsionalTarget
+    from molsamp.conformers.training import train_reverse_kl
+    from molsamp.systems import from_smiles
+
+    torch.manual_seed(seed)
+    targets = []
+    for name, smiles in tqdm(read_smiles(smiles_file), desc="parametrising", disable=not sys.stderr.isatty()):
+        try:
+            system = from_smiles(smiles, forcefield=forcefield, solvent=solvent, temperature=temperature, name=name)
+            targets.append(TorsionalTarget(system, n_workers=0))
+        except MolsampError as error:
+            click.echo(f"skipped {name}: {error}", err=True)
+    model = TorsionMixtureNet(hidden=hidden, components=components)
+    log_path = output.with_suffix(".log.jsonl")
+    with open(log_path, "w") as log:
+        train_reverse_kl(model, targets, steps=steps, molecules_per_step=molecules_per_step,
+                         samples_per_molecule=samples, learning_rate=learning_rate, seed=seed, checkpoint=output,
+                         log=lambda record: log.write(json.dumps(record) + "\n"))
+    click.echo(f"wrote {output} ({len(targets)} molecules) and {log_path}")
+
+
 def _topology(top: str | None):
     """A topology for DCD input from a PDB path (kept as a path) or a system name/YAML file."""
     if top is None or top.endswith(".pdb"):

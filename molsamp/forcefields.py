@@ -25,6 +25,10 @@ FORCEFIELDS = {"gaff2": "leaprc.gaff2", "gaff": "leaprc.gaff"}
 ELEMENTS = ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 """Elements GAFF and AM1-BCC cover."""
 
+SQM_KEYWORDS = "qm_theory='AM1', maxcyc=0"
+"""sqm settings: AM1-BCC charges at the MMFF94-optimised RDKit geometry, without AM1 re-optimisation (which takes
+minutes for a drug-sized molecule and changes charges by a few hundredths of e)."""
+
 _FILES = ("molecule.sdf", "molecule.mol2", "molecule.frcmod", "molecule.prmtop", "molecule.inpcrd", "smiles.txt")
 _TLEAP = """source {leaprc}
 set default PBradii mbondi2
@@ -163,7 +167,7 @@ def _build(smiles: str, molecule: Chem.Mol, forcefield: str, work: Path, seed: i
     Chem.MolToMolFile(molecule, str(work / "molecule.sdf"))
     charge = Chem.GetFormalCharge(molecule)
     _run("antechamber", ["-i", "molecule.sdf", "-fi", "sdf", "-o", "molecule.mol2", "-fo", "mol2", "-c", "bcc",
-                         "-nc", str(charge), "-at", forcefield, "-rn", "MOL", "-s", "0", "-pf", "y"],
+                         "-nc", str(charge), "-at", forcefield, "-rn", "MOL", "-s", "0", "-pf", "y", "-ek", SQM_KEYWORDS],
          work, smiles, "molecule.mol2")
     _check_order(smiles, molecule, _mol2_atoms(work / "molecule.mol2"))
     _run("parmchk2", ["-i", "molecule.mol2", "-f", "mol2", "-o", "molecule.frcmod", "-s", forcefield],

@@ -1,5 +1,14 @@
-"""Conformers from SMILES: rotatable torsions, a von Mises torsion-mixture model, reweighting and MH sampling."""
+"""Conformers from SMILES: rotatable torsions, a von Mises torsion-mixture model, reweighting and MH sampling.
 
+Approximations, stated once: bond lengths, bond angles and ring conformations are those of one RDKit ETKDG geometry
+minimised in the molecule's force field; only the rotatable torsions vary. Within that space the samples are exact:
+importance weights exp(-u)/q, or an independence Metropolis-Hastings chain, against the OpenMM energy.
+"""
+
+from molsamp.conformers.generate import MODES, generate, sample_torsions
+from molsamp.conformers.io import read_smiles, write_sdf
+from molsamp.conformers.target import TorsionalTarget
 from molsamp.conformers.torsions import Torsions, rotatable_torsions, set_torsions
 
-__all__ = ["Torsions", "rotatable_torsions", "set_torsions"]
+__all__ = ["generate", "sample_torsions", "MODES", "TorsionalTarget", "Torsions", "rotatable_torsions", "set_torsions",
+           "read_smiles", "write_sdf"]

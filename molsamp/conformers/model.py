@@ -7,7 +7,7 @@ torsion angles (rad): ``sample(n)`` and ``log_prob(angles)``, normalised on the 
 
 from __future__ import annotations
 
-__all__ = ["TorsionMixtureNet", "TorsionMixture"]
+__all__ = ["TorsionMixtureNet", "TorsionMixture", "save_model", "load_model"]
 
 import math
 
@@ -114,3 +114,36 @@ def _torsions_per_graph(graph) -> list[int]:
         return [graph.torsion_index.shape[1]]
     slices = graph._slice_dict["torsion_index"]
     return (slices[1:] - slices[:-1]).tolist()
+
+
+def save_model(model: TorsionMixtureNet, path, **metadata) -> None:
+    """Write ``model`` (weights, architecture and ``metadata``) to ``path`` atomically."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": "molsamp.torsion-mixture/1", "config": model.config, "state": model.state_dict(),
+                "metadata": metadata}, temporary)
+    os.replace(temporary, path)
+
+
+def load_model(path, device: torch.device | str | None = None) -> TorsionMixtureNet:
+    """A :class:`TorsionMixtureNet` from a checkpoint written by :func:`save_model`; ``.metadata`` holds its card."""
+    from molsamp.errors import InputError
+
+    try:
+        checkpoint = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"model checkpoint {str(path)!r} does not exist") from None
+    except Exception as error:
+        raise InputError(f"{path}: not a readable torch checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "molsamp.torsion-mixture/1":
+        raise InputError(f"{path}: not a molsamp torsion-mixture checkpoint")
+    model = TorsionMixtureNet(**checkpoint["config"])
+    try:
+        model.load_state_dict(checkpoint["state"])
+    except RuntimeError as error:
+        raise InputError(f"{path}: weights do not match the architecture ({error})".splitlines()[0]) from None
+    model.metadata = checkpoint["metadata"]
+    return model.to(device or "cpu").eval()

@@ -1,0 +1,147 @@
+"""Conformer ensembles from SMILES: torsions drawn from the model, made exact by importance weights or MH."""
+
+from __future__ import annotations
+
+__all__ = ["MODES", "DEFAULT_MODEL", "TorsionSamples", "sample_torsions", "generate"]
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from molsamp.conformers.target import TorsionalTarget
+from molsamp.errors import InputError
+from molsamp.samplers import independence_metropolis
+from molsamp.samples import systematic_resample
+
+if TYPE_CHECKING:
+    from rdkit import Chem
+
+    from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
+
+MODES = ("weighted", "mh", "unweighted")
+"""``weighted``: importance-weighted model samples; ``mh``: an independence Metropolis-Hastings chain with the model
+as proposal (equal weights); ``unweighted``: weighted samples resampled to equal weights."""
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "torsion-mixture.pt"
+"""The shipped pretrained torsion model."""
+_OVERSAMPLE = 4  # weighted draws per output conformer in "unweighted" mode
+_MAX_DRAWS_PER_SAMPLE = 50  # give up when clashes leave fewer clash-free draws than this allows
+
+
+@dataclasses.dataclass(frozen=True)
+class TorsionSamples:
+    """Torsion angles ``[n, T]`` (rad), reduced energies ``u [n]`` (kT), log model densities ``[n]``, normalised
+    log importance weights ``[n]`` (they sum to 1 in probability), the Kish ESS of the draws, the MH acceptance rate
+    (``mode="mh"``) and the number of clash-free and total draws."""
+
+    angles: torch.Tensor
+    u: torch.Tensor
+    log_q: torch.Tensor
+    log_weights: torch.Tensor
+    ess: float
+    acceptance: float | None
+    draws: int
+    attempts: int
+
+
+def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, generator: torch.Generator,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """``n`` clash-free draws from the model: angles, u and log q, and the number of attempts."""
+    angles, energies, attempts = [], [], 0
+    while sum(len(a) for a in angles) < n:
+        if attempts >= _MAX_DRAWS_PER_SAMPLE * n:
+            raise InputError(f"molecule {target.system.name!r}: fewer than 1 in {_MAX_DRAWS_PER_SAMPLE} model "
+                             "samples is free of steric clashes; the model does not fit this molecule")
+        batch = mixture.sample(batch_size, generator)
+        u = target.energy(batch)
+        keep = torch.isfinite(u)
+        angles.append(batch[keep])
+        energies.append(u[keep])
+        attempts += batch_size
+    angles, u = torch.cat(angles)[:n], torch.cat(energies)[:n]
+    with torch.no_grad():
+        log_q = mixture.log_prob(angles).double()
+    return angles, u, log_q, attempts
+
+
+def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mode: str = "weighted",
+                    seed: int = 0, batch_size: int = 256) -> TorsionSamples:
+    """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`MODES`."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if n < 1:
+        raise InputError(f"the number of conformers must be positive, got {n}")
+    generator = torch.Generator().manual_seed(seed)
+    draws = n * _OVERSAMPLE if mode == "unweighted" else n
+    angles, u, log_q, attempts = _clash_free_draws(mixture, target, draws, generator, batch_size)
+    log_w = -u - log_q
+    ess = math.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
+    acceptance = None
+    if mode == "weighted":
+        index, log_weights = torch.arange(n), log_w - torch.logsumexp(log_w, 0)
+    else:
+        if mode == "mh":
+            index, acceptance = independence_metropolis(log_w, generator)
+        else:
+            index = systematic_resample(log_w, n, generator)
+        log_weights = torch.full((n,), -math.log(n), dtype=torch.float64)
+    return TorsionSamples(angles[index], u[index], log_q[index], log_weights, ess, acceptance, draws, attempts)
+
+
+def generate(
+    smiles: str,
+    n: int = 300,
+    mode: str = "weighted",
+    model: TorsionMixtureNet | str | Path | None = None,
+    temperature: float = 300.0,
+    solvent: str = "obc2",
+    forcefield: str = "gaff2",
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    name: str | None = None,
+) -> Chem.Mol:
+    """A conformer ensemble of ``smiles`` following its torsional Boltzmann distribution at ``temperature`` (K).
+
+    Returns an RDKit Mol (explicit hydrogens) with ``n`` conformers (Å). Each conformer carries
+    ``molsamp_energy_kJ_mol`` and ``molsamp_log_weight`` (normalised log importance weight; equal weights in the
+    ``mh`` and ``unweighted`` modes); the molecule carries ``molsamp_ess`` (Kish ESS of the model draws), ``molsamp_mode``,
+    ``molsamp_acceptance`` (``mh``), ``molsamp_torsions`` and ``molsamp_seed``.
+    """
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    from molsamp.conformers.features import molecule_graph
+    from molsamp.conformers.model import load_model
+    from molsamp.systems import from_smiles
+
+    if not isinstance(model, torch.nn.Module):
+        model = load_model(model or DEFAULT_MODEL)
+    system = from_smiles(smiles, forcefield=forcefield, solvent=solvent, temperature=temperature,
+                         cache_dir=cache_dir, name=name)
+    target = TorsionalTarget(system)
+    try:
+        with torch.no_grad():
+            mixture = model(molecule_graph(target.molecule, target.torsions))[0]
+        samples = sample_torsions(mixture, target, n, mode=mode, seed=seed)
+        positions = target.conformers(samples.angles).numpy() * 10.0  # Å
+    finally:
+        target.close()
+    molecule = Chem.Mol(target.molecule)
+    molecule.RemoveAllConformers()
+    molecule.SetProp("_Name", name or smiles)
+    for x, u, log_weight in zip(positions, samples.u.tolist(), samples.log_weights.tolist()):
+        conformer = Chem.Conformer(molecule.GetNumAtoms())
+        for i, (a, b, c) in enumerate(x.tolist()):
+            conformer.SetAtomPosition(i, Point3D(a, b, c))
+        conformer.SetDoubleProp("molsamp_energy_kJ_mol", u * target.kT)
+        conformer.SetDoubleProp("molsamp_log_weight", log_weight)
+        molecule.AddConformer(conformer, assignId=True)
+    molecule.SetDoubleProp("molsamp_ess", samples.ess)
+    molecule.SetProp("molsamp_mode", mode)
+    molecule.SetIntProp("molsamp_torsions", target.n_torsions)
+    molecule.SetIntProp("molsamp_seed", seed)
+    if samples.acceptance is not None:
+        molecule.SetDoubleProp("molsamp_acceptance", samples.acceptance)
+    return molecule
