@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["independence_metropolis"]
+__all__ = ["independence_metropolis", "annealed_smc"]
+
+from collections.abc import Callable, Sequence
 
 import torch
+
+from molsamp.samples import systematic_resample
 
 
 def independence_metropolis(log_weights: torch.Tensor, generator: torch.Generator | None = None
@@ -29,3 +33,39 @@ def independence_metropolis(log_weights: torch.Tensor, generator: torch.Generato
             state, accepted = i, accepted + 1
         states[i] = state
     return states, accepted / max(len(log_weights) - 1, 1)
+
+
+def annealed_smc(
+    x: torch.Tensor,
+    log_q: torch.Tensor,
+    log_p: torch.Tensor,
+    move: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]],
+    betas: Sequence[float],
+    ess_threshold: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
+    """Sequential Monte Carlo from a proposal q to a target p along pi_beta ∝ q^(1 - beta) p^beta.
+
+    Particles ``x: [N, ...]`` drawn from q, with their ``log_q`` and unnormalised ``log_p`` (``[N]``), are reweighted by pi_{beta_k} / pi_{beta_(k-1)}, resampled (systematic)
+    when the Kish ESS falls below ``ess_threshold * N``, and moved by an MCMC kernel that leaves pi_beta invariant:
+    ``move(x, lq, lp, beta) -> (x, lq, lp, acceptance)``. The final weighted particles are consistent for p
+    (``-inf`` in ``log_p`` means probability zero). ``betas`` rise to 1.
+
+    Returns particles, their log q and log p, normalised log-weights ``[N]`` and one record per step (beta, ESS
+    before resampling, resampled or not, acceptance).
+    """
+    lq, lp = log_q.double(), log_p.double()
+    log_w = torch.zeros(len(x), dtype=torch.float64)
+    history, previous = [], 0.0
+    for beta in betas:
+        log_w = log_w + (beta - previous) * torch.nan_to_num(lp - lq, nan=-torch.inf).double()
+        previous = beta
+        ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
+        resampled = ess < ess_threshold * len(x)
+        if resampled:
+            index = systematic_resample(log_w, len(x), generator)
+            x, lq, lp = x[index], lq[index], lp[index]
+            log_w = torch.zeros(len(x), dtype=torch.float64)
+        x, lq, lp, acceptance = move(x, lq, lp, beta)
+        history.append({"beta": beta, "ess": ess, "resampled": resampled, "acceptance": acceptance})
+    return x, lq, lp, log_w - torch.logsumexp(log_w, 0), history

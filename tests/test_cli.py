@@ -1,15 +1,19 @@
 """The molsamp command: light start-up, help everywhere, one-line errors with exit status 2, MD then analysis."""
 
 import json
+import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 
-def molsamp(*args, cwd=None):
+def molsamp(*args, cwd=None, env=None):
+    """Run the command; ``env`` adds variables to this process's environment."""
     return subprocess.run([sys.executable, "-m", "molsamp.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+                          cwd=cwd, timeout=600, env=None if env is None else {**os.environ, **env})
 
 
 def assert_one_line_error(result, *fragments):
@@ -74,3 +78,73 @@ def test_analyze_without_backbone(tmp_path):
     assert molsamp("md", "lj13", "--ps", "0.01", "--save-every", "0.001", "-q", "-o", "lj.h5",
                    cwd=tmp_path).returncode == 0
     assert_one_line_error(molsamp("analyze", "lj.h5", "--ramachandran", cwd=tmp_path), "phi/psi")
+
+
+# ---- conformers ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conformer_setup(tmp_path_factory):
+    """A parameter cache of its own (``MOLSAMP_CACHE``) and a checkpoint of a small untrained torsion model."""
+    import torch
+
+    from molsamp.conformers.model import TorsionMixtureNet, save_model
+
+    folder = tmp_path_factory.mktemp("conformers")
+    torch.manual_seed(0)
+    save_model(TorsionMixtureNet(hidden=16, layers=1, components=2), folder / "tiny.pt")
+    return {"MOLSAMP_CACHE": str(folder / "cache")}, folder / "tiny.pt"
+
+
+def sdf_records(path):
+    from rdkit import Chem
+
+    return [record for record in Chem.SDMolSupplier(str(path), removeHs=False)]
+
+
+@pytest.mark.parametrize("command", [["conformers"], ["train"], ["train", "conformers"]])
+def test_help_on_conformer_commands(command):
+    result = molsamp(*command, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_conformers_of_one_smiles(tmp_path, conformer_setup):
+    env, model = conformer_setup
+    result = molsamp("conformers", "CCO", "-n", "10", "--model", model, "-o", "out.sdf", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "CCO: 10 conformers, 1 torsions, ESS" in result.stdout and "wrote out.sdf" in result.stdout
+    records = sdf_records(tmp_path / "out.sdf")
+    assert len(records) == 10
+    for record in records:
+        assert record.GetNumAtoms() == 9
+        assert math.isfinite(float(record.GetProp("molsamp_energy_kJ_mol")))
+        assert float(record.GetProp("molsamp_log_weight")) <= 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.sdf"]
+    assert any((Path(env["MOLSAMP_CACHE"]) / "forcefields").iterdir())  # the parameters went to MOLSAMP_CACHE
+
+
+def test_conformers_of_a_file_with_a_bad_molecule(tmp_path, conformer_setup):
+    env, model = conformer_setup
+    (tmp_path / "mols.smi").write_text("CCO ethanol\nC[Si](C)(C)C tetramethylsilane\n")
+    result = molsamp("conformers", "mols.smi", "-n", "10", "--mh", "-q", "--model", model, "-o", "out.sdf",
+                     cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "failed tetramethylsilane:" in result.stderr and "element 'Si'" in result.stderr
+    assert "MH acceptance" in result.stdout and "(1 of 2 molecules failed)" in result.stdout
+    records = sdf_records(tmp_path / "out.sdf")
+    assert len(records) == 10 and {r.GetProp("_Name") for r in records} == {"ethanol"}
+    assert {round(float(r.GetProp("molsamp_log_weight")), 6) for r in records} == {round(-2.302585, 6)}  # log(1/10)
+
+
+def test_conformers_of_an_empty_string(tmp_path, conformer_setup):
+    env, model = conformer_setup
+    assert_one_line_error(molsamp("conformers", "", "--model", model, "-o", "out.sdf", cwd=tmp_path, env=env),
+                          "empty input")
+    assert not (tmp_path / "out.sdf").exists()
+
+
+def test_conformers_with_a_model_that_is_not_a_checkpoint(tmp_path, conformer_setup):
+    env, _ = conformer_setup
+    (tmp_path / "model.pt").write_bytes(os.urandom(512))
+    assert_one_line_error(molsamp("conformers", "CCO", "--model", "model.pt", "-o", "out.sdf", cwd=tmp_path, env=env),
+                          "model.pt", "not a readable torch checkpoint")

@@ -13,7 +13,8 @@ import torch
 
 from molsamp.conformers.target import TorsionalTarget
 from molsamp.errors import InputError
-from molsamp.samplers import independence_metropolis
+from molsamp.conformers.moves import TorsionMoves
+from molsamp.samplers import annealed_smc, independence_metropolis
 from molsamp.samples import systematic_resample
 
 if TYPE_CHECKING:
@@ -21,11 +22,14 @@ if TYPE_CHECKING:
 
     from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
 
-MODES = ("weighted", "mh", "unweighted")
-"""``weighted``: importance-weighted model samples; ``mh``: an independence Metropolis-Hastings chain with the model
-as proposal (equal weights); ``unweighted``: weighted samples resampled to equal weights."""
+MODES = ("smc", "weighted", "mh", "unweighted")
+"""``smc``: model samples annealed to the Boltzmann density by sequential Monte Carlo with torsion moves (weighted,
+the most accurate); ``weighted``: importance-weighted model samples; ``mh``: an independence Metropolis-Hastings
+chain with the model as proposal (equal weights); ``unweighted``: weighted samples resampled to equal weights."""
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "torsion-mixture.pt"
 """The shipped pretrained torsion model."""
+SMC_STEPS = 8
+"""Annealing steps of the ``smc`` mode (beta_k = (k / SMC_STEPS)^2), each with two moves per torsion and particle."""
 _OVERSAMPLE = 4  # weighted draws per output conformer in "unweighted" mode
 _MAX_DRAWS_PER_SAMPLE = 50  # give up when clashes leave fewer clash-free draws than this allows
 
@@ -33,8 +37,9 @@ _MAX_DRAWS_PER_SAMPLE = 50  # give up when clashes leave fewer clash-free draws 
 @dataclasses.dataclass(frozen=True)
 class TorsionSamples:
     """Torsion angles ``[n, T]`` (rad), reduced energies ``u [n]`` (kT), log model densities ``[n]``, normalised
-    log importance weights ``[n]`` (they sum to 1 in probability), the Kish ESS of the draws, the MH acceptance rate
-    (``mode="mh"``) and the number of clash-free and total draws."""
+    log importance weights ``[n]`` (they sum to 1 in probability), the Kish ESS (of the model draws; for ``smc`` the smallest
+    over the annealing steps, before resampling), the MH acceptance rate (``mh``, ``smc``), the number of draws from the model (clashes
+    included) and the OpenMM energy evaluations spent."""
 
     angles: torch.Tensor
     u: torch.Tensor
@@ -43,7 +48,7 @@ class TorsionSamples:
     ess: float
     acceptance: float | None
     draws: int
-    attempts: int
+    evaluations: int
 
 
 def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, generator: torch.Generator,
@@ -66,7 +71,7 @@ def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, 
     return angles, u, log_q, attempts
 
 
-def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mode: str = "weighted",
+def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mode: str = "smc",
                     seed: int = 0, batch_size: int = 256) -> TorsionSamples:
     """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`MODES`."""
     if mode not in MODES:
@@ -74,12 +79,20 @@ def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mo
     if n < 1:
         raise InputError(f"the number of conformers must be positive, got {n}")
     generator = torch.Generator().manual_seed(seed)
+    evaluations_before = target.n_evaluations
     draws = n * _OVERSAMPLE if mode == "unweighted" else n
     angles, u, log_q, attempts = _clash_free_draws(mixture, target, draws, generator, batch_size)
     log_w = -u - log_q
     ess = math.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
     acceptance = None
-    if mode == "weighted":
+    if mode == "smc" and target.n_torsions > 0:
+        moves = TorsionMoves(mixture, target, moves=2 * target.n_torsions, generator=generator)
+        betas = [(k / SMC_STEPS) ** 2 for k in range(1, SMC_STEPS + 1)]
+        angles, log_q, lp, log_weights, history = annealed_smc(angles, log_q, -u, moves, betas, generator=generator)
+        u, index = -lp, torch.arange(n)
+        ess = min(h["ess"] for h in history)  # conservative: resampling makes the final weights look perfect
+        acceptance = sum(h["acceptance"] for h in history) / len(history)
+    elif mode in ("weighted", "smc"):
         index, log_weights = torch.arange(n), log_w - torch.logsumexp(log_w, 0)
     else:
         if mode == "mh":
@@ -87,13 +100,14 @@ def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mo
         else:
             index = systematic_resample(log_w, n, generator)
         log_weights = torch.full((n,), -math.log(n), dtype=torch.float64)
-    return TorsionSamples(angles[index], u[index], log_q[index], log_weights, ess, acceptance, draws, attempts)
+    return TorsionSamples(angles[index], u[index], log_q[index], log_weights, ess, acceptance, attempts,
+                          target.n_evaluations - evaluations_before)
 
 
 def generate(
     smiles: str,
     n: int = 300,
-    mode: str = "weighted",
+    mode: str = "smc",
     model: TorsionMixtureNet | str | Path | None = None,
     temperature: float = 300.0,
     solvent: str = "obc2",

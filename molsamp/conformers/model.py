@@ -136,14 +136,15 @@ def load_model(path, device: torch.device | str | None = None) -> TorsionMixture
         checkpoint = torch.load(path, map_location=device or "cpu", weights_only=True)
     except FileNotFoundError:
         raise InputError(f"model checkpoint {str(path)!r} does not exist") from None
-    except Exception as error:
-        raise InputError(f"{path}: not a readable torch checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "molsamp.torsion-mixture/1":
-        raise InputError(f"{path}: not a molsamp torsion-mixture checkpoint")
-    model = TorsionMixtureNet(**checkpoint["config"])
+    except Exception as error:  # torch's own message runs to many lines and advises weights_only=False: keep it out
+        raise InputError(f"{path}: not a readable torch checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "molsamp.torsion-mixture/1" \
+            or not isinstance(checkpoint.get("config"), dict) or not isinstance(checkpoint.get("state"), dict):
+        raise InputError(f"{path}: not a molsamp torsion-mixture checkpoint (needs 'format', 'config' and 'state')")
     try:
+        model = TorsionMixtureNet(**checkpoint["config"])
         model.load_state_dict(checkpoint["state"])
-    except RuntimeError as error:
+    except (TypeError, RuntimeError) as error:
         raise InputError(f"{path}: weights do not match the architecture ({error})".splitlines()[0]) from None
-    model.metadata = checkpoint["metadata"]
+    model.metadata = checkpoint.get("metadata", {})
     return model.to(device or "cpu").eval()

@@ -43,6 +43,7 @@ class TorsionalTarget:
         self.kT = self.target.kT
         self.base = torch.as_tensor(_minimised(system, minimise_steps), dtype=torch.float64)
         self._pairs, self._contact = _clash_pairs(self.molecule)
+        self.n_evaluations = 0  # OpenMM energy evaluations so far (clashing conformers cost none)
 
     @property
     def n_torsions(self) -> int:
@@ -65,6 +66,7 @@ class TorsionalTarget:
         if keep.any():
             with torch.no_grad():
                 u[keep] = self.target.energy(x[keep])
+            self.n_evaluations += int(keep.sum())
         return u
 
     __call__ = energy

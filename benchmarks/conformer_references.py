@@ -1,0 +1,65 @@
+"""Reference torsion ensembles for the conformer benchmark: Langevin MD of each benchmark molecule.
+
+For every molecule of ``data/drugs/benchmark.smi``: MD with the same force field as molsamp's conformer sampler
+(GAFF2/AM1-BCC, OBC2, 300 K), frames every ``--save-every`` ps; the heavy-atom rotatable torsions of every frame are
+stored in ``data/conformer_references/<name>.npz`` (small), with the Jensen-Shannon divergence between the two halves
+of the run for each torsion: a torsion whose halves disagree (JS > 0.02) is not converged. Trajectories stay in
+``--workdir`` (not committed); an interrupted run resumes where it stopped. Prints one JSON line per molecule.
+
+Usage: ``python benchmarks/conformer_references.py --ns 5 [--only bench0 bench3] [--workdir /tmp/molsamp-md]``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from molsamp.analysis import compute_dihedrals, torsion_ess, torsion_js
+from molsamp.conformers import read_smiles, rotatable_torsions
+from molsamp.md import load_trajectory, run_md
+from molsamp.systems import from_smiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def reference(name: str, smiles: str, ns: float, save_every: float, workdir: Path, seed: int) -> dict:
+    system = from_smiles(smiles, name=name)
+    torsions = rotatable_torsions(system.molecule)
+    heavy = torsions.atoms[torsions.heavy]
+    trajectory = workdir / f"{name}.h5"
+    start = time.perf_counter()
+    if not trajectory.exists():
+        run_md(system, trajectory, duration=ns * 1000.0, save_every=save_every, seed=seed)
+    wall = time.perf_counter() - start
+    traj, _ = load_trajectory(trajectory)
+    angles = compute_dihedrals(traj.xyz, heavy).numpy().astype(np.float32)
+    half = len(angles) // 2
+    halves = [torsion_js(angles[:half, [t]], angles[half:, [t]]) for t in range(angles.shape[1])]
+    ess = torsion_ess(angles).numpy()
+    np.savez_compressed(ROOT / "data" / "conformer_references" / f"{name}.npz", angles=angles, torsions=heavy,
+                        smiles=smiles, ns=ns, save_every_ps=save_every, seed=seed, half_js=np.array(halves),
+                        ess=ess, md_wall_s=wall)
+    return {"benchmark": "conformer_reference", "name": name, "smiles": smiles, "ns": ns, "frames": len(angles),
+            "heavy_torsions": len(heavy), "half_js": [round(h, 4) for h in halves],
+            "unconverged": [int(t) for t, h in enumerate(halves) if h > 0.02], "ess": [round(float(e), 1) for e in ess],
+            "md_wall_s": round(wall, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ns", type=float, default=5.0)
+    parser.add_argument("--save-every", type=float, default=1.0, help="ps")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", nargs="*", help="names of the molecules to run")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/molsamp-md"))
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for name, smiles in [(n, s) for n, s in read_smiles(ROOT / "data" / "drugs" / "benchmark.smi")
+                         if not args.only or n in args.only]:
+        print(json.dumps(reference(name, smiles, args.ns, args.save_every, args.workdir, args.seed)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""Conformer generation is exact: importance weights and the MH chain reproduce a known torsional density from a
+deliberately wrong proposal; ``generate`` returns an RDKit ensemble whose energies are OpenMM's, and SDF files."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from molsamp.analysis import js_divergence, torsion_histogram
+from molsamp.conformers import MODES, TorsionalTarget, generate, read_smiles, sample_torsions, write_sdf
+from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
+from molsamp.errors import InputError
+from molsamp.systems import from_smiles
+
+BINS = 36
+
+
+class CosineTorsionTarget(TorsionalTarget):
+    """Butane's torsional target with the OpenMM energy replaced by u(theta) = a cos(theta) + b cos(3 theta) (kT):
+    three wells (trans at pi, gauche at +-pi/3) whose exact density is known."""
+
+    def __init__(self, system, a=1.0, b=1.5):
+        super().__init__(system, minimise_steps=0, n_workers=0)
+        self.a, self.b = a, b
+
+    def energy(self, angles):
+        theta = torch.as_tensor(angles, dtype=torch.float64)[:, 0]
+        return self.a * torch.cos(theta) + self.b * torch.cos(3 * theta)
+
+
+def bin_masses(log_density, per_bin=200):
+    """Probability of each of :data:`BINS` bins over (-pi, pi] of the density exp(log_density) (any constant), by
+    the midpoint rule."""
+    width = 2 * math.pi / (BINS * per_bin)
+    theta = -math.pi + width * (torch.arange(BINS * per_bin, dtype=torch.float64) + 0.5)
+    mass = (log_density(theta[:, None]).double().exp() * width).reshape(BINS, per_bin).sum(-1)
+    return mass / mass.sum()
+
+
+# A proposal that misplaces the wells: its histogram is far from the target's (JS ~ 0.2).
+WRONG = TorsionMixture(torch.tensor([[0.0, 0.5]]), torch.tensor([[0.6, 2.2]]), torch.tensor([[2.0, 1.5]]))
+# A proposal centred on the target's highest barrier: large weights near trans, slow MH mixing (JS ~ 0.37).
+VERY_WRONG = TorsionMixture(torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.tensor([[2.0]]))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One parameter cache for the whole session (each test module asks for the same folder)."""
+    return tmp_path_factory.getbasetemp() / "molsamp-cache"
+
+
+@pytest.fixture(scope="module")
+def butane(cache):
+    return CosineTorsionTarget(from_smiles("CCCC", cache_dir=cache))
+
+
+@pytest.fixture(scope="module")
+def exact(butane):
+    return bin_masses(lambda theta: -butane.energy(theta))
+
+
+def test_the_proposal_alone_is_far_from_the_target(exact):
+    assert js_divergence(bin_masses(WRONG.log_prob), exact) > 0.1
+    assert js_divergence(bin_masses(VERY_WRONG.log_prob), exact) > 0.3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_reproduces_the_exact_density_from_a_wrong_proposal(butane, exact, mode):
+    samples = sample_torsions(WRONG, butane, 20000, mode=mode, seed=1)
+    assert samples.angles.shape == (20000, 1) and samples.log_weights.shape == (20000,)
+    assert torch.logsumexp(samples.log_weights, 0).item() == pytest.approx(0.0, abs=1e-9)
+    torch.testing.assert_close(samples.u, butane.energy(samples.angles))
+    histogram = torsion_histogram(samples.angles[:, 0], BINS, log_weights=samples.log_weights)
+    # 20000 draws: sampling noise alone gives JS ~ 1e-3 (MH, correlated) or less; the proposal is at 0.2.
+    assert js_divergence(histogram, exact).item() < 0.01
+    if mode in ("mh", "smc"):  # the chain / the SMC moves report their acceptance rate
+        assert 0.1 < samples.acceptance < 1
+    else:
+        assert samples.acceptance is None
+    if mode in ("mh", "unweighted"):  # equal weights
+        assert torch.allclose(samples.log_weights, torch.full((20000,), -math.log(20000), dtype=torch.float64))
+    assert samples.draws >= (4 * 20000 if mode == "unweighted" else 20000)
+
+
+def test_mh_is_exact_even_with_a_badly_mismatched_proposal(butane, exact):
+    samples = sample_torsions(VERY_WRONG, butane, 60000, mode="mh", seed=2)
+    assert samples.acceptance < 0.25  # it mixes slowly ...
+    histogram = torsion_histogram(samples.angles[:, 0], BINS)
+    assert js_divergence(histogram, exact).item() < 0.01  # ... but converges to the right answer
+
+
+def test_weighted_samples_estimate_the_mean_energy(butane, exact):
+    samples = sample_torsions(WRONG, butane, 20000, mode="weighted", seed=3)
+    estimate = (samples.log_weights.exp() * samples.u).sum().item()
+    width = 2 * math.pi / 20000
+    theta = -math.pi + width * (torch.arange(20000, dtype=torch.float64) + 0.5)
+    u = butane.energy(theta[:, None])
+    expected = ((-u).exp() * u).sum().item() / (-u).exp().sum().item()
+    assert estimate == pytest.approx(expected, abs=0.05)
+    assert 1000 < samples.ess < 20000
+
+
+def test_forbidden_torsions_are_never_sampled(butane):
+    class Forbidden(CosineTorsionTarget):
+        """u = +inf for |theta| < 1, like a steric clash."""
+
+        def energy(self, angles):
+            u = super().energy(angles)
+            return torch.where(torch.as_tensor(angles)[:, 0].abs() < 1, math.inf, u)
+
+    target = Forbidden(butane.system)
+    for mode in MODES:
+        samples = sample_torsions(WRONG, target, 2000, mode=mode, seed=0)
+        assert (samples.angles.abs() >= 1).all() and torch.isfinite(samples.u).all()
+
+
+def test_a_proposal_that_only_clashes_is_an_input_error(butane):
+    class AlwaysClashes(CosineTorsionTarget):
+        def energy(self, angles):
+            return torch.full((len(angles),), math.inf, dtype=torch.float64)
+
+    with pytest.raises(InputError, match="molecule 'CCCC': fewer than 1 in 50 model samples is free of steric"):
+        sample_torsions(WRONG, AlwaysClashes(butane.system), 2)
+
+
+@pytest.mark.parametrize("options, message", [({"mode": "exact"}, "mode must be one of"),
+                                              ({"n": 0}, "number of conformers must be positive")])
+def test_bad_sampling_options(butane, options, message):
+    with pytest.raises(InputError, match=message):
+        sample_torsions(WRONG, butane, **{"n": 10, **options})
+
+
+# ---- generate: SMILES in, RDKit ensemble out -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def network():
+    """A small untrained network: the ensemble is still exact, only less efficient."""
+    torch.manual_seed(0)
+    return TorsionMixtureNet(hidden=16, layers=1, components=2).eval()
+
+
+@pytest.fixture(scope="module")
+def ensemble(network, cache):
+    return generate("CCCO", n=20, mode="weighted", model=network, seed=5, cache_dir=cache)
+
+
+def conformer_props(molecule, key):
+    return np.array([c.GetDoubleProp(key) for c in molecule.GetConformers()])
+
+
+def test_generate_returns_a_weighted_ensemble(ensemble):
+    assert ensemble.GetNumConformers() == 20
+    assert ensemble.GetNumAtoms() == 12  # explicit hydrogens
+    assert ensemble.GetProp("_Name") == "CCCO"
+    energies = conformer_props(ensemble, "molsamp_energy_kJ_mol")
+    log_weights = conformer_props(ensemble, "molsamp_log_weight")
+    assert np.isfinite(energies).all() and np.isfinite(log_weights).all()
+    assert np.logaddexp.reduce(log_weights) == pytest.approx(0.0, abs=1e-9)
+    assert 1.0 <= ensemble.GetDoubleProp("molsamp_ess") <= 20.0
+    assert ensemble.GetProp("molsamp_mode") == "weighted"
+    assert ensemble.GetIntProp("molsamp_torsions") == 2 and ensemble.GetIntProp("molsamp_seed") == 5
+    assert not ensemble.HasProp("molsamp_acceptance")
+
+
+def test_conformer_energies_are_the_openmm_energies(ensemble, cache):
+    system = from_smiles("CCCO", cache_dir=cache)
+    assert [a.GetSymbol() for a in ensemble.GetAtoms()] == [a.element.symbol for a in system.topology.atoms]
+    x = torch.as_tensor(np.stack([c.GetPositions() for c in ensemble.GetConformers()]) / 10.0)  # Å -> nm
+    with system.target(n_workers=0, platform="Reference") as target:
+        expected = target.energy(x).numpy() * target.kT
+    energies = conformer_props(ensemble, "molsamp_energy_kJ_mol")
+    np.testing.assert_allclose(energies, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_the_same_seed_gives_the_same_ensemble(ensemble, network, cache):
+    again = generate("CCCO", n=20, mode="weighted", model=network, seed=5, cache_dir=cache)
+    other = generate("CCCO", n=20, mode="weighted", model=network, seed=6, cache_dir=cache)
+    positions = [np.stack([c.GetPositions() for c in m.GetConformers()]) for m in (ensemble, again, other)]
+    np.testing.assert_array_equal(positions[0], positions[1])
+    assert not np.allclose(positions[0], positions[2])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_gives_normalised_weights(network, cache, mode):
+    molecule = generate("CCCO", n=20, mode=mode, model=network, cache_dir=cache)
+    assert molecule.GetNumConformers() == 20 and molecule.GetProp("molsamp_mode") == mode
+    log_weights = conformer_props(molecule, "molsamp_log_weight")
+    assert np.logaddexp.reduce(log_weights) == pytest.approx(0.0, abs=1e-9)
+    assert np.isfinite(conformer_props(molecule, "molsamp_energy_kJ_mol")).all()
+    if mode in ("mh", "unweighted"):
+        np.testing.assert_allclose(log_weights, -math.log(20), rtol=1e-12)
+    assert molecule.HasProp("molsamp_acceptance") == (mode in ("mh", "smc"))
+    if molecule.HasProp("molsamp_acceptance"):
+        assert 0.0 <= molecule.GetDoubleProp("molsamp_acceptance") <= 1.0
+
+
+@pytest.mark.parametrize("smiles, fragments", [
+    ("C1CC", ["invalid SMILES 'C1CC'"]),
+    ("C[Si](C)(C)C", ["'C[Si](C)(C)C'", "element 'Si'"]),
+    ("", ["SMILES must be a non-empty string", "''"]),
+])
+def test_bad_molecules_raise_input_errors_that_name_them(network, cache, smiles, fragments):
+    with pytest.raises(InputError) as error:
+        generate(smiles, n=5, model=network, cache_dir=cache)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_write_sdf_writes_every_conformer_with_its_properties(ensemble, tmp_path):
+    path = write_sdf([ensemble], tmp_path / "out.sdf")
+    assert path == tmp_path / "out.sdf"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.sdf"]  # the temporary file was renamed
+    records = list(Chem.SDMolSupplier(str(path), removeHs=False))
+    assert len(records) == 20 and all(r is not None and r.GetNumAtoms() == 12 for r in records)
+    for record, conformer in zip(records, ensemble.GetConformers()):
+        for key in ("molsamp_energy_kJ_mol", "molsamp_log_weight"):
+            assert float(record.GetProp(key)) == pytest.approx(conformer.GetDoubleProp(key), abs=1e-6)
+        np.testing.assert_allclose(record.GetConformer().GetPositions(), conformer.GetPositions(), atol=1e-4)
+        assert record.GetProp("_Name") == "CCCO" and float(record.GetProp("molsamp_ess")) >= 1
+
+
+def test_write_sdf_into_a_missing_folder(ensemble, tmp_path):
+    with pytest.raises(InputError, match="folder '.*missing' does not exist"):
+        write_sdf([ensemble], tmp_path / "missing" / "out.sdf")
+
+
+def test_read_smiles_from_files_and_strings(tmp_path):
+    (tmp_path / "mols.smi").write_text("# a comment\nCCO ethanol\n\nCCCC\n")
+    assert read_smiles(tmp_path / "mols.smi") == [("ethanol", "CCO"), ("CCCC", "CCCC")]
+    (tmp_path / "mols.csv").write_text("name,smiles\nethanol,CCO\n,CCCC\n")
+    assert read_smiles(str(tmp_path / "mols.csv")) == [("ethanol", "CCO"), ("CCCC", "CCCC")]
+    assert read_smiles("CCO") == [("CCO", "CCO")]
+
+
+@pytest.mark.parametrize("content, suffix, message", [
+    (None, ".smi", "does not exist"),
+    ("# nothing here\n", ".smi", "no molecules in the file"),
+    ("name,structure\nethanol,CCO\n", ".csv", "needs a 'smiles' column"),
+])
+def test_read_smiles_errors(tmp_path, content, suffix, message):
+    path = tmp_path / f"mols{suffix}"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_smiles(path)
+    with pytest.raises(InputError, match="empty input"):
+        read_smiles("  ")

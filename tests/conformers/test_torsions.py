@@ -1,0 +1,108 @@
+"""Rotatable torsions: which bonds count, and conformers made by setting torsions keep bond lengths and angles."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from molsamp.analysis import compute_dihedrals
+from molsamp.conformers import rotatable_torsions, set_torsions
+
+IBUPROFEN = "CC(C)Cc1ccc(cc1)C(C)C(=O)O"
+
+
+def with_hydrogens(smiles):
+    return Chem.AddHs(Chem.MolFromSmiles(smiles))
+
+
+def symbols(molecule, quad):
+    return [molecule.GetAtomWithIdx(int(a)).GetSymbol() for a in quad]
+
+
+def embedded(smiles, seed=7):
+    """Molecule with explicit hydrogens and its RDKit ETKDG geometry in nm (no force field needed)."""
+    molecule = with_hydrogens(smiles)
+    assert AllChem.EmbedMolecule(molecule, randomSeed=seed) == 0
+    return molecule, torch.as_tensor(molecule.GetConformer().GetPositions() / 10.0, dtype=torch.float64)
+
+
+def wrapped(difference):
+    return torch.remainder(difference + math.pi, 2 * math.pi) - math.pi
+
+
+def test_butane_has_one_heavy_torsion_and_no_methyl_rotors():
+    torsions = rotatable_torsions(with_hydrogens("CCCC"))
+    assert len(torsions) == 1
+    assert torsions.atoms.tolist() == [[0, 1, 2, 3]]
+    assert torsions.heavy.tolist() == [True]
+    assert len(torsions.moving[0]) == 7  # C2, C3 and their five hydrogens
+
+
+def test_ethanol_hydroxyl_torsion_uses_the_hydrogen():
+    molecule = with_hydrogens("CCO")
+    torsions = rotatable_torsions(molecule)
+    assert len(torsions) == 1
+    assert symbols(molecule, torsions.atoms[0]) == ["C", "C", "O", "H"]
+    assert torsions.heavy.tolist() == [False]
+    assert symbols(molecule, torsions.moving[0]) == ["O", "H"]  # the smaller side moves
+
+
+def test_ibuprofen_has_four_heavy_torsions_and_the_acid_hydroxyl():
+    molecule = with_hydrogens(IBUPROFEN)
+    torsions = rotatable_torsions(molecule)
+    assert len(torsions) == 5 and torsions.heavy.sum() == 4
+    (acid,) = torsions.atoms[~torsions.heavy]
+    assert symbols(molecule, acid) == ["O", "C", "O", "H"]
+    for quad in torsions.atoms:
+        assert not molecule.GetBondBetweenAtoms(int(quad[1]), int(quad[2])).IsInRing()
+
+
+@pytest.mark.parametrize("smiles, expected", [
+    ("FC(F)(F)CCC", 1),  # the CF3 and CH3 rotors are excluded, the middle C-C bond is not
+    ("CC(F)(F)F", 0),
+    ("C1CCCCC1", 0),  # ring bonds
+    ("c1ccccc1CC", 1),  # the ring-CH2 bond
+    ("CCCC#CCCC", 2),  # the two CH2-CH2 bonds; nothing about the C-C#C-C axis
+    ("CC", 0),
+])
+def test_excluded_bonds(smiles, expected):
+    molecule = with_hydrogens(smiles)
+    torsions = rotatable_torsions(molecule)
+    assert len(torsions) == expected
+    sp = Chem.HybridizationType.SP
+    for quad in torsions.atoms:
+        assert sp not in (molecule.GetAtomWithIdx(int(a)).GetHybridization() for a in quad[1:3])
+
+
+def test_set_torsions_reaches_the_requested_angles_and_keeps_bonds_and_angles():
+    molecule, base = embedded(IBUPROFEN)
+    torsions = rotatable_torsions(molecule)
+    generator = torch.Generator().manual_seed(0)
+    angles = (torch.rand((16, len(torsions)), generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+    x = set_torsions(base, torsions, angles)
+    assert x.shape == (16, molecule.GetNumAtoms(), 3)
+    dihedrals = compute_dihedrals(x, torsions.atoms)
+    assert wrapped(dihedrals - angles).abs().max() < 1e-6
+    # Bond lengths (1-2 distances) and bond angles (1-3 distances) are those of the base geometry.
+    topological = Chem.GetDistanceMatrix(molecule)
+    for separation in (1, 2):
+        i, j = np.nonzero(np.triu(topological == separation))
+        distances = (x[:, i] - x[:, j]).norm(dim=-1)
+        reference = (base[i] - base[j]).norm(dim=-1)
+        assert (distances - reference).abs().max() < 1e-6, f"{separation + 1}-atom distances changed"
+
+
+def test_set_torsions_at_the_current_angles_changes_nothing():
+    molecule, base = embedded("CCCO")
+    torsions = rotatable_torsions(molecule)
+    current = compute_dihedrals(base[None], torsions.atoms)
+    torch.testing.assert_close(set_torsions(base, torsions, current)[0], base, atol=1e-9, rtol=0)
+
+
+def test_no_torsions_gives_copies_of_the_base():
+    molecule, base = embedded("C1CCCCC1")
+    x = set_torsions(base, rotatable_torsions(molecule), torch.zeros(3, 0))
+    assert x.shape == (3, *base.shape) and torch.equal(x[2], base)

@@ -1,0 +1,63 @@
+"""Independence Metropolis-Hastings over pre-drawn proposals: exact for any proposal that covers the target."""
+
+import math
+
+import pytest
+import torch
+
+from molsamp.samplers import independence_metropolis
+
+
+def normal_log_density(x, mean, std):
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))
+
+
+def test_a_wide_gaussian_proposal_reproduces_a_narrow_gaussian_target():
+    generator = torch.Generator().manual_seed(0)
+    x = 1.5 * torch.randn(50000, generator=generator, dtype=torch.float64)  # proposal N(0, 1.5^2)
+    log_weights = normal_log_density(x, 1.0, 0.5) - normal_log_density(x, 0.0, 1.5)  # target N(1, 0.5^2)
+    states, acceptance = independence_metropolis(log_weights, generator)
+    chain = x[states]
+    assert x.mean().abs() < 0.05 and (x.var() - 2.25).abs() < 0.1  # the proposal is far from the target...
+    assert chain.mean().item() == pytest.approx(1.0, abs=0.02)  # ... the chain is not
+    assert chain.var().item() == pytest.approx(0.25, abs=0.02)
+    assert 0.2 < acceptance < 0.8
+
+
+def test_the_chain_either_stays_or_moves_to_the_new_proposal():
+    log_weights = torch.randn(500, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    states, acceptance = independence_metropolis(log_weights, torch.Generator().manual_seed(2))
+    assert states.shape == (500,) and states[0] == 0
+    previous = states[:-1]
+    moved = states[1:] != previous
+    assert torch.all((states[1:] == previous) | (states[1:] == torch.arange(1, 500)))
+    assert acceptance == pytest.approx(moved.double().mean().item())
+    # A proposal at least as probable as the current state is always accepted.
+    better = log_weights[1:] >= log_weights[previous]
+    assert moved[better].all()
+
+
+def test_equal_weights_accept_every_proposal():
+    states, acceptance = independence_metropolis(torch.zeros(100))
+    assert torch.equal(states, torch.arange(100)) and acceptance == 1.0
+
+
+def test_zero_weight_proposals_are_never_accepted():
+    log_weights = torch.zeros(1000, dtype=torch.float64)
+    log_weights[1::2] = -math.inf  # e.g. steric clashes
+    states, acceptance = independence_metropolis(log_weights, torch.Generator().manual_seed(0))
+    assert (states % 2 == 0).all()
+    assert acceptance == pytest.approx(499 / 999)
+
+
+def test_the_same_generator_seed_gives_the_same_chain():
+    log_weights = torch.randn(300, generator=torch.Generator().manual_seed(3))
+    first, _ = independence_metropolis(log_weights, torch.Generator().manual_seed(4))
+    second, _ = independence_metropolis(log_weights, torch.Generator().manual_seed(4))
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("first", [-math.inf, math.nan])
+def test_the_first_state_must_have_a_finite_weight(first):
+    with pytest.raises(ValueError, match="first state must have a finite weight"):
+        independence_metropolis(torch.tensor([first, 0.0, 0.0]))
