@@ -1,0 +1,127 @@
+"""Conformer benchmark: torsion distributions of molsamp, RDKit ETKDG and short MD against long MD references.
+
+For each benchmark molecule with a reference in ``data/conformer_references/`` (made by
+``benchmarks/conformer_references.py``; none of these molecules is in the torsion model's training set), in one run:
+- molsamp in the ``smc`` (weighted), ``weighted`` (plain importance sampling) and ``mh`` modes, ``--n`` conformers;
+- RDKit ETKDG, the same number of conformers, raw and after MMFF94 minimisation;
+- plain Langevin MD (same force field) run for the same wall time as molsamp's ``smc`` mode, a frame per ps.
+Figure of merit: Jensen-Shannon divergence (nats, 36 bins) of each heavy-atom rotatable torsion against the
+reference, averaged over torsions (``js``), and over the reference's converged torsions only (``js_converged``: the
+two halves of the reference agree within JS 0.02). Also wall time per conformer and per effective sample, against
+the reference MD's wall time per effective sample (torsion ESS from autocorrelation). One JSON line per molecule
+and method, then a summary line. Usage: ``python benchmarks/conformers.py [--n 500]``.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import openmm
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from molsamp.analysis import compute_dihedrals, torsion_js
+from molsamp.conformers import TorsionalTarget, read_smiles, sample_torsions
+from molsamp.conformers.features import molecule_graph
+from molsamp.conformers.generate import DEFAULT_MODEL
+from molsamp.conformers.model import load_model
+from molsamp.systems import from_smiles
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCES = ROOT / "data" / "conformer_references"
+
+
+def js_per_torsion(angles: np.ndarray, reference: np.ndarray, log_weights=None) -> np.ndarray:
+    return np.array([torsion_js(angles[:, [t]], reference[:, [t]], log_weights_a=log_weights)
+                     for t in range(reference.shape[1])])
+
+
+def etkdg_angles(molecule: Chem.Mol, quads: np.ndarray, n: int, seed: int, minimise: bool) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    mol = Chem.Mol(molecule)
+    mol.RemoveAllConformers()
+    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n, randomSeed=seed))
+    if minimise:
+        AllChem.MMFFOptimizeMoleculeConfs(mol)
+    seconds = time.perf_counter() - start
+    xyz = np.stack([mol.GetConformer(i).GetPositions() for i in ids]) / 10.0
+    return compute_dihedrals(xyz, quads).numpy(), seconds
+
+
+def md_angles(system, quads: np.ndarray, seconds: float, seed: int) -> np.ndarray:
+    """Torsions every ps of Langevin MD run for ``seconds`` of wall time (minimisation and set-up included)."""
+    start = time.perf_counter()
+    integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(system.openmm_system, integrator, openmm.Platform.getPlatformByName("CPU"),
+                             {"Threads": "1"})
+    context.setPositions(system.positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+    context.setVelocitiesToTemperature(system.temperature, seed + 1)
+    frames = []
+    while time.perf_counter() - start < seconds or len(frames) < 2:
+        integrator.step(round(1.0 / system.timestep))
+        frames.append(context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+    return compute_dihedrals(np.array(frames), quads).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    args = parser.parse_args()
+    model = load_model(args.model)
+    rows = []
+    for name, smiles in read_smiles(ROOT / "data" / "drugs" / "benchmark.smi"):
+        if not (REFERENCES / f"{name}.npz").is_file():
+            continue
+        ref = np.load(REFERENCES / f"{name}.npz")
+        reference, quads, converged = ref["angles"], ref["torsions"], ref["half_js"] <= 0.02
+        md_seconds_per_ess = float(ref["md_wall_s"]) / float(ref["ess"].min())
+        system = from_smiles(smiles, name=name)
+        target = TorsionalTarget(system)
+        heavy = np.flatnonzero(target.torsions.heavy)
+        assert np.array_equal(target.torsions.atoms[heavy], quads), "reference torsions differ from the sampler's"
+
+        def record(method: str, js: np.ndarray, seconds: float, ess: float | None, extra: dict | None = None) -> None:
+            row = {"benchmark": "conformers", "name": name, "method": method, "torsions": len(quads),
+                   "js": round(float(js.mean()), 4),
+                   "js_converged": round(float(js[converged].mean()), 4) if converged.any() else None,
+                   "seconds": round(seconds, 2), "seconds_per_conformer": round(seconds / args.n, 5),
+                   "seconds_per_effective_sample": None if not ess else round(seconds / ess, 5),
+                   "ratio_to_reference_md_per_effective_sample": None if not ess else
+                   round(seconds / ess / md_seconds_per_ess, 5), **(extra or {})}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+
+        with torch.no_grad():
+            mixture = model(molecule_graph(target.molecule, target.torsions))[0]
+        smc_seconds = None
+        for mode in ("smc", "weighted", "mh"):
+            start = time.perf_counter()
+            samples = sample_torsions(mixture, target, args.n, mode=mode, seed=args.seed)
+            seconds = time.perf_counter() - start
+            smc_seconds = smc_seconds or seconds
+            angles = samples.angles[:, heavy].numpy()
+            js = js_per_torsion(angles, reference, samples.log_weights if mode != "mh" else None)
+            record(f"molsamp-{mode}", js, seconds, samples.ess,
+                   {"ess": round(samples.ess, 1), "energy_evaluations": samples.evaluations,
+                    "acceptance": samples.acceptance})
+        for minimise in (False, True):
+            angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
+            record("etkdg-mmff" if minimise else "etkdg", js_per_torsion(angles, reference), seconds, None)
+        md = md_angles(system, quads, smc_seconds, args.seed)
+        record("md-same-wall-time", js_per_torsion(md, reference), smc_seconds, None, {"frames": len(md)})
+        target.close()
+    methods = sorted({r["method"] for r in rows})
+    print(json.dumps({"benchmark": "conformers-summary", "molecules": len({r["name"] for r in rows}),
+                      "mean_js": {m: round(float(np.mean([r["js"] for r in rows if r["method"] == m])), 4)
+                                  for m in methods}}))
+
+
+if __name__ == "__main__":
+    main()
