@@ -105,9 +105,11 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
 @cli.command()
 @click.argument("molecules")
 @click.option("-n", "--n", "n", type=int, default=300, show_default=True, help="Conformers per molecule.")
+@click.option("--smc", "mode", flag_value="smc", default=True,
+              help="Model draws annealed to the Boltzmann density by SMC, weighted (default, most accurate).")
+@click.option("--weighted", "mode", flag_value="weighted", help="Plain importance weights of model draws (fastest).")
 @click.option("--mh", "mode", flag_value="mh", help="Independence Metropolis-Hastings chain (equal weights).")
-@click.option("--unweighted", "mode", flag_value="unweighted", help="Resample to equal weights.")
-@click.option("--weighted", "mode", flag_value="weighted", default=True, help="Importance weights (default).")
+@click.option("--unweighted", "mode", flag_value="unweighted", help="Importance samples resampled to equal weights.")
 @click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
 @click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)

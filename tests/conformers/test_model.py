@@ -178,3 +178,13 @@ def test_loading_weights_that_do_not_fit_the_architecture(tmp_path):
     with pytest.raises(InputError, match="mismatched.pt: weights do not match the architecture") as error:
         load_model(path)
     assert "\n" not in str(error.value)
+
+
+def test_the_shipped_model_loads_and_covers_unseen_molecules():
+    from molsamp.conformers.generate import DEFAULT_MODEL
+
+    model = load_model(DEFAULT_MODEL)
+    assert model.metadata["step"] == 1200
+    mol = Chem.AddHs(Chem.MolFromSmiles("CC(C)Cc1ccc(cc1)C(C)C(=O)O"))  # ibuprofen: not in the training set
+    mixture = model(molecule_graph(mol, rotatable_torsions(mol)))[0]
+    assert mixture.n_torsions == 5 and torch.isfinite(mixture.concentrations).all()
