@@ -266,7 +266,19 @@ def load(name_or_path: str | os.PathLike) -> System:
     A YAML file gives exactly one of ``structure`` (PDB file, with ``forcefield``: a list of OpenMM force field
     files), ``analytic`` (with ``parameters``) or ``smiles`` (with optional ``forcefield``: gaff2 or gaff, and
     ``solvent``: obc2 or vacuum; see :func:`from_smiles`).
+
+    ``"peptide:SEQ"`` builds the capped peptide ACE-SEQ-NME from 1 to 4 one-letter amino-acid codes (``"peptide:AK"``)
+    in amber ff14SB with OBC2 implicit water, like ``ala2``; see :func:`molsamp.peptides.from_sequence`.
     """
+    if isinstance(name_or_path, str) and name_or_path.startswith("peptide:"):
+        from molsamp.peptides import check_sequence, from_sequence
+
+        sequence = name_or_path.removeprefix("peptide:")
+        try:
+            check_sequence(sequence)
+        except InputError as error:
+            raise UnknownSystemError(f"unknown system {name_or_path!r}: {error}") from None
+        return from_sequence(sequence)
     path = _find(name_or_path)
     spec = _parse(path)
     if spec.structure is not None:
