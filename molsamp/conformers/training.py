@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["train_reverse_kl"]
+__all__ = ["train_reverse_kl", "train_maximum_likelihood"]
 
 import math
 import sys
@@ -90,3 +90,43 @@ def train_reverse_kl(
         if checkpoint is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
             save_model(model, checkpoint, step=step + 1, history=history[-checkpoint_every:])
     return history
+
+
+def train_maximum_likelihood(
+    model: TorsionMixtureNet,
+    targets: Sequence[TorsionalTarget],
+    angles: Sequence[torch.Tensor],
+    log_weights: Sequence[torch.Tensor | None] | None = None,
+    steps: int = 500,
+    molecules_per_step: int = 8,
+    samples_per_molecule: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> list[float]:
+    """Fit ``model`` to torsion samples (forward KL): maximise the weighted mean log q of ``angles[m]: [S_m, T_m]``.
+
+    The samples of molecule ``targets[m]`` may come from MD (equal weights) or from a weighted sampler
+    (``log_weights[m]``: ``[S_m]``, any additive constant). A mass-covering warm start for :func:`train_reverse_kl`.
+    Returns the loss (negative weighted mean log-density, per torsion) of every step.
+    """
+    from torch_geometric.data import Batch
+
+    graphs = [molecule_graph(t.molecule, t.torsions) for t in targets]
+    weights = [torch.softmax(torch.zeros(len(a), dtype=torch.float64) if lw is None else lw.double(), 0)
+               for a, lw in zip(angles, log_weights or [None] * len(angles))]
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    losses = []
+    for _ in range(steps):
+        chosen = torch.randperm(len(graphs), generator=generator)[:molecules_per_step].tolist()
+        mixtures = model(Batch.from_data_list([graphs[i] for i in chosen]))
+        terms = []
+        for index, mixture in zip(chosen, mixtures):
+            rows = torch.multinomial(weights[index], samples_per_molecule, replacement=True, generator=generator)
+            terms.append(-mixture.log_prob(angles[index][rows]).mean() / max(mixture.n_torsions, 1))
+        loss = torch.stack(terms).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    return losses
