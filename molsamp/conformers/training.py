@@ -128,5 +128,5 @@ def train_maximum_likelihood(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
