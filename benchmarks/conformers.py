@@ -43,7 +43,7 @@ def etkdg_angles(molecule: Chem.Mol, quads: np.ndarray, n: int, seed: int, minim
     start = time.perf_counter()
     mol = Chem.Mol(molecule)
     mol.RemoveAllConformers()
-    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n, randomSeed=seed))
+    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n, randomSeed=seed + 1))  # seed 0: n identical conformers
     if minimise:
         AllChem.MMFFOptimizeMoleculeConfs(mol)
     seconds = time.perf_counter() - start
