@@ -86,10 +86,11 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
     if energies is not None:
         summary["mean_potential_energy_kJ_mol"] = float(energies.mean())
     if ramachandran:
-        from molsamp.analysis import plot_ramachandran, ramachandran_js, torsion_ess
+        from molsamp.analysis import plot_ramachandran, ramachandran_js, ramachandran_populations, torsion_ess
 
         angles = _phi_psi(traj, trajectory)
         phi, psi = angles.T
+        summary["populations"] = {k: round(v, 4) for k, v in ramachandran_populations(phi, psi).items()}
         summary["ess_phi"], summary["ess_psi"] = (float(e) for e in torsion_ess(angles))
         reference_angles = None
         if reference is not None:

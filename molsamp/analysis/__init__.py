@@ -13,6 +13,7 @@ from molsamp.analysis.ess import (autocorrelation, integrated_autocorrelation_ti
                                   torsion_ess)
 from molsamp.analysis.histograms import free_energy_surface, ramachandran_histogram, torsion_histogram
 from molsamp.analysis.plots import plot_ramachandran, plot_torsion_marginals
+from molsamp.analysis.states import RAMACHANDRAN_STATES, ramachandran_populations, ramachandran_states
 
 __all__ = [
     "compute_dihedrals",
@@ -28,6 +29,9 @@ __all__ = [
     "integrated_autocorrelation_time",
     "time_series_ess",
     "torsion_ess",
+    "ramachandran_states",
+    "ramachandran_populations",
+    "RAMACHANDRAN_STATES",
     "plot_ramachandran",
     "plot_torsion_marginals",
 ]
