@@ -13,6 +13,7 @@ from molsamp.analysis.ess import (autocorrelation, integrated_autocorrelation_ti
                                   torsion_ess)
 from molsamp.analysis.histograms import free_energy_surface, ramachandran_histogram, torsion_histogram
 from molsamp.analysis.plots import plot_ramachandran, plot_torsion_marginals
+from molsamp.analysis.tica import Tica, first_zero_ess, fit_tica
 from molsamp.analysis.states import RAMACHANDRAN_STATES, ramachandran_populations, ramachandran_states
 
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "ramachandran_states",
     "ramachandran_populations",
     "RAMACHANDRAN_STATES",
+    "Tica",
+    "fit_tica",
+    "first_zero_ess",
     "plot_ramachandran",
     "plot_torsion_marginals",
 ]
