@@ -8,6 +8,7 @@ import openmm
 import pytest
 import torch
 
+from molsamp.analysis import compute_dihedrals
 from molsamp.errors import InputError
 from molsamp.systems import load
 from molsamp.targets import DoubleWell, LennardJones, OpenMMTarget, Target
@@ -170,3 +171,75 @@ def test_double_well_pair_energy():
     dw = DoubleWell(n_particles=2, temperature=2.0)
     x = torch.tensor([[[0.0, 0.0], [5.0, 0.0]]], dtype=torch.float64)  # d - d0 = 1
     assert dw.energy(x).item() == pytest.approx((-4.0 + 0.9) / 2.0)
+
+
+# --- OpenMMPool with torsion restraints (the relaxed torsional energy) ---
+
+ALA2_PHI_PSI = np.array([[4, 6, 8, 14], [6, 8, 14, 16]])
+
+
+def md_frames(system, n, steps=25, seed=0):
+    """``[n, N, 3]`` frames (nm) of a short Langevin run at 300 K that satisfy the system's constraints."""
+    integrator = openmm.LangevinMiddleIntegrator(300.0, 1.0, 0.002)
+    integrator.setRandomNumberSeed(seed + 1)
+    context = openmm.Context(system.openmm_system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(system.positions)
+    context.applyConstraints(1e-8)
+    frames = []
+    for _ in range(n):
+        integrator.step(steps)
+        frames.append(context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+    return np.array(frames)
+
+
+@pytest.fixture(scope="module")
+def restrained_pools(ala2):
+    from molsamp.openmm_pool import OpenMMPool
+
+    pools = [OpenMMPool(ala2.openmm_system, n_workers=n, platform="CPU", restrained_torsions=ALA2_PHI_PSI)
+             for n in (0, 2)]
+    yield pools
+    for pool in pools:
+        pool.close()
+
+
+def test_restraints_never_leak_into_energies_and_leave_the_system_alone(ala2, restrained_pools):
+    from molsamp.openmm_pool import OpenMMPool
+
+    groups = [f.getForceGroup() for f in ala2.openmm_system.getForces()]
+    plain = OpenMMPool(ala2.openmm_system, n_workers=0, platform="CPU")
+    x = md_frames(ala2, 4)
+    angles = compute_dihedrals(x, ALA2_PHI_PSI).numpy() + 1.0  # theta0 far from the torsions of x
+    for pool in restrained_pools:
+        pool.relax(x, angles, steps=0)  # leaves theta0 set in every Context
+        (energies, forces), (plain_energies, plain_forces) = pool.evaluate(x), plain.evaluate(x)
+        np.testing.assert_allclose(energies, plain_energies, rtol=1e-6)
+        np.testing.assert_allclose(forces, plain_forces, rtol=1e-5, atol=1e-3)  # single-precision sums differ
+        energies, _ = pool.relax(x, angles, steps=0)
+        np.testing.assert_allclose(energies, plain.evaluate(x)[0], rtol=1e-6)
+    assert [f.getForceGroup() for f in ala2.openmm_system.getForces()] == groups
+    assert ala2.openmm_system.getNumForces() == len(groups)
+    with pytest.raises(InputError, match="restrained_torsions"):
+        plain.relax(x, angles, steps=0)
+
+
+def test_relax_lowers_the_energy_and_holds_the_torsions(ala2, restrained_pools):
+    x = md_frames(ala2, 6, seed=2)
+    angles = compute_dihedrals(x, ALA2_PHI_PSI).numpy()
+    rigid, _ = restrained_pools[0].evaluate(x)
+    energies, relaxed = restrained_pools[0].relax(x, angles, steps=50)
+    assert relaxed.shape == x.shape and np.isfinite(energies).all()
+    assert np.all(energies <= rigid + 1e-6 * np.abs(rigid))
+    assert np.mean(rigid - energies) > 2.0  # kJ/mol: MD frames are not minimised
+    np.testing.assert_allclose(restrained_pools[0].evaluate(relaxed)[0], energies, rtol=1e-6)
+    deviation = np.angle(np.exp(1j * (compute_dihedrals(relaxed, ALA2_PHI_PSI).numpy() - angles)))
+    assert np.abs(deviation).max() < np.radians(2.0)
+    bonds = np.array([[b.atom1.index, b.atom2.index] for b in ala2.topology.bonds])
+    length = lambda y: np.linalg.norm(y[:, bonds[:, 0]] - y[:, bonds[:, 1]], axis=-1)  # noqa: E731
+    assert np.abs(length(relaxed) - length(x)).max() < 0.01
+    # Workers and the in-process Context (one thread each) give the same result, every time.
+    worker_energies, worker_relaxed = restrained_pools[1].relax(x, angles, steps=50)
+    np.testing.assert_allclose(worker_energies, energies, rtol=1e-10)
+    np.testing.assert_allclose(worker_relaxed, relaxed, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(restrained_pools[0].relax(x, angles, steps=50)[0], energies)
+    assert len(restrained_pools[1].pids) == 2
