@@ -114,12 +114,14 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
 @click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
 @click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)
+@click.option("--relax-steps", type=int, default=0, show_default=True,
+              help="Minimiser steps per conformer with the torsions restrained (relaxed energies and geometries).")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="Torsion model checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SDF to write.")
 def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: str, forcefield: str,
-               model: Path | None, seed: int, quiet: bool, output: Path) -> None:
+               relax_steps: int, model: Path | None, seed: int, quiet: bool, output: Path) -> None:
     """Boltzmann conformer ensembles of MOLECULES (a SMILES, or a .smi/.csv file) as SDF."""
     from tqdm import tqdm
 
@@ -135,7 +137,7 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
     for name, smiles in tqdm(pairs, disable=quiet or len(pairs) == 1 or not sys.stderr.isatty(), unit="molecule"):
         try:
             ensemble = generate(smiles, n=n, mode=mode, model=network, temperature=temperature, solvent=solvent,
-                                forcefield=forcefield, seed=seed, name=name)
+                                forcefield=forcefield, seed=seed, name=name, relax_steps=relax_steps)
         except MolsampError as error:
             failures += 1
             click.echo(f"failed {name}: {error}", err=True)

@@ -115,13 +115,16 @@ def generate(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     name: str | None = None,
+    relax_steps: int = 0,
 ) -> Chem.Mol:
     """A conformer ensemble of ``smiles`` following its torsional Boltzmann distribution at ``temperature`` (K).
 
     Returns an RDKit Mol (explicit hydrogens) with ``n`` conformers (Å). Each conformer carries
     ``molsamp_energy_kJ_mol`` and ``molsamp_log_weight`` (normalised log importance weight; equal weights in the
-    ``mh`` and ``unweighted`` modes); the molecule carries ``molsamp_ess`` (Kish ESS of the model draws), ``molsamp_mode``,
-    ``molsamp_acceptance`` (``mh``), ``molsamp_torsions`` and ``molsamp_seed``.
+    ``mh`` and ``unweighted`` modes); the molecule carries ``molsamp_ess`` (see :class:`TorsionSamples`),
+    ``molsamp_mode``, ``molsamp_acceptance`` (``mh``, ``smc``), ``molsamp_torsions`` and ``molsamp_seed``.
+    ``relax_steps > 0`` samples the relaxed torsional energy and writes the relaxed geometries (see
+    :class:`~molsamp.conformers.target.TorsionalTarget`); 0 keeps one rigid base geometry.
     """
     from rdkit import Chem
     from rdkit.Geometry import Point3D
@@ -134,12 +137,15 @@ def generate(
         model = load_model(model or DEFAULT_MODEL)
     system = from_smiles(smiles, forcefield=forcefield, solvent=solvent, temperature=temperature,
                          cache_dir=cache_dir, name=name)
-    target = TorsionalTarget(system)
+    target = TorsionalTarget(system, relax_steps=relax_steps)
     try:
         with torch.no_grad():
             mixture = model(molecule_graph(target.molecule, target.torsions))[0]
         samples = sample_torsions(mixture, target, n, mode=mode, seed=seed)
-        positions = target.conformers(samples.angles).numpy() * 10.0  # Å
+        if relax_steps:
+            positions = target.relaxed_conformers(samples.angles)[1].numpy() * 10.0  # Å
+        else:
+            positions = target.conformers(samples.angles).numpy() * 10.0
     finally:
         target.close()
     molecule = Chem.Mol(target.molecule)

@@ -183,6 +183,18 @@ def test_the_same_seed_gives_the_same_ensemble(ensemble, network, cache):
     assert not np.allclose(positions[0], positions[2])
 
 
+def test_relaxed_ensemble_writes_relaxed_geometries_with_their_energies(network, cache):
+    relaxed = generate("CCCO", n=10, mode="weighted", model=network, seed=5, cache_dir=cache, relax_steps=10)
+    rigid = generate("CCCO", n=10, mode="weighted", model=network, seed=5, cache_dir=cache)
+    system = from_smiles("CCCO", cache_dir=cache)
+    x = torch.as_tensor(np.stack([c.GetPositions() for c in relaxed.GetConformers()]) / 10.0)  # Å -> nm
+    with system.target(n_workers=0, platform="Reference") as target:
+        expected = target.energy(x).numpy() * target.kT
+    energies = conformer_props(relaxed, "molsamp_energy_kJ_mol")
+    np.testing.assert_allclose(energies, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+    assert energies.mean() < conformer_props(rigid, "molsamp_energy_kJ_mol").mean()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_every_mode_gives_normalised_weights(network, cache, mode):
     molecule = generate("CCCO", n=20, mode=mode, model=network, cache_dir=cache)
