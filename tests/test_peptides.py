@@ -29,7 +29,7 @@ def bond_graph(system):
 
 
 def energy(system, positions):
-    with system.target(n_workers=0) as target:
+    with system.target(n_workers=0, platform="Reference") as target:  # deterministic, double precision
         return float(target.energy(torch.as_tensor(positions[None], dtype=torch.float64))[0])
 
 
