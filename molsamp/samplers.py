@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from molsamp.analysis import kish_ess
 from molsamp.samples import systematic_resample
 
 
@@ -60,7 +61,7 @@ def annealed_smc(
     for beta in betas:
         log_w = log_w + (beta - previous) * torch.nan_to_num(lp - lq, nan=-torch.inf).double()
         previous = beta
-        ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
+        ess = kish_ess(log_w)
         resampled = ess < ess_threshold * len(x)
         if resampled:
             index = systematic_resample(log_w, len(x), generator)

@@ -13,6 +13,7 @@ import torch
 
 from molsamp.conformers.target import TorsionalTarget
 from molsamp.errors import InputError
+from molsamp.analysis import kish_ess
 from molsamp.conformers.moves import TorsionMoves
 from molsamp.samplers import annealed_smc, independence_metropolis
 from molsamp.samples import systematic_resample
@@ -83,7 +84,7 @@ def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mo
     draws = n * _OVERSAMPLE if mode == "unweighted" else n
     angles, u, log_q, attempts = _clash_free_draws(mixture, target, draws, generator, batch_size)
     log_w = -u - log_q
-    ess = math.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
+    ess = kish_ess(log_w)
     acceptance = None
     if mode == "smc" and target.n_torsions > 0:
         moves = TorsionMoves(mixture, target, moves=2 * target.n_torsions, generator=generator)

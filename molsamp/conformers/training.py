@@ -4,13 +4,13 @@ from __future__ import annotations
 
 __all__ = ["train_reverse_kl", "train_maximum_likelihood"]
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from molsamp.analysis import kish_ess
 from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.model import TorsionMixtureNet, save_model
 from molsamp.conformers.target import TorsionalTarget
@@ -75,7 +75,7 @@ def train_reverse_kl(
             losses.append((_advantages(f) * log_q).mean())
             kls.append(f[finite].mean().item())
             log_w = -f
-            ess.append(math.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / len(f))
+            ess.append(kish_ess(log_w) / len(f))
         if losses:
             optimiser.zero_grad()
             torch.stack(losses).mean().backward()
