@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from molsamp.errors import MolsampError
+from molsamp.free_energy.legs import PADDING
+from molsamp.free_energy.windows import Protocol
 
 
 class _UserError(click.ClickException):
@@ -153,6 +155,62 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
     click.echo(f"wrote {output}" + (f" ({failures} of {len(pairs)} molecules failed)" if failures else ""))
 
 
+@cli.command()
+@click.argument("molecules")
+@click.option("--method", type=click.Choice(["mbar"]), default="mbar", show_default=True,
+              help="Free-energy estimator.")
+@click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True,
+              help="Solute force field (gaff is GAFF 1.81, as in FreeSolv).")
+@click.option("--scheduler", help="Address of a running Dask scheduler (tcp://host:8786); default: a local pool.")
+@click.option("--workers", type=int, help="Local worker processes (default: one per core).")
+@click.option("--temperature", type=float, default=Protocol.temperature, show_default=True, help="K.")
+@click.option("--padding", type=float, default=PADDING, show_default=True, help="Water around the solute (nm).")
+@click.option("--equilibration-ps", type=float, default=Protocol.equilibration, show_default=True,
+              help="Constant-pressure equilibration of the water box.")
+@click.option("--window-equilibration-ps", type=float, default=Protocol.window_equilibration, show_default=True,
+              help="Discarded start of each lambda window.")
+@click.option("--production-ps", type=float, default=Protocol.production, show_default=True,
+              help="Sampling per lambda window.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where finished windows are kept for resuming (default: the molsamp cache).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON file: one record (or a list of records for a batch).")
+def solvation(molecules: str, method: str, forcefield: str, scheduler: str | None, workers: int | None,
+              temperature: float, padding: float, equilibration_ps: float, window_equilibration_ps: float,
+              production_ps: float, seed: int, platform: str | None, workdir: Path | None, quiet: bool,
+              output: Path | None) -> None:
+    """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, by alchemical
+    decoupling in TIP3P water; an interrupted run resumes window by window when run again."""
+    from molsamp.files import atomic_write
+    from molsamp.free_energy import hydration_free_energies
+    from molsamp.io import read_smiles
+
+    if output is not None and not output.parent.is_dir():
+        raise _UserError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
+    pairs = read_smiles(molecules)
+    protocol = Protocol(temperature=temperature, equilibration=equilibration_ps,
+                        window_equilibration=window_equilibration_ps, production=production_ps)
+    records = hydration_free_energies([smiles for _, smiles in pairs], method=method, forcefield=forcefield,
+                                      protocol=protocol, padding=padding, seed=seed, workdir=workdir,
+                                      scheduler=scheduler, n_workers=workers, platform=platform,
+                                      progress=False if quiet else None)
+    for (name, _), record in zip(pairs, records):
+        record["name"] = name
+        if "error" in record:
+            click.echo(f"failed {name}: {record['error']}", err=True)
+        else:
+            click.echo(f"{name}: dG_hyd = {record['dG_kcal_mol']:.2f} +- {record['dG_err_kcal_mol']:.2f} kcal/mol "
+                       f"({method}, {forcefield.upper()}/AM1-BCC, TIP3P, {temperature:g} K)")
+    if output is not None:
+        atomic_write(output, json.dumps(records[0] if len(records) == 1 else records, indent=1) + "\n")
+        click.echo(f"wrote {output}")
+    if all("error" in record for record in records):
+        raise _UserError(f"no hydration free energy of {molecules!r} could be computed")
+
+
 @cli.group()
 def train() -> None:
     """Train the learned samplers."""
@@ -180,7 +238,7 @@ def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, sam
     import torch
     from tqdm import tqdm
 
-    from molsamp.conformers.io import read_smiles
+    from molsamp.io import read_smiles
     from molsamp.conformers.model import TorsionMixtureNet
     from molsamp.conformers.target import TorsionalTarget
     from molsamp.conformers.training import train_reverse_kl

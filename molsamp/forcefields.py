@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Parameters", "parametrize", "amber_tool", "cache_root", "FORCEFIELDS", "ELEMENTS"]
+__all__ = ["Parameters", "parametrize", "solvate", "amber_tool", "cache_root", "FORCEFIELDS", "ELEMENTS"]
 
 import dataclasses
 import os
@@ -35,6 +35,14 @@ set default PBradii mbondi2
 MOL = loadmol2 molecule.mol2
 loadamberparams molecule.frcmod
 saveamberparm MOL molecule.prmtop molecule.inpcrd
+quit
+"""
+_TLEAP_SOLVATE = """source {leaprc}
+source leaprc.water.tip3p
+MOL = loadmol2 molecule.mol2
+loadamberparams molecule.frcmod
+solvatebox MOL TIP3PBOX {padding_angstrom:.2f} iso
+saveamberparm MOL {stem}.prmtop {stem}.inpcrd
 quit
 """
 
@@ -126,6 +134,30 @@ def parametrize(smiles: str, forcefield: str = "gaff2", cache_dir: str | os.Path
     cached = Chem.MolFromMolFile(str(entry / "molecule.sdf"), removeHs=False)
     return Parameters(molecule=cached, prmtop=entry / "molecule.prmtop", inpcrd=entry / "molecule.inpcrd",
                       forcefield=forcefield, inchikey=inchikey)
+
+
+def solvate(parameters: Parameters, padding: float = 1.2) -> tuple[Path, Path]:
+    """The molecule in a cubic box of TIP3P water with at least ``padding`` (nm) around it; Amber prmtop and inpcrd.
+
+    tleap packs water at low density (about 0.7 g/cm3 in the corners); equilibrate at constant pressure before use.
+    The files are cached beside the molecule's parameters.
+    """
+    if padding <= 0:
+        raise InputError(f"padding must be positive (nm), got {padding}")
+    entry = parameters.prmtop.parent
+    stem = f"tip3p-{padding:.2f}nm"
+    prmtop, inpcrd = entry / f"{stem}.prmtop", entry / f"{stem}.inpcrd"
+    if not (prmtop.is_file() and inpcrd.is_file()):
+        smiles = (entry / "smiles.txt").read_text().strip()
+        with tempfile.TemporaryDirectory(dir=entry, prefix=".solvate-") as work:
+            for name in ("molecule.mol2", "molecule.frcmod"):
+                shutil.copy2(entry / name, Path(work) / name)
+            (Path(work) / "tleap.in").write_text(_TLEAP_SOLVATE.format(
+                leaprc=FORCEFIELDS[parameters.forcefield], padding_angstrom=10 * padding, stem=stem))
+            _run("tleap", ["-f", "tleap.in"], Path(work), smiles, f"{stem}.prmtop")
+            os.replace(Path(work) / f"{stem}.inpcrd", inpcrd)
+            os.replace(Path(work) / f"{stem}.prmtop", prmtop)
+    return prmtop, inpcrd
 
 
 def _complete(entry: Path) -> bool:

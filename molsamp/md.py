@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from molsamp.errors import InputError
+from molsamp.files import atomic_write
 
 if TYPE_CHECKING:
     import mdtraj
@@ -51,17 +52,16 @@ class _OpenMMEngine:
     def __init__(self, system: System, seed: int, platform: str, state: bytes | None) -> None:
         import openmm
 
+        from molsamp.openmm_pool import create_context, openmm_seed
+
         integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
-        openmm_seed = seed % (2**31 - 1) + 1  # OpenMM reads seed 0 as "pick one at random"
-        integrator.setRandomNumberSeed(openmm_seed)
-        properties = {"CPU": {"Threads": "1"}, "CUDA": {"Precision": "mixed"}, "OpenCL": {"Precision": "mixed"}}
-        self.context = openmm.Context(system.openmm_system, integrator, openmm.Platform.getPlatformByName(platform),
-                                      properties.get(platform, {}))
+        integrator.setRandomNumberSeed(openmm_seed(seed))
+        self.context = create_context(system.openmm_system, integrator, platform, threads=1)
         self.integrator = integrator
         if state is None:
             self.context.setPositions(system.positions)
             openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
-            self.context.setVelocitiesToTemperature(system.temperature, openmm_seed)
+            self.context.setVelocitiesToTemperature(system.temperature, openmm_seed(seed))
         else:
             self.context.loadCheckpoint(state)
 
@@ -143,15 +143,6 @@ def _check_output(output: Path) -> None:
         raise InputError(f"output {str(output)!r}: folder {str(folder)!r} is not writable")
     if output.is_dir():
         raise InputError(f"output {str(output)!r} is a folder")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 def _resume_point(partial: Path, meta: dict, n_frames: int, frame_bytes: int) -> tuple[int, bytes] | None:
@@ -239,8 +230,8 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
             file.flush()
             os.fsync(file.fileno())
             buffer.clear()
-        _atomic_write(partial / "state.bin", struct.pack("<q", frames) + engine.save_state())
-        _atomic_write(partial / "meta.json", json.dumps({**meta, "frames": frames,
+        atomic_write(partial / "state.bin", struct.pack("<q", frames) + engine.save_state())
+        atomic_write(partial / "meta.json", json.dumps({**meta, "frames": frames,
                                                          "step": frames * steps_per_frame}).encode())
 
     from tqdm import tqdm

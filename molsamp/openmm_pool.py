@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["OpenMMPool", "select_platform", "MOLAR_GAS_CONSTANT", "TORSION_RESTRAINT_K", "RESTRAINT_GROUP"]
+__all__ = ["OpenMMPool", "select_platform", "create_context", "openmm_seed", "MOLAR_GAS_CONSTANT", "TORSION_RESTRAINT_K", "RESTRAINT_GROUP"]
 
 import os
 import socket
@@ -38,15 +38,28 @@ def select_platform(name: str | None = None) -> str:
     return "CUDA" if "CUDA" in available else "CPU"
 
 
-def _make_context(system_xml: str, platform: str, threads: int | None) -> openmm.Context:
+def create_context(system: openmm.System, integrator: openmm.Integrator, platform: str,
+                   threads: int | None = None) -> openmm.Context:
+    """An OpenMM Context on ``platform`` with ``threads`` CPU threads (None: OpenMM's default, which honours
+    ``OPENMM_CPU_THREADS``) and mixed precision on GPUs."""
     import openmm
 
-    system = openmm.XmlSerializer.deserialize(system_xml)
     properties = {"Threads": str(threads)} if platform == "CPU" and threads else {}
     if platform in ("CUDA", "OpenCL"):
         properties["Precision"] = "mixed"
-    return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform),
-                          properties)
+    return openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform), properties)
+
+
+def openmm_seed(seed: int) -> int:
+    """The integrator seed for ``seed``: OpenMM reads 0 as "pick one at random", so seeds are shifted by one."""
+    return seed % (2**31 - 1) + 1
+
+
+def _make_context(system_xml: str, platform: str, threads: int | None) -> openmm.Context:
+    import openmm
+
+    return create_context(openmm.XmlSerializer.deserialize(system_xml), openmm.VerletIntegrator(0.001), platform,
+                          threads)
 
 
 def _restrained_system_xml(system: openmm.System, torsions: np.ndarray) -> str:

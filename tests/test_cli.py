@@ -25,7 +25,7 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_cli_import_is_light():
-    code = "import sys, molsamp.cli; print(sorted({'torch', 'openmm', 'mdtraj', 'matplotlib'} & set(sys.modules)))"
+    code = "import sys, molsamp.cli; print(sorted({'torch', 'openmm', 'mdtraj', 'matplotlib', 'pymbar', 'distributed'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -148,3 +148,26 @@ def test_conformers_with_a_model_that_is_not_a_checkpoint(tmp_path, conformer_se
     (tmp_path / "model.pt").write_bytes(os.urandom(512))
     assert_one_line_error(molsamp("conformers", "CCO", "--model", "model.pt", "-o", "out.sdf", cwd=tmp_path, env=env),
                           "model.pt", "not a readable torch checkpoint")
+
+
+TINY_SOLVATION = ["--padding", "1.0", "--equilibration-ps", "0.2", "--window-equilibration-ps", "0.1",
+                  "--production-ps", "0.4", "--workers", "1", "-q"]
+
+
+def test_solvation_of_a_file_with_a_bad_molecule(tmp_path):
+    (tmp_path / "mols.smi").write_text("C methane\nC[Si](C)(C)C tetramethylsilane\n")
+    result = molsamp("solvation", "mols.smi", "--forcefield", "gaff", *TINY_SOLVATION, "--workdir", "runs",
+                     "-o", "dg.json", cwd=tmp_path, env={"MOLSAMP_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    assert "failed tetramethylsilane:" in result.stderr and "element 'Si'" in result.stderr
+    assert "methane: dG_hyd = " in result.stdout and "kcal/mol (mbar, GAFF/AM1-BCC, TIP3P, 298.15 K)" in result.stdout
+    records = json.loads((tmp_path / "dg.json").read_text())
+    assert [r["name"] for r in records] == ["methane", "tetramethylsilane"]
+    assert math.isfinite(records[0]["dG_kcal_mol"]) and "error" in records[1]
+    assert len(list((tmp_path / "runs").glob("*/solvent/window-*.npz"))) == 17
+
+
+def test_solvation_with_an_unreachable_scheduler(tmp_path):
+    result = molsamp("solvation", "C", "--scheduler", "tcp://127.0.0.1:9", *TINY_SOLVATION, cwd=tmp_path,
+                     env={"MOLSAMP_CACHE": str(tmp_path / "cache")})
+    assert_one_line_error(result, "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'")

@@ -1,7 +1,6 @@
 """Energy targets: OpenMM bridge against OpenMM itself, analytic targets against known values."""
 
 import gc
-import os
 
 import numpy as np
 import openmm

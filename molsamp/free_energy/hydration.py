@@ -1,0 +1,237 @@
+"""Hydration free energies from SMILES: both legs, every window a task, results kept window by window."""
+
+from __future__ import annotations
+
+__all__ = ["hydration_free_energies", "hydration_free_energy", "METHODS", "KJ_PER_KCAL"]
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from molsamp.errors import MolsampError
+from molsamp.files import atomic_write
+from molsamp.free_energy.alchemy import LambdaSchedule
+from molsamp.free_energy.legs import PADDING, Leg, hydration_legs
+from molsamp.free_energy.mbar import mbar_from_windows
+from molsamp.free_energy.windows import Protocol, WindowSamples, equilibrate, sample_window
+
+if TYPE_CHECKING:
+    from molsamp.parallel import TaskPool
+
+METHODS = ("mbar",)
+KJ_PER_KCAL = 4.184
+
+
+@dataclasses.dataclass
+class _Job:
+    """One molecule's calculation: its legs, its folder of finished windows, and its seed."""
+
+    smiles: str
+    folder: Path
+    settings: dict[str, Any]
+    legs: dict[str, Leg]
+    windows: dict[str, dict[int, WindowSamples]]
+    equilibration_cost: tuple[int, float] = (0, 0.0)
+    """MD steps and wall time (s) of the water box's equilibration."""
+
+    @property
+    def seed(self) -> int:
+        return self.settings["seed"]
+
+    @property
+    def equilibrated_path(self) -> Path:
+        return self.folder / "solvent" / "equilibrated.npz"
+
+    def window_path(self, leg: str, state: int) -> Path:
+        return self.folder / leg / f"window-{state:03d}.npz"
+
+    def window_seed(self, leg: str, state: int) -> int:
+        return self.seed * 100_000 + (0 if leg == "solvent" else 50_000) + state + 1
+
+
+def hydration_free_energy(smiles: str, **options: Any) -> dict[str, Any]:
+    """The hydration free energy of one molecule; see :func:`hydration_free_energies` for the options and record.
+
+    Raises the molecule's :class:`~molsamp.errors.MolsampError` instead of returning an error record.
+    """
+    return hydration_free_energies([smiles], on_error="raise", **options)[0]
+
+
+def hydration_free_energies(
+    smiles: Sequence[str],
+    method: str = "mbar",
+    forcefield: str = "gaff2",
+    schedule: LambdaSchedule = LambdaSchedule(),
+    protocol: Protocol = Protocol(),
+    padding: float = PADDING,
+    seed: int = 0,
+    workdir: str | os.PathLike | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    platform: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool | None = None,
+    on_error: str = "record",
+) -> list[dict[str, Any]]:
+    """Hydration free energies (kcal/mol) of several molecules by alchemical decoupling, vacuum leg minus solvent leg.
+
+    Every lambda window of every molecule is an independent task, run on the Dask ``scheduler`` if given, else on a
+    local pool of ``n_workers`` processes (see :class:`molsamp.parallel.TaskPool`). Each finished window is saved in
+    ``workdir`` (default: ``<cache>/solvation/``, one folder per molecule and settings), so a rerun of an
+    interrupted calculation only runs the missing windows. A molecule that cannot be set up gets a record with an
+    ``error`` and does not stop the others (``on_error="raise"`` raises instead).
+
+    Returns one JSON-ready record per molecule: ``smiles``, ``dG_kcal_mol``, ``dG_err_kcal_mol``, method, force
+    field, water model, temperature, lambda schedule, per-leg free energies and neighbour overlaps, wall time and
+    the MD steps and energy evaluations spent.
+    """
+    from molsamp.parallel import TaskPool
+
+    if method not in METHODS:
+        raise MolsampError(f"method must be one of {list(METHODS)}, got {method!r}")
+    start = time.perf_counter()
+    with TaskPool(scheduler, n_workers) as pool:
+        jobs, records = _prepare_all(smiles, method, forcefield, schedule, protocol, padding, seed, workdir, cache_dir,
+                                     on_error)
+        show = sys.stderr.isatty() if progress is None else progress
+        _run_equilibrations(pool, [job for job in jobs if job is not None], protocol, platform, show)
+        _run_windows(pool, [job for job in jobs if job is not None], schedule, protocol, platform, show)
+    elapsed = time.perf_counter() - start
+    for i, job in enumerate(jobs):
+        if job is not None:
+            records[i] = _record(job, protocol, schedule, elapsed / max(len(smiles), 1))
+    return records
+
+
+def _prepare_all(smiles: Sequence[str], method: str, forcefield: str, schedule: LambdaSchedule, protocol: Protocol,
+                 padding: float, seed: int, workdir: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
+                 on_error: str) -> tuple[list[_Job | None], list[dict[str, Any]]]:
+    """A job per molecule (None, with an error record, for a molecule that cannot be set up)."""
+    from molsamp.forcefields import cache_root
+
+    root = Path(workdir) if workdir is not None else cache_root(cache_dir) / "solvation"
+    settings = {"method": method, "forcefield": forcefield, "padding_nm": padding, "seed": seed,
+                "schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol)}
+    jobs: list[_Job | None] = []
+    records: list[dict[str, Any]] = []
+    for molecule_smiles in smiles:
+        try:
+            jobs.append(_prepare(molecule_smiles, settings, root, cache_dir))
+            records.append({})
+        except MolsampError as error:
+            if on_error == "raise":
+                raise
+            jobs.append(None)
+            records.append({"smiles": molecule_smiles, "error": str(error)})
+    return jobs, records
+
+
+def _run_equilibrations(pool: TaskPool, jobs: list[_Job], protocol: Protocol, platform: str | None,
+                        show: bool) -> None:
+    """Equilibrate the water boxes not yet equilibrated (saved as they finish); minimise the vacuum legs."""
+    from tqdm import tqdm
+
+    todo = [job for job in jobs if not job.equilibrated_path.is_file()]
+    tasks = [(job.legs["solvent"], protocol, job.seed, platform) for job in todo]
+    for index, (leg, wall_time) in tqdm(pool.run(_timed_equilibrate, tasks), total=len(todo), desc="equilibrating",
+                                        unit="box", disable=not show or not todo):
+        buffer = io.BytesIO()
+        np.savez(buffer, positions=leg.positions, box=leg.box, wall_time=wall_time,
+                 md_steps=protocol.steps(protocol.equilibration))
+        atomic_write(todo[index].equilibrated_path, buffer.getvalue())
+    for job in jobs:
+        with np.load(job.equilibrated_path) as data:
+            job.legs["solvent"] = dataclasses.replace(job.legs["solvent"], positions=data["positions"],
+                                                      box=data["box"])
+            job.equilibration_cost = (int(data["md_steps"]), float(data["wall_time"]))
+        job.legs["vacuum"] = equilibrate(job.legs["vacuum"], protocol, job.seed, platform)
+
+
+def _timed_equilibrate(leg: Leg, *args: Any) -> tuple[Leg, float]:
+    """:func:`equilibrate` and its wall time (s)."""
+    start = time.perf_counter()
+    return equilibrate(leg, *args), time.perf_counter() - start
+
+
+def _run_windows(pool: TaskPool, jobs: list[_Job], schedule: LambdaSchedule, protocol: Protocol,
+                 platform: str | None, show: bool) -> None:
+    """Sample every missing window of every job, saving each as it finishes."""
+    from tqdm import tqdm
+
+    pending = [(job, leg, state) for job in jobs for leg in ("solvent", "vacuum") for state in range(len(schedule))
+               if state not in job.windows[leg]]
+    tasks = [(job.legs[leg], schedule, state, protocol, job.window_seed(leg, state), platform)
+             for job, leg, state in pending]
+    for index, window in tqdm(pool.run(sample_window, tasks), total=len(pending), desc="lambda windows",
+                              unit="window", disable=not show or not pending):
+        job, leg, state = pending[index]
+        _save_window(job.window_path(leg, state), window)
+        job.windows[leg][state] = window
+
+
+def _prepare(smiles: str, settings: dict[str, Any], root: Path, cache_dir: str | os.PathLike | None) -> _Job:
+    from molsamp.forcefields import parametrize
+
+    inchikey = parametrize(smiles, forcefield=settings["forcefield"], cache_dir=cache_dir).inchikey
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    folder = root / f"{inchikey}-{digest}"
+    for leg in ("solvent", "vacuum"):
+        (folder / leg).mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "settings.json", json.dumps({"smiles": smiles, **settings}, indent=1))
+    solvent, vacuum = hydration_legs(smiles, forcefield=settings["forcefield"], padding=settings["padding_nm"],
+                                     cache_dir=cache_dir,
+                                     seed=settings["seed"])
+    job = _Job(smiles=smiles, folder=folder, settings=settings, legs={"solvent": solvent, "vacuum": vacuum},
+               windows={"solvent": {}, "vacuum": {}})
+    for leg in job.windows:
+        for path in sorted((folder / leg).glob("window-*.npz")):
+            window = _load_window(path)
+            job.windows[leg][window.state] = window
+    return job
+
+
+def _save_window(path: Path, window: WindowSamples) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **dataclasses.asdict(window))
+    atomic_write(path, buffer.getvalue())
+
+
+def _load_window(path: Path) -> WindowSamples:
+    with np.load(path) as data:
+        return WindowSamples(state=int(data["state"]), reduced_potentials=data["reduced_potentials"],
+                             md_steps=int(data["md_steps"]), energy_evaluations=int(data["energy_evaluations"]),
+                             wall_time=float(data["wall_time"]))
+
+
+def _record(job: _Job, protocol: Protocol, schedule: LambdaSchedule, elapsed: float) -> dict[str, Any]:
+    settings = job.settings
+    kcal_per_kT = protocol.kT / KJ_PER_KCAL
+    legs = {}
+    for name, windows in job.windows.items():
+        estimate = mbar_from_windows(list(windows.values()))
+        legs[name] = {"dF_kT": estimate.delta_f, "dF_err_kT": estimate.error,
+                      "neighbour_overlap": [round(float(x), 4) for x in estimate.neighbour_overlap],
+                      "decorrelated_samples": [int(n) for n in estimate.samples_per_state]}
+    dg = legs["vacuum"]["dF_kT"] - legs["solvent"]["dF_kT"]
+    err = float(np.hypot(legs["vacuum"]["dF_err_kT"], legs["solvent"]["dF_err_kT"]))
+    windows = [w for leg in job.windows.values() for w in leg.values()]
+    md_steps = job.equilibration_cost[0] + sum(w.md_steps for w in windows)
+    return {
+        "smiles": job.smiles, "dG_kcal_mol": dg * kcal_per_kT, "dG_err_kcal_mol": err * kcal_per_kT,
+        "method": settings["method"], "forcefield": settings["forcefield"], "charges": "AM1-BCC",
+        "water_model": "TIP3P", "temperature_K": protocol.temperature, "pressure_bar": protocol.pressure,
+        "lambda_schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol),
+        "padding_nm": settings["padding_nm"], "legs": legs,
+        "wall_time_s": elapsed, "task_time_s": job.equilibration_cost[1] + sum(w.wall_time for w in windows),
+        "md_steps": md_steps, "energy_evaluations": md_steps + sum(w.energy_evaluations for w in windows),
+        "workdir": str(job.folder),
+    }
