@@ -27,9 +27,9 @@ class Protocol:
     pressure: float = 1.01325
     timestep: float = 0.004
     friction: float = 1.0
-    equilibration: float = 100.0
-    window_equilibration: float = 20.0
-    production: float = 100.0
+    equilibration: float = 50.0
+    window_equilibration: float = 10.0
+    production: float = 50.0
     sample_every: float = 1.0
 
     def steps(self, duration: float) -> int:
