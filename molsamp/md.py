@@ -83,37 +83,32 @@ class _TorchEngine:
         import torch
 
         self.torch, self.target, self.kT, self.dt = torch, system.analytic, float(system.analytic.kT), system.timestep
+        self.friction = system.friction
         self.mass = torch.as_tensor(system.masses, dtype=torch.float64)[:, None]
-        self.damping = math.exp(-system.friction * system.timestep)
-        self.noise_scale = (1 - self.damping**2) ** 0.5 * (self.kT / self.mass).sqrt()
         self.generator = torch.Generator().manual_seed(seed)
         if state is None:
             self.x = torch.as_tensor(system.positions, dtype=torch.float64).clone()
-            self.v = (self.kT / self.mass).sqrt() * self._gaussian()
+            self.v = (self.kT / self.mass).sqrt() * torch.randn(self.x.shape, generator=self.generator,
+                                                                dtype=torch.float64)
         else:
             saved = torch.load(io.BytesIO(state), weights_only=True)
             self.x, self.v = saved["x"], saved["v"]
             self.generator.set_state(saved["rng"])
         self._update_force()
 
-    def _gaussian(self):
-        return self.torch.randn(self.x.shape, generator=self.generator, dtype=self.torch.float64)
-
     def _update_force(self) -> None:
-        x = self.x.detach().requires_grad_()
-        u = self.target.energy(x[None])[0]
-        (gradient,) = self.torch.autograd.grad(u, x)
-        self.u, self.force = float(u.detach()), -self.kT * gradient
+        from molsamp.samplers import energy_gradient
+
+        self.gradient = energy_gradient(lambda x: self.target.energy(x[None]), self.x)
+        self.u = float(self.target.energy(self.x[None])[0])
 
     def step(self, n: int) -> None:
-        half = 0.5 * self.dt
-        for _ in range(n):
-            self.v += half * self.force / self.mass
-            self.x += half * self.v
-            self.v = self.damping * self.v + self.noise_scale * self._gaussian()
-            self.x += half * self.v
-            self._update_force()
-            self.v += half * self.force / self.mass
+        from molsamp.samplers import LangevinState, langevin_baoab
+
+        state = langevin_baoab(LangevinState(self.x, self.v, self.gradient), lambda x: self.target.energy(x[None]), n,
+                               self.dt, self.friction, self.kT, self.mass, self.generator)
+        self.x, self.v, self.gradient = state.x, state.v, state.gradient
+        self.u = float(self.target.energy(self.x[None])[0])
 
     def observe(self) -> tuple[np.ndarray, float]:
         x = self.x.numpy()

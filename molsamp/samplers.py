@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["independence_metropolis", "annealed_smc"]
+__all__ = ["independence_metropolis", "annealed_smc", "LangevinState", "energy_gradient", "langevin_baoab"]
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -70,3 +72,40 @@ def annealed_smc(
         x, lq, lp, acceptance = move(x, lq, lp, beta)
         history.append({"beta": beta, "ess": ess, "resampled": resampled, "acceptance": acceptance})
     return x, lq, lp, log_w - torch.logsumexp(log_w, 0), history
+
+
+@dataclasses.dataclass
+class LangevinState:
+    """Positions, velocities and the reduced-energy gradient at the positions (tensors of one shape)."""
+
+    x: torch.Tensor
+    v: torch.Tensor
+    gradient: torch.Tensor
+
+
+def energy_gradient(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``energy(x).sum()`` with respect to ``x`` (detached)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        (gradient,) = torch.autograd.grad(energy(x).sum(), x)
+    return gradient
+
+
+def langevin_baoab(state: LangevinState, energy: Callable[[torch.Tensor], torch.Tensor], n_steps: int,
+                   timestep: float, friction: float, kT: float = 1.0, mass: torch.Tensor | float = 1.0,
+                   generator: torch.Generator | None = None) -> LangevinState:
+    """``n_steps`` of BAOAB Langevin dynamics (Leimkuhler-Matthews) on the reduced energy ``energy(x)`` (units of
+    kT, one value per batch element; forces -kT * gradient by autograd). Time in the units of ``timestep``,
+    ``friction`` in inverse time; ``mass`` broadcasts against ``x``. Returns the new state."""
+    damping = math.exp(-friction * timestep)
+    noise = math.sqrt(1 - damping**2) * torch.sqrt(kT / torch.as_tensor(mass, dtype=state.x.dtype))
+    x, v, gradient = state.x.detach(), state.v.detach(), state.gradient
+    half = 0.5 * timestep
+    for _ in range(n_steps):
+        v = v - half * kT * gradient / mass
+        x = x + half * v
+        v = damping * v + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = x + half * v
+        gradient = energy_gradient(energy, x)
+        v = v - half * kT * gradient / mass
+    return LangevinState(x, v, gradient)

@@ -1,11 +1,11 @@
-"""Independence Metropolis-Hastings over pre-drawn proposals: exact for any proposal that covers the target."""
+"""Markov chain kernels: independence Metropolis-Hastings (exact for any covering proposal) and BAOAB Langevin."""
 
 import math
 
 import pytest
 import torch
 
-from molsamp.samplers import independence_metropolis
+from molsamp.samplers import LangevinState, energy_gradient, independence_metropolis, langevin_baoab
 
 
 def normal_log_density(x, mean, std):
@@ -61,3 +61,15 @@ def test_the_same_generator_seed_gives_the_same_chain():
 def test_the_first_state_must_have_a_finite_weight(first):
     with pytest.raises(ValueError, match="first state must have a finite weight"):
         independence_metropolis(torch.tensor([first, 0.0, 0.0]))
+
+
+def test_langevin_baoab_samples_a_harmonic_oscillator():
+    """u(x) = k x^2 / 2 in kT units: x has variance 1/k and v has variance kT/m, whatever the mass."""
+    spring, mass = 4.0, 2.0
+    energy = lambda x: 0.5 * spring * (x**2).sum(-1)  # noqa: E731
+    generator = torch.Generator().manual_seed(0)
+    x = torch.zeros(2000, 1, dtype=torch.float64)
+    state = LangevinState(x, torch.zeros_like(x), energy_gradient(energy, x))
+    state = langevin_baoab(state, energy, 300, timestep=0.05, friction=1.0, mass=mass, generator=generator)
+    assert state.x.var().item() == pytest.approx(1 / spring, rel=0.1)
+    assert state.v.var().item() == pytest.approx(1 / mass, rel=0.1)

@@ -96,3 +96,12 @@ def test_unknown_method_is_refused():
 def test_too_small_a_box_is_refused(cache, tmp_path):
     with pytest.raises(InputError, match="too small for the 0.9 nm cutoff"):
         hydration_free_energy("C", padding=0.5, cache_dir=cache, workdir=tmp_path, progress=False)
+
+
+def test_windows_run_on_a_local_dask_cluster(methane, tmp_path):
+    """The same calculation with every window a task on two worker processes agrees within the errors."""
+    record, options = methane
+    clustered = hydration_free_energy("C", **{**options, "workdir": tmp_path, "n_workers": 2})
+    assert len(list(tmp_path.glob("*/solvent/window-*.npz"))) == len(SHORT_SCHEDULE)
+    assert abs(clustered["dG_kcal_mol"] - record["dG_kcal_mol"]) < 4 * np.hypot(clustered["dG_err_kcal_mol"],
+                                                                               record["dG_err_kcal_mol"])

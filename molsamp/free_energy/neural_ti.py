@@ -1,0 +1,136 @@
+"""Neural thermodynamic integration (after Mate, Fleuret and Bereau, 2024): a learned potential U_theta(x, t) that
+equals the decoupled Hamiltonian at t = 0 and the coupled one at t = 1, trained by target score matching so that
+exp(-U_theta(., t)) is the density of samples interpolated between the two end states. Then
+dF = F(1) - F(0) = integral over t of < dU_theta/dt > with x from the interpolant: no sampling at intermediate t.
+
+The pieces are generic: any ``potential(x, t) -> [B]`` (reduced units, kT) with those boundary values, an ``align``
+that pairs an end-0 sample with an end-1 sample, and an ``interpolate`` between the pair.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EndStates", "NeuralTIResult", "linear_interpolation", "score_matching_loss", "train_neural_ti",
+           "neural_ti_estimate"]
+
+import dataclasses
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from molsamp.samplers import energy_gradient
+
+Potential = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Align = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                 tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+Interpolate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_CLIP = 0.1
+"""Smallest 1 - t (or t) that the score-matching target is divided by."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EndStates:
+    """Samples of the two end states with the gradients of their reduced energies (``[n, ...]`` each)."""
+
+    x0: torch.Tensor
+    grad0: torch.Tensor
+    x1: torch.Tensor
+    grad1: torch.Tensor
+
+    @classmethod
+    def from_energies(cls, x0: torch.Tensor, energy0: Callable, x1: torch.Tensor, energy1: Callable) -> EndStates:
+        return cls(x0, energy_gradient(energy0, x0), x1, energy_gradient(energy1, x1))
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralTIResult:
+    """``delta_f`` = F(t=1) - F(t=0) and its standard error (kT); ``integrand`` is <dU/dt> at each of ``t``."""
+
+    delta_f: float
+    error: float
+    t: np.ndarray
+    integrand: np.ndarray
+
+
+def linear_interpolation(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = (1 - t) x0 + t x1, with ``t`` of shape ``[B]``."""
+    t = t.reshape(-1, *([1] * (x0.ndim - 1)))
+    return (1 - t) * x0 + t * x1
+
+
+def _no_alignment(x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor, grad1: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return x0, grad0, x1, grad1
+
+
+def score_matching_loss(potential: Potential, x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor,
+                        grad1: torch.Tensor, t: torch.Tensor, interpolate: Interpolate = linear_interpolation
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target score matching for x_t = (1 - t) x0 + t x1: given x1, x0 = (x_t - t x1) / (1 - t), so the score of
+    the interpolant at x_t is E[-grad0 / (1 - t) | x_t] (and symmetrically from the other end). The gradient of
+    U_theta at x_t is regressed on -score from end 0 for t < 1/2 and from end 1 otherwise.
+
+    Returns the loss and dU_theta/dt at the batch (detached), whose mean over uniform t is an estimate of dF.
+    """
+    xt = interpolate(x0, x1, t).detach().requires_grad_()
+    t = t.detach().requires_grad_()
+    u = potential(xt, t)
+    grad_x, grad_t = torch.autograd.grad(u.sum(), (xt, t), create_graph=True)
+    shape = (-1, *([1] * (x0.ndim - 1)))
+    from_start = grad0 / torch.clamp(1 - t, min=_CLIP).reshape(shape)
+    from_end = grad1 / torch.clamp(t, min=_CLIP).reshape(shape)
+    target = torch.where((t < 0.5).reshape(shape), from_start, from_end).detach()
+    loss = ((grad_x - target) ** 2).flatten(1).mean(1).mean()
+    return loss, grad_t.detach()
+
+
+def train_neural_ti(potential: torch.nn.Module, ends: EndStates, steps: int = 2000, batch_size: int = 16,
+                    learning_rate: float = 1e-3, align: Align = _no_alignment,
+                    interpolate: Interpolate = linear_interpolation, generator: torch.Generator | None = None,
+                    progress: bool | None = None) -> list[float]:
+    """Fit ``potential`` by :func:`score_matching_loss` on random pairs of end-state samples and uniform t (Adam,
+    learning rate decayed tenfold over training). ``align(x0, grad0, x1, grad1)`` may move and relabel each pair
+    (with its gradients) before interpolation. Returns the loss of every step."""
+    from tqdm import tqdm
+
+    optimiser = torch.optim.Adam(potential.parameters(), lr=learning_rate)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.1 ** (1 / max(steps, 1)))
+    losses = []
+    show = sys.stderr.isatty() if progress is None else progress
+    for _ in tqdm(range(steps), disable=not show, unit="step", desc="neural TI"):
+        i = torch.randint(len(ends.x0), (batch_size,), generator=generator)
+        j = torch.randint(len(ends.x1), (batch_size,), generator=generator)
+        x0, grad0, x1, grad1 = align(ends.x0[i], ends.grad0[i], ends.x1[j], ends.grad1[j])
+        t = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
+        loss, _ = score_matching_loss(potential, x0, grad0, x1, grad1, t, interpolate)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return losses
+
+
+def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pairs_per_t: int = 64,
+                       align: Align = _no_alignment, interpolate: Interpolate = linear_interpolation,
+                       generator: torch.Generator | None = None, n_bootstrap: int = 200) -> NeuralTIResult:
+    """dF = integral over t in [0, 1] of <dU_theta/dt>, the average over interpolated pairs at each of ``n_t``
+    Gauss-Legendre nodes. The error is the bootstrap standard deviation over pairs (it does not include the bias of
+    an imperfect fit)."""
+    nodes, weights = np.polynomial.legendre.leggauss(n_t)
+    t_nodes, weights = 0.5 * (nodes + 1), 0.5 * weights
+    values = np.empty((n_t, pairs_per_t))
+    for k, t_value in enumerate(t_nodes):
+        i = torch.randint(len(ends.x0), (pairs_per_t,), generator=generator)
+        j = torch.randint(len(ends.x1), (pairs_per_t,), generator=generator)
+        x0, _, x1, _ = align(ends.x0[i], ends.grad0[i], ends.x1[j], ends.grad1[j])
+        t = torch.full((pairs_per_t,), float(t_value), dtype=x0.dtype, requires_grad=True)
+        (grad_t,) = torch.autograd.grad(potential(interpolate(x0, x1, t).detach(), t).sum(), t)
+        values[k] = grad_t.numpy()
+    integrand = values.mean(1)
+    rng = np.random.default_rng(0 if generator is None else int(generator.initial_seed()) % 2**32)
+    resampled = values[:, rng.integers(0, pairs_per_t, (n_bootstrap, pairs_per_t))].mean(2)  # [n_t, n_bootstrap]
+    return NeuralTIResult(delta_f=float(weights @ integrand), error=float((weights @ resampled).std()),
+                          t=t_nodes, integrand=integrand)
