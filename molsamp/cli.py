@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -185,7 +186,7 @@ def solvation(molecules: str, method: str, forcefield: str, scheduler: str | Non
     """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, by alchemical
     decoupling in TIP3P water; an interrupted run resumes window by window when run again."""
     from molsamp.files import atomic_write
-    from molsamp.free_energy import hydration_free_energies
+    from molsamp.free_energy import PoorOverlapWarning, hydration_free_energies
     from molsamp.io import read_smiles
 
     if output is not None and not output.parent.is_dir():
@@ -193,15 +194,19 @@ def solvation(molecules: str, method: str, forcefield: str, scheduler: str | Non
     pairs = read_smiles(molecules)
     protocol = Protocol(temperature=temperature, equilibration=equilibration_ps,
                         window_equilibration=window_equilibration_ps, production=production_ps)
-    records = hydration_free_energies([smiles for _, smiles in pairs], method=method, forcefield=forcefield,
-                                      protocol=protocol, padding=padding, seed=seed, workdir=workdir,
-                                      scheduler=scheduler, n_workers=workers, platform=platform,
-                                      progress=False if quiet else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
+        records = hydration_free_energies([smiles for _, smiles in pairs], method=method, forcefield=forcefield,
+                                          protocol=protocol, padding=padding, seed=seed, workdir=workdir,
+                                          scheduler=scheduler, n_workers=workers, platform=platform,
+                                          progress=False if quiet else None)
     for (name, _), record in zip(pairs, records):
         record["name"] = name
         if "error" in record:
             click.echo(f"failed {name}: {record['error']}", err=True)
         else:
+            for note in record["warnings"]:
+                click.echo(f"warning {name}: {note}", err=True)
             click.echo(f"{name}: dG_hyd = {record['dG_kcal_mol']:.2f} +- {record['dG_err_kcal_mol']:.2f} kcal/mol "
                        f"({method}, {forcefield.upper()}/AM1-BCC, TIP3P, {temperature:g} K)")
     if output is not None:

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from molsamp.errors import MolsampError
 from molsamp.files import atomic_write
 from molsamp.free_energy.alchemy import LambdaSchedule
 from molsamp.free_energy.legs import PADDING, Leg, hydration_legs
-from molsamp.free_energy.mbar import mbar_from_windows
+from molsamp.free_energy.mbar import PoorOverlapWarning, mbar_from_windows
 from molsamp.free_energy.windows import Protocol, WindowSamples, equilibrate, sample_window
 
 if TYPE_CHECKING:
@@ -215,9 +216,14 @@ def _load_window(path: Path) -> WindowSamples:
 def _record(job: _Job, protocol: Protocol, schedule: LambdaSchedule, elapsed: float) -> dict[str, Any]:
     settings = job.settings
     kcal_per_kT = protocol.kT / KJ_PER_KCAL
-    legs = {}
+    legs, notes = {}, []
     for name, windows in job.windows.items():
-        estimate = mbar_from_windows(list(windows.values()))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PoorOverlapWarning)
+            estimate = mbar_from_windows(list(windows.values()))
+        for warning in caught:
+            notes.append(f"{name} leg: {warning.message}")
+            warnings.warn(f"{job.smiles}, {name} leg: {warning.message}", warning.category, stacklevel=3)
         legs[name] = {"dF_kT": estimate.delta_f, "dF_err_kT": estimate.error,
                       "neighbour_overlap": [round(float(x), 4) for x in estimate.neighbour_overlap],
                       "decorrelated_samples": [int(n) for n in estimate.samples_per_state]}
@@ -230,7 +236,7 @@ def _record(job: _Job, protocol: Protocol, schedule: LambdaSchedule, elapsed: fl
         "method": settings["method"], "forcefield": settings["forcefield"], "charges": "AM1-BCC",
         "water_model": "TIP3P", "temperature_K": protocol.temperature, "pressure_bar": protocol.pressure,
         "lambda_schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol),
-        "padding_nm": settings["padding_nm"], "legs": legs,
+        "padding_nm": settings["padding_nm"], "legs": legs, "warnings": notes,
         "wall_time_s": elapsed, "task_time_s": job.equilibration_cost[1] + sum(w.wall_time for w in windows),
         "md_steps": md_steps, "energy_evaluations": md_steps + sum(w.energy_evaluations for w in windows),
         "workdir": str(job.folder),

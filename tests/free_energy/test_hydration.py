@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from molsamp.errors import InputError, MolsampError
-from molsamp.free_energy import LambdaSchedule, Protocol, hydration_free_energies, hydration_free_energy, sample_window
+from molsamp.free_energy import (LambdaSchedule, PoorOverlapWarning, Protocol, hydration_free_energies,
+                                 hydration_free_energy, sample_window)
 
 TINY = Protocol(equilibration=0.4, window_equilibration=0.2, production=0.8, sample_every=0.2)
 SHORT_SCHEDULE = LambdaSchedule((1.0, 0.5, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0, 0.5, 0.0))
@@ -105,3 +106,11 @@ def test_windows_run_on_a_local_dask_cluster(methane, tmp_path):
     assert len(list(tmp_path.glob("*/solvent/window-*.npz"))) == len(SHORT_SCHEDULE)
     assert abs(clustered["dG_kcal_mol"] - record["dG_kcal_mol"]) < 4 * np.hypot(clustered["dG_err_kcal_mol"],
                                                                                record["dG_err_kcal_mol"])
+
+
+def test_a_schedule_with_a_gap_warns_and_says_so_in_the_record(cache, tmp_path):
+    gap = LambdaSchedule((1.0, 0.0, 0.0), (1.0, 1.0, 0.0))  # sterics off in one step: no overlap
+    with pytest.warns(PoorOverlapWarning, match="C, solvent leg: states 1 and 2 overlap only"):
+        record = hydration_free_energy("C", forcefield="gaff", schedule=gap, protocol=TINY, padding=1.0,
+                                       workdir=tmp_path, n_workers=1, cache_dir=cache, progress=False)
+    assert any(note.startswith("solvent leg: states 1 and 2") for note in record["warnings"])
