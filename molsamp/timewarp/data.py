@@ -1,0 +1,53 @@
+"""Training pairs (x(t), x(t + tau)) from MD trajectories, and the random rotations that teach the model rotation
+equivariance."""
+
+from __future__ import annotations
+
+__all__ = ["TransitionPairs", "pairs_from_trajectory", "random_rotations"]
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from molsamp.errors import InputError
+
+
+@dataclasses.dataclass(frozen=True)
+class TransitionPairs:
+    """Pairs of one peptide: ``x0[i]`` and ``x1[i]`` (``[P, N, 3]``, nm) are ``tau`` ps apart on one trajectory;
+    ``features`` ``[N, F]`` describe its atoms."""
+
+    name: str
+    features: torch.Tensor
+    x0: torch.Tensor
+    x1: torch.Tensor
+    tau: float
+
+    def __len__(self) -> int:
+        return len(self.x0)
+
+
+def pairs_from_trajectory(name: str, xyz: np.ndarray, features: torch.Tensor, frame_interval: float, tau: float,
+                          stride: int = 1) -> TransitionPairs:
+    """Every ``stride``-th frame paired with the frame ``tau`` ps later, from frames ``frame_interval`` ps apart."""
+    lag = int(round(tau / frame_interval))
+    if lag < 1 or abs(lag * frame_interval - tau) > 1e-6 * tau:
+        raise InputError(f"tau {tau} ps is not a whole number of frame intervals ({frame_interval} ps)")
+    if len(xyz) <= lag:
+        raise InputError(f"{name}: {len(xyz)} frames are too few for tau = {tau} ps ({lag} frames)")
+    x = torch.as_tensor(np.asarray(xyz), dtype=torch.float32)
+    start = torch.arange(0, len(x) - lag, stride)
+    return TransitionPairs(name, features.float(), x[start], x[start + lag], tau)
+
+
+def random_rotations(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+                     ) -> torch.Tensor:
+    """``[n, 3, 3]`` rotation matrices uniform on SO(3) (from uniform unit quaternions)."""
+    q = torch.randn(n, 4, generator=generator, dtype=dtype)
+    w, x, y, z = (q / q.norm(dim=1, keepdim=True)).unbind(1)
+    return torch.stack([
+        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)
