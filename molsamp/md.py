@@ -7,7 +7,7 @@ moment resumes where its last checkpoint left it and ends with the same frames a
 
 from __future__ import annotations
 
-__all__ = ["run_md", "load_trajectory", "FORMATS"]
+__all__ = ["run_md", "run_resumable", "Engine", "load_trajectory", "FORMATS"]
 
 import io
 import json
@@ -18,6 +18,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -33,11 +34,9 @@ if TYPE_CHECKING:
 FORMATS = (".h5", ".dcd")
 """Trajectory formats by suffix: mdtraj HDF5 (energies inside) or DCD (energies in ``<stem>.energies.csv``)."""
 
-_MATCH_KEYS = ("system", "n_atoms", "timestep", "save_every", "seed", "platform")
-
-
-class _Engine(Protocol):
-    """What the run loop needs of an integrator: positions in nm (reduced lengths), energies in kJ/mol (or kT units)."""
+class Engine(Protocol):
+    """What :func:`run_resumable` needs of a sampler: positions in nm (reduced lengths), energies in kJ/mol (or kT
+    units), and its whole state as bytes (it is rebuilt from them on resume)."""
 
     def step(self, n: int) -> None: ...
 
@@ -146,8 +145,8 @@ def _resume_point(partial: Path, meta: dict, n_frames: int, frame_bytes: int) ->
         shutil.rmtree(partial, ignore_errors=True)
         return None
     saved = json.loads((partial / "meta.json").read_text())
-    if any(saved.get(key) != meta[key] for key in _MATCH_KEYS):
-        differ = ", ".join(f"{k}: {saved.get(k)!r} != {meta[k]!r}" for k in _MATCH_KEYS if saved.get(k) != meta[k])
+    if any(saved.get(key) != meta[key] for key in meta):
+        differ = ", ".join(f"{k}: {saved.get(k)!r} != {meta[k]!r}" for k in meta if saved.get(k) != meta[k])
         raise InputError(f"partial run {str(partial)!r} belongs to a different run ({differ}); delete it or "
                          "pass overwrite=True (--overwrite) to discard it")
     blob = (partial / "state.bin").read_bytes()  # its own frame count: it may be one checkpoint ahead of meta
@@ -162,21 +161,22 @@ def _resume_point(partial: Path, meta: dict, n_frames: int, frame_bytes: int) ->
     return frames, blob[8:]
 
 
-def _write_output(output: Path, system: System, xyz: np.ndarray, times: np.ndarray, energies: np.ndarray) -> None:
+def _write_output(output: Path, topology: mdtraj.Topology, xyz: np.ndarray, times: np.ndarray,
+                  energies: np.ndarray) -> None:
     """Write the trajectory (and the DCD energy CSV) to temporary files and rename them into place."""
     import mdtraj
 
     temporary = output.with_name(f".{output.stem}.tmp{output.suffix}")
     if output.suffix == ".h5":
         with mdtraj.formats.HDF5TrajectoryFile(str(temporary), "w") as file:
-            file.topology = system.topology
+            file.topology = topology
             file.write(coordinates=xyz, time=times, potentialEnergy=energies)
     else:
         csv, csv_temporary = output.with_suffix(".energies.csv"), output.with_name(f".{output.stem}.tmp.csv")
         np.savetxt(csv_temporary, np.column_stack([times, energies]), fmt=("%.6f", "%.10g"), delimiter=",",
                    header="time_ps,potential_energy_kJ_mol", comments="")
         os.replace(csv_temporary, csv)
-        mdtraj.Trajectory(xyz, system.topology, time=times).save_dcd(str(temporary))
+        mdtraj.Trajectory(xyz, topology, time=times).save_dcd(str(temporary))
     os.replace(temporary, output)
 
 
@@ -191,14 +191,8 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
     platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else CPU
     (one thread, so the same seed gives the same frames); analytic systems run in torch.
     """
-    output = Path(output)
-    if output.suffix not in FORMATS:
-        raise InputError(f"output {str(output)!r}: unsupported suffix {output.suffix!r}; use one of {FORMATS}")
     steps_per_frame = _count(save_every, system.timestep, "save_every", "the timestep")
     n_frames = _count(duration, steps_per_frame * system.timestep, "duration", "save_every")
-    if checkpoint_every < 1:
-        raise InputError(f"checkpoint_every must be a positive number of frames, got {checkpoint_every!r}")
-    _check_output(output)
     if system.openmm_system is not None:
         from molsamp.openmm_pool import select_platform
 
@@ -207,17 +201,40 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
         platform = "torch"
     meta = {"system": system.name, "n_atoms": system.n_atoms, "timestep": system.timestep, "save_every": save_every,
             "seed": int(seed), "platform": platform}
-    partial, frame_bytes = output.with_name(output.name + ".partial"), system.n_atoms * 3 * 4
+
+    def engine(state: bytes | None) -> Engine:
+        if platform == "torch":
+            return _TorchEngine(system, seed, state)
+        return _OpenMMEngine(system, seed, platform, state)
+
+    return run_resumable(engine, output, n_frames, steps_per_frame, steps_per_frame * system.timestep,
+                         system.topology, meta, checkpoint_every=checkpoint_every, progress=progress,
+                         overwrite=overwrite, rate_unit="ns/day" if platform != "torch" else "time/s")
+
+
+def run_resumable(make_engine: Callable[[bytes | None], Engine], output: str | os.PathLike, n_frames: int,
+                  steps_per_frame: int, frame_time: float, topology: mdtraj.Topology, meta: dict,
+                  checkpoint_every: int = 10, progress: bool | None = None, overwrite: bool = False,
+                  rate_unit: str = "ns/day") -> Path:
+    """Run ``make_engine(None)`` (or the engine rebuilt from a checkpoint) for ``n_frames`` frames of
+    ``steps_per_frame`` steps and write them to ``output`` (.h5 or .dcd) with ``topology``; frame k is at time
+    (k + 1) * ``frame_time``. The partial folder ``<output>.partial`` is checkpointed every ``checkpoint_every``
+    frames; a rerun whose ``meta`` matches resumes from it (a different ``meta`` is refused)."""
+    output = Path(output)
+    if output.suffix not in FORMATS:
+        raise InputError(f"output {str(output)!r}: unsupported suffix {output.suffix!r}; use one of {FORMATS}")
+    if checkpoint_every < 1:
+        raise InputError(f"checkpoint_every must be a positive number of frames, got {checkpoint_every!r}")
+    _check_output(output)
+    n_atoms = topology.n_atoms
+    partial, frame_bytes = output.with_name(output.name + ".partial"), n_atoms * 3 * 4
     if overwrite and partial.exists():
         shutil.rmtree(partial)
     resume = _resume_point(partial, meta, n_frames, frame_bytes) if partial.exists() else None
     if resume is None and output.exists() and not overwrite:
         raise InputError(f"output {str(output)!r} exists; pass overwrite=True (--overwrite) to replace it")
     done, state = resume or (0, None)
-    if platform == "torch":
-        engine: _Engine = _TorchEngine(system, seed, state)
-    else:
-        engine = _OpenMMEngine(system, seed, platform, state)
+    engine = make_engine(state)
 
     def checkpoint(frames: int, buffers: list[list[bytes]], files: list) -> None:
         for buffer, file in zip(buffers, files):
@@ -235,27 +252,27 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
     buffers: list[list[bytes]] = [[], []]
     show = sys.stderr.isatty() if progress is None else progress
     with (open(partial / "positions.f32", "ab") as positions, open(partial / "energies.f64", "ab") as energies,
-          tqdm(total=n_frames, initial=done, unit="frame", disable=not show, desc=system.name) as bar):
+          tqdm(total=n_frames, initial=done, unit="frame", disable=not show, desc=str(meta.get("system", ""))) as bar):
         if resume is None:
             checkpoint(0, buffers, [positions, energies])
-        start, frame_time = time.perf_counter(), steps_per_frame * system.timestep
+        start = time.perf_counter()
         for frame in range(done, n_frames):
             engine.step(steps_per_frame)
             xyz, energy = engine.observe()
             if not (math.isfinite(energy) and np.isfinite(xyz).all()):
-                raise InputError(f"{system.name}: the simulation blew up at t = {(frame + 1) * frame_time:g} ps; "
-                                 f"try a smaller timestep than {system.timestep} ps")
+                raise InputError(f"{meta.get('system', 'the system')}: the simulation blew up at "
+                                 f"t = {(frame + 1) * frame_time:g} ps; try a smaller time step")
             buffers[0].append(np.asarray(xyz, dtype=np.float32).tobytes())
             buffers[1].append(np.float64(energy).tobytes())
             if (frame + 1) % checkpoint_every == 0 or frame + 1 == n_frames:
                 checkpoint(frame + 1, buffers, [positions, energies])
             rate = (frame + 1 - done) * frame_time / (time.perf_counter() - start)  # ps/s
-            bar.set_postfix_str(f"{rate * 86.4:.3g} ns/day" if platform != "torch" else f"{rate:.3g} time/s",
+            bar.set_postfix_str(f"{rate * 86.4:.3g} ns/day" if rate_unit == "ns/day" else f"{rate:.3g} {rate_unit}",
                                 refresh=False)
             bar.update()
-    xyz = np.fromfile(partial / "positions.f32", dtype=np.float32).reshape(-1, system.n_atoms, 3)[:n_frames]
+    xyz = np.fromfile(partial / "positions.f32", dtype=np.float32).reshape(-1, n_atoms, 3)[:n_frames]
     potential = np.fromfile(partial / "energies.f64")[:n_frames]
-    _write_output(output, system, xyz, np.arange(1, n_frames + 1) * frame_time, potential)
+    _write_output(output, topology, xyz, np.arange(1, n_frames + 1) * frame_time, potential)
     shutil.rmtree(partial)
     return output
 
