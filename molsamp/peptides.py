@@ -9,7 +9,7 @@ name HIS). The structure is energy-minimised in the force field it is simulated 
 
 from __future__ import annotations
 
-__all__ = ["AMINO_ACIDS", "MAX_RESIDUES", "FORCEFIELD", "check_sequence", "from_sequence"]
+__all__ = ["AMINO_ACIDS", "MAX_RESIDUES", "FORCEFIELD", "check_sequence", "from_sequence", "openmm_constraints"]
 
 import random
 from typing import TYPE_CHECKING
@@ -31,6 +31,16 @@ FORCEFIELD = ("amber14-all.xml", "implicit/obc2.xml")
 """OpenMM force field files: amber ff14SB and OBC2 implicit water, as in the built-in ``ala2``."""
 
 _BACKBONE = ("N", "CA", "C", "O")
+
+
+def openmm_constraints(name: str | None):
+    """OpenMM's constraint option for ``None``/``"None"``, ``"HBonds"``, ``"AllBonds"`` or ``"HAngles"``."""
+    import openmm.app as app
+
+    options = {None: None, "None": None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
+    if name not in options:
+        raise InputError(f"constraints must be one of {list(options)[1:]}, got {name!r}")
+    return options[name]
 
 
 def check_sequence(sequence: str) -> str:
@@ -108,13 +118,15 @@ def from_sequence(
     seed: int = 0,
     name: str | None = None,
     description: str | None = None,
+    constraints: str | None = "HBonds",
 ) -> System:
     """A capped peptide ACE-``sequence``-NME in amber ff14SB with OBC2 implicit water.
 
     ``sequence`` is 1 to :data:`MAX_RESIDUES` one-letter codes of :data:`AMINO_ACIDS` (``"A"`` gives alanine
     dipeptide with the atoms, names and bonds of the built-in ``ala2``). ``seed`` seeds RDKit's ETKDG conformer and the
     hydrogens' starting positions.
-    The OpenMM System has no cutoff and HBonds constraints; positions (nm) are minimised in it. Temperature in K;
+    The OpenMM System has no cutoff and HBonds ``constraints`` (None: every bond flexible, as a Metropolis-Hastings
+    target needs, since constrained bonds lose their energy terms); positions (nm) are minimised in it. Temperature in K;
     time step 0.002 ps, friction 1/ps. Protonation is that of pH 7 (see the module docstring; His is HIE).
     The name is ``"peptide:" + sequence`` unless given.
 
@@ -140,7 +152,8 @@ def from_sequence(
                               platform=openmm.Platform.getPlatformByName("Reference"))
     finally:
         random.setstate(state)
-    openmm_system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    openmm_system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff,
+                                            constraints=openmm_constraints(constraints))
 
     # One CPU thread: deterministic, and quick (a second or less) at this size.
     context = openmm.Context(openmm_system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),

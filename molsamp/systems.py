@@ -161,18 +161,19 @@ def _openmm_system(path: Path, spec: _SystemFile) -> System:
     import mdtraj
     import openmm.app as app
 
+    from molsamp.peptides import openmm_constraints
+
     structure = path.parent / spec.structure
     if not structure.is_file():
         raise SystemFileError(f"{path}: key 'structure': file {str(structure)!r} does not exist")
     pdb = app.PDBFile(str(structure))
-    constraints = {None: None, "None": None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
-    if spec.constraints not in constraints:
-        raise SystemFileError(f"{path}: key 'constraints' must be one of {list(constraints)[1:]}, "
-                              f"got {spec.constraints!r}")
+    try:
+        constraints = openmm_constraints(spec.constraints)
+    except InputError as error:
+        raise SystemFileError(f"{path}: key {error}") from None
     try:
         forcefield = app.ForceField(*spec.forcefield)
-        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
-                                                constraints=constraints[spec.constraints])
+        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=constraints)
     except (ValueError, OSError) as error:
         raise SystemFileError(f"{path}: key 'forcefield': {error}") from None
     masses = np.array([openmm_system.getParticleMass(i)._value for i in range(openmm_system.getNumParticles())])
@@ -260,7 +261,7 @@ def _lattice_positions(n: int, dim: int, spacing: float = 1.0) -> np.ndarray:
     return nearest - nearest.mean(0)
 
 
-def load(name_or_path: str | os.PathLike) -> System:
+def load(name_or_path: str | os.PathLike, constraints: str | None = "default") -> System:
     """Load a built-in system by name (``"ala2"``, ``"lj13"``, see :func:`available`) or from a YAML file.
 
     A YAML file gives exactly one of ``structure`` (PDB file, with ``forcefield``: a list of OpenMM force field
@@ -269,6 +270,9 @@ def load(name_or_path: str | os.PathLike) -> System:
 
     ``"peptide:SEQ"`` builds the capped peptide ACE-SEQ-NME from 1 to 4 one-letter amino-acid codes (``"peptide:AK"``)
     in amber ff14SB with OBC2 implicit water, like ``ala2``; see :func:`molsamp.peptides.from_sequence`.
+
+    ``constraints`` overrides the constraints of structure and peptide systems (``None``: all bonds flexible, the
+    right target for Metropolis-Hastings moves in Cartesian space, whose energy must include the bonds to hydrogen).
     """
     if isinstance(name_or_path, str) and name_or_path.startswith("peptide:"):
         from molsamp.peptides import check_sequence, from_sequence
@@ -278,9 +282,13 @@ def load(name_or_path: str | os.PathLike) -> System:
             check_sequence(sequence)
         except InputError as error:
             raise UnknownSystemError(f"unknown system {name_or_path!r}: {error}") from None
-        return from_sequence(sequence)
+        return from_sequence(sequence, **({} if constraints == "default" else {"constraints": constraints}))
     path = _find(name_or_path)
     spec = _parse(path)
     if spec.structure is not None:
+        if constraints != "default":
+            spec = dataclasses.replace(spec, constraints=constraints)
         return _openmm_system(path, spec)
+    if constraints != "default":
+        raise InputError(f"system {name_or_path!r}: constraints can only be chosen for structure and peptide systems")
     return _smiles_system(path, spec) if spec.smiles is not None else _analytic_system(path, spec)

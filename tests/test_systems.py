@@ -4,7 +4,7 @@ import numpy as np
 import openmm
 import pytest
 
-from molsamp.errors import SystemFileError, UnknownSystemError
+from molsamp.errors import InputError, SystemFileError, UnknownSystemError
 from molsamp.systems import SYSTEMS_DIR, available, from_smiles, load
 
 
@@ -114,3 +114,11 @@ def test_from_smiles_defaults_to_gaff2_in_obc2(tmp_path):
     assert [r.name for r in ethanol.topology.residues] == ["MOL"]
     # positions (nm) are the molecule's conformer (Å)
     np.testing.assert_allclose(ethanol.positions * 10, ethanol.molecule.GetConformer().GetPositions())
+
+
+def test_constraints_can_be_dropped_for_metropolis_hastings_targets():
+    flexible = load("ala2", constraints=None)
+    assert load("ala2").openmm_system.getNumConstraints() == 12 and flexible.openmm_system.getNumConstraints() == 0
+    assert load("peptide:G", constraints=None).openmm_system.getNumConstraints() == 0
+    with pytest.raises(InputError, match="constraints can only be chosen"):
+        load("dw4", constraints=None)

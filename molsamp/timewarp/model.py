@@ -28,6 +28,26 @@ from molsamp.timewarp.features import N_FEATURES
 _LOG_2PI = math.log(2 * math.pi)
 
 
+class _AttentionBlock(nn.Module):
+    """Pre-norm transformer block whose attention logits get an additive per-head bias ``[B, heads, N, N]``."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.project = nn.Linear(hidden, hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.SiLU(), nn.Linear(2 * hidden, hidden))
+
+    def forward(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        batch, n, hidden = h.shape
+        q, k, v = self.qkv(self.norm1(h)).reshape(batch, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        attended = (logits.softmax(-1) @ v).transpose(1, 2).reshape(batch, n, hidden)
+        h = h + self.project(attended)
+        return h + self.mlp(self.norm2(h))
+
+
 class _Conditioner(nn.Module):
     """Per-atom scale and shift ``[B, N, 3]`` each from atom features, x(t) and the other half."""
 
@@ -38,9 +58,7 @@ class _Conditioner(nn.Module):
         self.register_buffer("centres", torch.linspace(0.0, max_distance, n_basis))
         self.width = max_distance / n_basis
         self.bias = nn.Linear(2 * n_basis, heads * layers)
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0,
-                                                               batch_first=True, norm_first=True)
-                                    for _ in range(layers))
+        self.blocks = nn.ModuleList(_AttentionBlock(hidden, heads) for _ in range(layers))
         self.out = nn.Linear(hidden, 6)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -56,7 +74,7 @@ class _Conditioner(nn.Module):
         bias = self.bias(torch.cat([self._basis(x_cond), self._basis(candidate)], -1))  # [B, N, N, heads*layers]
         bias = bias.permute(0, 3, 1, 2).reshape(batch, len(self.blocks), self.heads, n, n)
         for k, block in enumerate(self.blocks):
-            h = block(h, src_mask=bias[:, k].reshape(batch * self.heads, n, n))
+            h = block(h, bias[:, k])
         scale, shift = self.out(h).chunk(2, -1)
         return torch.tanh(scale), shift
 

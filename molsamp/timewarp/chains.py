@@ -1,0 +1,138 @@
+"""Parallel Timewarp chains on a peptide: checkpointed, resumable, written as one mdtraj trajectory."""
+
+from __future__ import annotations
+
+__all__ = ["run_chains", "load_chains", "chain_topology"]
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from molsamp.timewarp.features import atom_features
+from molsamp.timewarp.model import TimewarpFlow
+from molsamp.timewarp.sampler import exploration_step, mh_step
+
+if TYPE_CHECKING:
+    import mdtraj
+
+    from molsamp.systems import System
+    from molsamp.targets import OpenMMTarget
+
+
+class _BoundProposal:
+    """The flow with one peptide's atom features, as a :class:`~molsamp.timewarp.sampler.Proposal`."""
+
+    def __init__(self, model: TimewarpFlow, features: torch.Tensor) -> None:
+        self.model, self.features = model, features
+
+    def sample(self, x, generator=None):
+        return self.model.sample(x, self.features, generator)
+
+    def log_prob(self, x_next, v, x):
+        return self.model.log_prob(x_next, v, x, self.features)
+
+
+class _ChainEngine:
+    """One frame = one step of every chain: Metropolis-Hastings with the flow (or the biased exploration filter)."""
+
+    def __init__(self, system: System, model: TimewarpFlow, target: OpenMMTarget, n_chains: int, seed: int,
+                 exploration: float | None, state: bytes | None) -> None:
+        self.target, self.exploration = target, exploration
+        self.proposal = _BoundProposal(model.double().eval(), atom_features(system.topology).double())
+        self.generator = torch.Generator().manual_seed(seed)
+        if state is None:
+            self.x = torch.as_tensor(system.positions, dtype=torch.float64).expand(n_chains, -1, -1).clone()
+            self.u = target.energy(self.x).detach()
+            self.accepted = torch.zeros(n_chains, dtype=torch.long)
+            self.steps = 0
+        else:
+            saved = torch.load(io.BytesIO(state), weights_only=True)
+            self.x, self.u, self.accepted, self.steps = saved["x"], saved["u"], saved["accepted"], saved["steps"]
+            self.generator.set_state(saved["rng"])
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target.energy(x).detach()
+
+    def step(self, n: int) -> None:
+        for _ in range(n):
+            if self.exploration is None:
+                result = mh_step(self.x, self.u, self.proposal, self._energy, self.generator)
+            else:
+                result = exploration_step(self.x, self.u, self.proposal, self._energy, self.exploration,
+                                          self.generator)
+            self.x, self.u = result.x, result.u
+            self.accepted += result.accepted.long()
+            self.steps += 1
+
+    def observe(self) -> tuple[np.ndarray, float]:
+        return self.x.reshape(-1, 3).numpy(), float(self.u.mean()) * self.target.kT
+
+    def save_state(self) -> bytes:
+        buffer = io.BytesIO()
+        torch.save({"x": self.x, "u": self.u, "accepted": self.accepted, "steps": self.steps,
+                    "rng": self.generator.get_state()}, buffer)
+        return buffer.getvalue()
+
+
+def chain_topology(topology: mdtraj.Topology, n_chains: int) -> mdtraj.Topology:
+    """``n_chains`` copies of ``topology`` in one topology: chain c's atoms come c-th."""
+    joined = topology.copy()
+    for _ in range(n_chains - 1):
+        joined = joined.join(topology)
+    return joined
+
+
+def run_chains(system: System, model: TimewarpFlow, output: str | os.PathLike, n_steps: int, n_chains: int = 16,
+               seed: int = 0, exploration: float | None = None, n_workers: int | None = None,
+               platform: str | None = None, checkpoint_every: int = 100, progress: bool | None = None,
+               overwrite: bool = False) -> dict:
+    """``n_chains`` chains of ``n_steps`` Metropolis-Hastings steps with the flow as proposal, exact for the
+    Boltzmann distribution of ``system`` (OpenMM energies through :class:`~molsamp.targets.OpenMMTarget`).
+
+    ``exploration`` = a threshold (kT) replaces Metropolis-Hastings by accepting every proposal whose energy rises
+    by less than it: fast discovery of states, BIASED, labelled so in the summary. ``output`` (.h5) gets one frame
+    per step holding every chain (see :func:`load_chains`); ``<output>.json`` gets the summary (acceptance, wall
+    time). An interrupted run resumes from ``<output>.partial`` when called again with the same settings.
+    """
+    from molsamp.errors import InputError
+    from molsamp.md import run_resumable
+
+    if system.openmm_system is None or system.openmm_system.getNumConstraints() > 0:
+        raise InputError(f"system {system.name!r}: Timewarp chains need an OpenMM system without constraints (a "
+                         "constrained bond has no energy term, so Metropolis-Hastings would let it drift); load it "
+                         "with constraints=None")
+    start = time.perf_counter()
+    meta = {"system": system.name, "n_atoms": system.n_atoms, "n_chains": n_chains, "seed": int(seed),
+            "exploration": exploration, "model": model.config, "sampler": "timewarp"}
+    engines: list[_ChainEngine] = []
+    with system.target(n_workers=n_workers, platform=platform) as target:
+        def make_engine(state: bytes | None) -> _ChainEngine:
+            engines.append(_ChainEngine(system, model, target, n_chains, seed, exploration, state))
+            return engines[-1]
+
+        run_resumable(make_engine, output, n_steps, 1, 1.0, chain_topology(system.topology, n_chains), meta,
+                      checkpoint_every=checkpoint_every, progress=progress, overwrite=overwrite, rate_unit="steps/s")
+    engine = engines[-1]
+    summary = {"system": system.name, "sampler": "timewarp exploration (BIASED)" if exploration else "timewarp MH",
+               "n_chains": n_chains, "n_steps": n_steps, "seed": seed,
+               "acceptance": float(engine.accepted.sum()) / max(engine.steps * n_chains, 1),
+               "acceptance_per_chain": (engine.accepted.double() / max(engine.steps, 1)).tolist(),
+               "wall_time_s": time.perf_counter() - start, "trajectory": str(output)}
+    from molsamp.files import atomic_write
+
+    atomic_write(Path(str(output) + ".json"), json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def load_chains(path: str | os.PathLike, n_chains: int) -> np.ndarray:
+    """Positions ``[steps, chains, atoms, 3]`` (nm) of a trajectory written by :func:`run_chains`."""
+    import mdtraj
+
+    xyz = mdtraj.load(str(path)).xyz
+    return xyz.reshape(len(xyz), n_chains, -1, 3)
