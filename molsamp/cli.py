@@ -216,6 +216,49 @@ def solvation(molecules: str, method: str, forcefield: str, scheduler: str | Non
         raise _UserError(f"no hydration free energy of {molecules!r} could be computed")
 
 
+@cli.command()
+@click.argument("system")
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
+              help="Timewarp checkpoint (default: the shipped models/timewarp-peptides.pt).")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Steps of every chain.")
+@click.option("--chains", type=int, default=16, show_default=True, help="Parallel chains.")
+@click.option("--explore", type=float, metavar="KT",
+              help="BIASED exploration: accept every proposal whose energy rises by less than KT (no MH).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, help="OpenMM energy worker processes (default: one per core).")
+@click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output and discard an unfinished run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Chain trajectory (.h5): one frame per step holding every chain; a .json summary and a "
+                   "Ramachandran plot are written beside it.")
+def accelerate(system: str, model: Path | None, steps: int, chains: int, explore: float | None, seed: int,
+               workers: int | None, platform: str | None, overwrite: bool, quiet: bool, output: Path) -> None:
+    """Sample the peptide SYSTEM with learned Timewarp proposals and Metropolis-Hastings (exact); an interrupted
+    run resumes when run again."""
+    from molsamp.analysis import plot_ramachandran, ramachandran_populations
+    from molsamp.files import atomic_write
+    from molsamp.systems import load
+    from molsamp.timewarp.chains import DEFAULT_MODEL, chain_ess, chain_phi_psi, load_chains, run_chains
+    from molsamp.timewarp.model import load_model
+
+    if output.suffix != ".h5":
+        raise _UserError(f"output {str(output)!r}: chains are written as HDF5; use a .h5 name")
+    flow = load_model(model or DEFAULT_MODEL)
+    peptide = load(system, constraints=None)
+    summary = run_chains(peptide, flow, output, n_steps=steps, n_chains=chains, seed=seed, exploration=explore,
+                         n_workers=workers, platform=platform, progress=False if quiet else None, overwrite=overwrite)
+    angles = chain_phi_psi(load_chains(output, chains), peptide.topology)
+    ess = chain_ess(angles)
+    plot = plot_ramachandran(angles[..., 0].ravel(), angles[..., 1].ravel(), output.with_suffix(".png"),
+                             title=f"{peptide.name}: {summary['sampler']}")
+    summary.update({"ess_phi_psi": ess.tolist(), "ess_per_s": float(ess.min()) / summary["wall_time_s"],
+                    "populations": ramachandran_populations(angles[..., 0].ravel(), angles[..., 1].ravel()),
+                    "plot": str(plot)})
+    atomic_write(Path(str(output) + ".json"), json.dumps(summary, indent=1) + "\n")
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "acceptance_per_chain"}))
+
+
 @cli.group()
 def train() -> None:
     """Train the learned samplers."""
@@ -264,6 +307,67 @@ def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, sam
                          samples_per_molecule=samples, learning_rate=learning_rate, seed=seed, checkpoint=output,
                          log=lambda record: log.write(json.dumps(record) + "\n"))
     click.echo(f"wrote {output} ({len(targets)} molecules) and {log_path}")
+
+
+@train.command("timewarp")
+@click.option("--systems", required=True,
+              help="Comma-separated training systems (ala2, peptide:G, ...), each with an MD trajectory "
+                   "<md-folder>/<name>.h5 ('peptide:G' is looked up as peptide-G.h5).")
+@click.option("--validation", default="", help="Comma-separated held-out systems, likewise.")
+@click.option("--md-folder", type=click.Path(file_okay=False, path_type=Path), default=Path("data/peptides/md"),
+              show_default=True, help="Folder of the MD trajectories (made by data/peptides/make_md.py).")
+@click.option("--tau", default="100ps", show_default=True, help="Time between the paired frames (ps or ns).")
+@click.option("--steps", type=int, default=5000, show_default=True, help="Optimisation steps.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=5e-4, show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True, help="Transformer width.")
+@click.option("--couplings", type=int, default=6, show_default=True, help="Affine coupling layers.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
+def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, steps: int, batch_size: int,
+                   learning_rate: float, hidden: int, couplings: int, seed: int, output: Path) -> None:
+    """Train a Timewarp proposal p(x(t + tau) | x(t)) by maximum likelihood on MD pairs of several peptides."""
+    import torch
+
+    from molsamp.timewarp.data import pairs_from_md
+    from molsamp.timewarp.model import TimewarpFlow
+    from molsamp.timewarp.training import train_timewarp as fit
+
+    tau_ps = _picoseconds(tau)
+
+    def pairs(names: str) -> list:
+        found = []
+        for name in filter(None, (n.strip() for n in names.split(","))):
+            path = md_folder / f"{name.replace('peptide:', 'peptide-')}.h5"
+            if not path.is_file():
+                raise _UserError(f"no MD trajectory for {name!r} at {str(path)!r}; run data/peptides/make_md.py")
+            found.append(pairs_from_md(name, path, tau_ps))
+        return found
+
+    training, held_out = pairs(systems), pairs(validation)
+    if not training:
+        raise _UserError("--systems names no system")
+    torch.manual_seed(seed)
+    model = TimewarpFlow(hidden=hidden, couplings=couplings)
+    log_path = output.with_suffix(".log.jsonl")
+    with open(log_path, "w") as log:
+        fit(model, training, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+            validation=held_out, checkpoint=output, log=lambda record: log.write(json.dumps(record) + "\n"))
+    click.echo(f"wrote {output} ({sum(len(p) for p in training)} pairs of {len(training)} systems) and {log_path}")
+
+
+def _picoseconds(text: str) -> float:
+    """``"0.5ns"``, ``"500ps"`` or ``"500"`` (ps) in ps."""
+    value = text.strip().lower()
+    scale = 1000.0 if value.endswith("ns") else 1.0
+    try:
+        result = float(value.removesuffix("ns").removesuffix("ps")) * scale
+    except ValueError:
+        raise _UserError(f"cannot read the time {text!r}; write e.g. 0.5ns or 500ps") from None
+    if result <= 0:
+        raise _UserError(f"time {text!r} must be positive")
+    return result
 
 
 def _topology(top: str | None):

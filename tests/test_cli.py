@@ -171,3 +171,27 @@ def test_solvation_with_an_unreachable_scheduler(tmp_path):
     result = molsamp("solvation", "C", "--scheduler", "tcp://127.0.0.1:9", *TINY_SOLVATION, cwd=tmp_path,
                      env={"MOLSAMP_CACHE": str(tmp_path / "cache")})
     assert_one_line_error(result, "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'")
+
+
+def test_train_timewarp_then_accelerate(tmp_path):
+    assert molsamp("md", "ala2", "--ps", "20", "-q", "-o", "md/ala2.h5", cwd=tmp_path).returncode == 2  # no folder
+    (tmp_path / "md").mkdir()
+    assert molsamp("md", "ala2", "--ps", "20", "-q", "-o", "md/ala2.h5", cwd=tmp_path).returncode == 0
+    trained = molsamp("train", "timewarp", "--systems", "ala2", "--md-folder", "md", "--tau", "5ps", "--steps", "4",
+                      "--hidden", "16",
+                      "--couplings", "2", "-o", "tw.pt", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "wrote tw.pt (15 pairs of 1 systems)" in trained.stdout and (tmp_path / "tw.log.jsonl").is_file()
+    result = molsamp("accelerate", "ala2", "--model", "tw.pt", "--steps", "5", "--chains", "2", "-q", "-o",
+                     "chain.h5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sampler"] == "timewarp MH" and len(summary["ess_phi_psi"]) == 2
+    assert set(summary["populations"]) >= {"C7eq/beta", "alpha_R", "alpha_L"} or summary["populations"]
+    assert (tmp_path / "chain.png").is_file() and (tmp_path / "chain.h5.json").is_file()
+
+
+def test_accelerate_with_a_broken_checkpoint(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
+    result = molsamp("accelerate", "ala2", "--model", "broken.pt", "-o", "chain.h5", cwd=tmp_path)
+    assert_one_line_error(result, "broken.pt: not a readable checkpoint")

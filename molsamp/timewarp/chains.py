@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["run_chains", "load_chains", "chain_topology"]
+__all__ = ["DEFAULT_MODEL", "run_chains", "load_chains", "chain_topology", "chain_phi_psi", "chain_ess"]
 
 import io
 import json
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
     from molsamp.systems import System
     from molsamp.targets import OpenMMTarget
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "timewarp-peptides.pt"
+"""The shipped pretrained checkpoint (see its model card beside it)."""
 
 
 class _BoundProposal:
@@ -136,3 +140,28 @@ def load_chains(path: str | os.PathLike, n_chains: int) -> np.ndarray:
 
     xyz = mdtraj.load(str(path)).xyz
     return xyz.reshape(len(xyz), n_chains, -1, 3)
+
+
+def chain_phi_psi(xyz: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
+    """phi and psi (rad) of the first residue that has both, ``[steps, chains, 2]``, from :func:`load_chains`
+    positions and the topology of one chain."""
+    from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
+
+    indices = backbone_dihedral_indices(topology)
+    quads = np.stack([indices["phi"][0], indices["psi"][0]])
+    steps, chains = xyz.shape[:2]
+    angles = compute_dihedrals(xyz.reshape(steps * chains, -1, 3), quads).numpy()
+    return angles.reshape(steps, chains, 2)
+
+
+def chain_ess(angles: np.ndarray) -> np.ndarray:
+    """Effective sample size of phi and psi ``[2]``: each chain's from its autocorrelation (sine and cosine, see
+    :func:`~molsamp.analysis.torsion_ess`), summed over chains; a chain that never moved counts as one sample."""
+    from molsamp.analysis import torsion_ess
+
+    total = np.zeros(angles.shape[2])
+    for chain in np.moveaxis(angles, 1, 0):
+        for k in range(chain.shape[1]):
+            series = chain[:, [k]]
+            total[k] += 1.0 if np.ptp(series) == 0 else torsion_ess(series).item()
+    return total

@@ -3,9 +3,10 @@ equivariance."""
 
 from __future__ import annotations
 
-__all__ = ["TransitionPairs", "pairs_from_trajectory", "random_rotations"]
+__all__ = ["TransitionPairs", "pairs_from_trajectory", "pairs_from_md", "random_rotations"]
 
 import dataclasses
+import os
 
 import numpy as np
 import torch
@@ -39,6 +40,21 @@ def pairs_from_trajectory(name: str, xyz: np.ndarray, features: torch.Tensor, fr
     x = torch.as_tensor(np.asarray(xyz), dtype=torch.float32)
     start = torch.arange(0, len(x) - lag, stride)
     return TransitionPairs(name, features.float(), x[start], x[start + lag], tau)
+
+
+def pairs_from_md(system: str, trajectory: str | os.PathLike, tau: float, stride: int = 1) -> TransitionPairs:
+    """Pairs from an MD trajectory (written by :func:`molsamp.md.run_md`) of the built-in or peptide ``system``."""
+    from molsamp.md import load_trajectory
+    from molsamp.systems import load
+    from molsamp.timewarp.features import atom_features
+
+    topology = load(system).topology
+    traj, _ = load_trajectory(trajectory, top=topology)
+    if traj.n_atoms != topology.n_atoms:
+        raise InputError(f"trajectory {str(trajectory)!r} has {traj.n_atoms} atoms, system {system!r} has "
+                         f"{topology.n_atoms}")
+    interval = float(traj.time[1] - traj.time[0]) if traj.n_frames > 1 else 1.0
+    return pairs_from_trajectory(system, traj.xyz, atom_features(topology), interval, tau, stride)
 
 
 def random_rotations(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32

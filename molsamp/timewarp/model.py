@@ -180,7 +180,8 @@ def load_model(path: str | os.PathLike) -> TimewarpFlow:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        first_line = (str(error).splitlines() or [""])[0][:120]
+        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first_line})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
         raise InputError(f"{path}: not a molsamp Timewarp checkpoint (expected format {_FORMAT!r})")
     model = TimewarpFlow(**checkpoint["config"])
