@@ -61,7 +61,7 @@ def report(system: str, method: str, angles: np.ndarray, seconds: float, referen
     flat = angles.reshape(-1, 2)
     ess = chain_ess(angles)
     noise = reference[rng.choice(len(reference), len(flat), replace=False)] if len(flat) < len(reference) else reference
-    slow = [first_zero_ess(tica.transform(torch.as_tensor(features(angles[:, c])))[:, 0]).item()
+    slow = [float(first_zero_ess(tica.transform(torch.as_tensor(features(angles[:, c])))[:, 0]))
             for c in range(angles.shape[1])]
     return {"system": system, "method": method, "samples": len(flat), "wall_time_s": round(seconds, 2),
             "ess_phi": round(float(ess[0]), 1), "ess_psi": round(float(ess[1]), 1),

@@ -156,12 +156,13 @@ def chain_phi_psi(xyz: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
 
 def chain_ess(angles: np.ndarray) -> np.ndarray:
     """Effective sample size of phi and psi ``[2]``: each chain's from its autocorrelation (sine and cosine, see
-    :func:`~molsamp.analysis.torsion_ess`), summed over chains; a chain that never moved counts as one sample."""
+    :func:`~molsamp.analysis.torsion_ess`, at most its length), summed over chains; a chain that never moved
+    counts as one sample."""
     from molsamp.analysis import torsion_ess
 
     total = np.zeros(angles.shape[2])
     for chain in np.moveaxis(angles, 1, 0):
         for k in range(chain.shape[1]):
             series = chain[:, [k]]
-            total[k] += 1.0 if np.ptp(series) == 0 else torsion_ess(series).item()
+            total[k] += 1.0 if np.ptp(series) == 0 else min(torsion_ess(series).item(), len(series))
     return total
