@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from molsamp.parallel import TaskPool
 
 METHODS = ("mbar",)
+_LAYOUT = 2
+"""Version of what a saved window means (2: windows at constant pressure); part of the settings' fingerprint."""
 KJ_PER_KCAL = 4.184
 
 
@@ -120,7 +122,7 @@ def _prepare_all(smiles: Sequence[str], method: str, forcefield: str, schedule: 
     from molsamp.forcefields import cache_root
 
     root = Path(workdir) if workdir is not None else cache_root(cache_dir) / "solvation"
-    settings = {"method": method, "forcefield": forcefield, "padding_nm": padding, "seed": seed,
+    settings = {"layout": _LAYOUT, "method": method, "forcefield": forcefield, "padding_nm": padding, "seed": seed,
                 "schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol)}
     jobs: list[_Job | None] = []
     records: list[dict[str, Any]] = []

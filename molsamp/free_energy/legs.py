@@ -72,12 +72,14 @@ def hydration_legs(smiles: str, forcefield: str = "gaff2", padding: float = PADD
 
     prmtop_path, inpcrd_path = solvate(parameters, padding)
     prmtop, inpcrd = app.AmberPrmtopFile(str(prmtop_path)), app.AmberInpcrdFile(str(inpcrd_path))
-    box = np.array([vector.value_in_unit(openmm.unit.nanometer) for vector in inpcrd.boxVectors])
+    edges = [np.linalg.norm(vector.value_in_unit(openmm.unit.nanometer)) for vector in inpcrd.boxVectors]
+    box = np.eye(3) * max(edges)  # tleap's box is nearly cubic; make it a cube (the barostat closes the gaps)
     if CUTOFF > 0.5 * box.diagonal().min():
         raise InputError(f"molecule {smiles!r}: the water box ({box.diagonal().min():.2f} nm) is too small for the "
                          f"{CUTOFF} nm cutoff; use a larger padding than {padding} nm")
     water_system = prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=CUTOFF * openmm.unit.nanometer,
                                        **options)
+    water_system.setDefaultPeriodicBoxVectors(*box)
     solvent = Leg("solvent", openmm.XmlSerializer.serialize(alchemical_system(water_system, solute)),
                   np.asarray(inpcrd.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer)), box, solute)
 

@@ -26,19 +26,29 @@ class FreeEnergyDifference:
     """``delta_f`` = f(last state) - f(first state) and its standard error, in kT.
 
     Attributes:
-        overlap: ``[K, K]`` MBAR overlap matrix (rows sum to 1).
+        overlap: ``[K, K]`` MBAR overlap matrix (rows sum to 1; its entries scale with the sample counts).
+        neighbour_overlap: ``[K-1]`` overlap of states k and k+1 from their own samples, as if both had as many
+            samples: 0 for disjoint states, 0.5 for identical ones, whatever K and the sample counts.
         samples_per_state: decorrelated samples used from each state.
     """
 
     delta_f: float
     error: float
     overlap: np.ndarray
+    neighbour_overlap: np.ndarray
     samples_per_state: np.ndarray
 
-    @property
-    def neighbour_overlap(self) -> np.ndarray:
-        """``[K-1]`` overlap between states k and k+1 (0: none, 0.5: identical)."""
-        return np.diagonal(self.overlap, offset=1).copy()
+
+def _neighbour_overlap(pymbar, u_kn: np.ndarray, n_k: np.ndarray) -> np.ndarray:
+    """Two-state MBAR overlap sum_n W_n,k W_n,k+1 (N_k + N_k+1) / 2 of each neighbouring pair, on their samples."""
+    offsets = np.concatenate([[0], np.cumsum(n_k)])
+    overlaps = []
+    for k in range(len(n_k) - 1):
+        columns = slice(offsets[k], offsets[k + 2])
+        pair = pymbar.MBAR(u_kn[k:k + 2, columns], n_k[k:k + 2], solver_protocol="robust")
+        weights = pair.weights()  # [N_k + N_k+1, 2]
+        overlaps.append(float((weights[:, 0] * weights[:, 1]).sum()) * (n_k[k] + n_k[k + 1]) / 2)
+    return np.array(overlaps)
 
 
 def mbar(reduced_potentials: np.ndarray, samples_per_state: Sequence[int]) -> FreeEnergyDifference:
@@ -59,7 +69,8 @@ def mbar(reduced_potentials: np.ndarray, samples_per_state: Sequence[int]) -> Fr
     result = estimator.compute_free_energy_differences()
     overlap = np.asarray(estimator.compute_overlap()["matrix"])
     estimate = FreeEnergyDifference(delta_f=float(result["Delta_f"][0, -1]), error=float(result["dDelta_f"][0, -1]),
-                                    overlap=overlap, samples_per_state=n_k)
+                                    overlap=overlap, neighbour_overlap=_neighbour_overlap(pymbar, u_kn, n_k),
+                                    samples_per_state=n_k)
     worst = int(np.argmin(estimate.neighbour_overlap))
     if estimate.neighbour_overlap[worst] < MIN_OVERLAP:
         warnings.warn(f"states {worst} and {worst + 1} overlap only {estimate.neighbour_overlap[worst]:.3f} "
@@ -70,16 +81,19 @@ def mbar(reduced_potentials: np.ndarray, samples_per_state: Sequence[int]) -> Fr
 
 def mbar_from_windows(windows: Sequence[WindowSamples]) -> FreeEnergyDifference:
     """MBAR over the windows of one leg (one per state, in any order), each subsampled to decorrelated samples by
-    the statistical inefficiency of its own reduced potential."""
+    the statistical inefficiency of its reduced-energy difference to the next state (the previous one for the last
+    state), as alchemlyb's ``dE`` decorrelation."""
     timeseries = quiet_import("pymbar.timeseries")
     windows = sorted(windows, key=lambda w: w.state)
     if [w.state for w in windows] != list(range(len(windows))):
         raise ValueError(f"need one window per state 0..{len(windows) - 1}, got states {[w.state for w in windows]}")
     kept = []
     for window in windows:
-        own = window.reduced_potentials[window.state]
-        if np.ptp(own) > 0:
-            kept.append(window.reduced_potentials[:, timeseries.subsample_correlated_data(own)])
+        u = window.reduced_potentials
+        neighbour = window.state + 1 if window.state + 1 < len(u) else window.state - 1
+        difference = u[neighbour] - u[window.state]  # what MBAR uses; the total energy decorrelates more slowly
+        if np.ptp(difference) > 1e-12:
+            kept.append(u[:, timeseries.subsample_correlated_data(difference)])
         else:
-            kept.append(window.reduced_potentials)
+            kept.append(u)
     return mbar(np.concatenate(kept, axis=1), [k.shape[1] for k in kept])

@@ -19,8 +19,9 @@ class Protocol:
     """How each leg is sampled. Times in ps, temperature in K, pressure in bar, friction in 1/ps.
 
     The solvent leg is minimised and equilibrated at constant pressure (Monte Carlo barostat) in the coupled state;
-    every window then starts from that box and runs NVT at its volume: ``window_equilibration`` discarded, then
-    ``production`` with the reduced potential in every state recorded each ``sample_every``.
+    every window then starts from that box and runs at constant pressure too: ``window_equilibration`` discarded,
+    then ``production`` with the reduced potential in every state recorded each ``sample_every`` (the pV term is
+    the same in every state of a sample, so MBAR needs only the potential energies).
     """
 
     temperature: float = 298.15
@@ -103,7 +104,7 @@ def sample_window(leg: Leg, schedule: LambdaSchedule, state: int, protocol: Prot
     from molsamp.openmm_pool import openmm_seed
 
     start = time.perf_counter()
-    context, integrator = _context(leg, protocol, seed, platform, threads)
+    context, integrator = _context(leg, protocol, seed, platform, threads, barostat=leg.periodic)
     lambdas = list(zip(schedule.electrostatics, schedule.sterics))
     set_lambdas(context, *lambdas[state])
     context.setVelocitiesToTemperature(protocol.temperature, openmm_seed(seed))
