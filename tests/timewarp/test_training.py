@@ -7,18 +7,21 @@ import torch
 from molsamp.errors import InputError
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow, atom_features
-from molsamp.timewarp.data import pairs_from_trajectory, random_rotations
+from molsamp.timewarp.data import pairs_from_trajectory, random_rotations, superpose
 from molsamp.timewarp.training import negative_log_likelihood, train_timewarp
 
 
 def test_pairs_are_tau_apart():
-    xyz = np.arange(10 * 2 * 3, dtype=np.float32).reshape(10, 2, 3)
-    pairs = pairs_from_trajectory("toy", xyz, torch.zeros(2, 4), frame_interval=5.0, tau=15.0)
-    assert len(pairs) == 7 and torch.equal(pairs.x1[0], torch.as_tensor(xyz[3]))
+    xyz = np.random.default_rng(0).normal(size=(10, 4, 3)).astype(np.float32)
+    pairs = pairs_from_trajectory("toy", xyz, torch.zeros(4, 4), frame_interval=5.0, tau=15.0)
+    assert len(pairs) == 7 and torch.equal(pairs.x0[1], torch.as_tensor(xyz[1]))
+    later = torch.as_tensor(xyz[3])  # the shape of frame 3, superposed on frame 0
+    assert torch.allclose(torch.cdist(pairs.x1[0], pairs.x1[0]), torch.cdist(later, later), atol=1e-5)
+    assert torch.allclose(pairs.x1[0].mean(0), pairs.x0[0].mean(0), atol=1e-6)
     with pytest.raises(InputError, match="not a whole number"):
-        pairs_from_trajectory("toy", xyz, torch.zeros(2, 4), frame_interval=5.0, tau=12.0)
+        pairs_from_trajectory("toy", xyz, torch.zeros(4, 4), frame_interval=5.0, tau=12.0)
     with pytest.raises(InputError, match="too few"):
-        pairs_from_trajectory("toy", xyz, torch.zeros(2, 4), frame_interval=5.0, tau=50.0)
+        pairs_from_trajectory("toy", xyz, torch.zeros(4, 4), frame_interval=5.0, tau=50.0)
 
 
 def test_rotations_are_proper_and_uniform():
@@ -47,3 +50,16 @@ def test_training_lowers_the_negative_log_likelihood():
     after = negative_log_likelihood(model, pairs, torch.arange(len(pairs)), torch.Generator().manual_seed(1))
     assert after < before - 0.2
     assert [record["step"] for record in history] == [30, 60] and "validation_nll_ala2" in history[-1]
+
+
+def test_superposition_removes_rotation_and_translation_only():
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(4, 10, 3, generator=generator, dtype=torch.float64)
+    rotation = random_rotations(4, generator, torch.float64)
+    moved = reference @ rotation.transpose(1, 2) + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    assert torch.allclose(superpose(moved, reference), reference, atol=1e-10)
+    bent = moved.clone()
+    bent[:, 0] += 0.3
+    fitted = superpose(bent, reference)
+    assert torch.allclose(torch.cdist(fitted, fitted), torch.cdist(bent, bent), atol=1e-10)  # shape kept
+    assert ((fitted - reference) ** 2).sum() < ((bent - reference) ** 2).sum()
