@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["System", "load", "from_smiles", "available", "SYSTEMS_DIR", "SOLVENTS"]
+__all__ = ["System", "load", "from_smiles", "available", "repartition_hydrogen_mass", "SYSTEMS_DIR", "SOLVENTS"]
 
 import dataclasses
 import os
@@ -250,6 +250,30 @@ def from_smiles(
         masses=masses, openmm_system=openmm_system, molecule=parameters.molecule,
         description=description or f"{smiles}: {forcefield.upper()}/AM1-BCC, {solvent}",
     )
+
+
+def repartition_hydrogen_mass(system: System, hydrogen_mass: float = 3.0, timestep: float | None = None) -> System:
+    """A copy of ``system`` whose hydrogens weigh ``hydrogen_mass`` (amu), the difference taken from the heavy atom
+    each is bonded to (and ``timestep`` in ps, if given). Configurational averages are unchanged; the fastest
+    vibrations slow down, so flexible X-H bonds tolerate a 2 fs step."""
+    import openmm
+
+    if system.openmm_system is None:
+        raise InputError(f"system {system.name!r} has no OpenMM system to repartition")
+    openmm_system = openmm.XmlSerializer.clone(system.openmm_system)
+    masses = system.masses.copy()
+    for bond in system.topology.bonds:
+        pair = (bond.atom1, bond.atom2) if bond.atom1.element.symbol == "H" else (bond.atom2, bond.atom1)
+        hydrogen, heavy = pair
+        if hydrogen.element.symbol != "H" or heavy.element.symbol == "H":
+            continue
+        shift = hydrogen_mass - masses[hydrogen.index]
+        masses[hydrogen.index] += shift
+        masses[heavy.index] -= shift
+    for index, mass in enumerate(masses):
+        openmm_system.setParticleMass(index, mass)
+    return dataclasses.replace(system, openmm_system=openmm_system, masses=masses,
+                               timestep=system.timestep if timestep is None else timestep)
 
 
 def _lattice_positions(n: int, dim: int, spacing: float = 1.0) -> np.ndarray:

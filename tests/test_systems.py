@@ -122,3 +122,15 @@ def test_constraints_can_be_dropped_for_metropolis_hastings_targets():
     assert load("peptide:G", constraints=None).openmm_system.getNumConstraints() == 0
     with pytest.raises(InputError, match="constraints can only be chosen"):
         load("dw4", constraints=None)
+
+
+def test_hydrogen_mass_repartitioning_keeps_the_total():
+    from molsamp.systems import repartition_hydrogen_mass
+
+    ala2 = load("ala2", constraints=None)
+    heavy_hydrogens = repartition_hydrogen_mass(ala2, 3.0, timestep=0.002)
+    hydrogens = [atom.index for atom in ala2.topology.atoms if atom.element.symbol == "H"]
+    assert np.allclose(heavy_hydrogens.masses[hydrogens], 3.0)
+    assert heavy_hydrogens.masses.sum() == pytest.approx(ala2.masses.sum())
+    assert heavy_hydrogens.openmm_system.getParticleMass(hydrogens[0])._value == pytest.approx(3.0)
+    assert ala2.openmm_system.getParticleMass(hydrogens[0])._value == pytest.approx(1.008)  # the original is kept

@@ -6,7 +6,10 @@
   same frames on the same machine, so the training set is reproducible from this script.
 - References: ala2 and ``HELD_OUT`` (never trained on), ``--reference-ns`` each, a frame per ps; their phi/psi
   (rad, float32) go to ``data/peptides/references/<name>.npz`` (kept in git, small).
-All systems: amber ff14SB + OBC2, 300 K, HBonds constraints, 2 fs, Langevin friction 1/ps (as ``ala2``).
+All systems: amber ff14SB + OBC2, 300 K, Langevin friction 1/ps, and, as the Timewarp Metropolis-Hastings target,
+no constraints: every bond keeps its energy term and its thermal length fluctuation, which the proposal must learn.
+Hydrogen masses are repartitioned to 3 amu, so the flexible bonds take a 2 fs step (masses do not change the
+distribution of positions).
 Runs resume after an interruption. Usage: ``python data/peptides/make_md.py [--train-ns 2] [--reference-ns 20]
 [--only NAME]``.
 """
@@ -18,7 +21,7 @@ import numpy as np
 
 from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
 from molsamp.md import load_trajectory, run_md
-from molsamp.systems import load
+from molsamp.systems import load, repartition_hydrogen_mass
 
 HERE = Path(__file__).resolve().parent
 TRAIN = ["ala2", "peptide:G", "peptide:V", "peptide:L", "peptide:S", "peptide:T", "peptide:N", "peptide:D",
@@ -36,8 +39,8 @@ def trajectory(system: str, ns: float, folder: Path, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{file_name(system)}.h5"
     if not path.exists():
-        run_md(load(system), path, duration=ns * 1000.0, save_every=1.0, seed=seed, platform="CPU",
-               checkpoint_every=500)
+        flexible = repartition_hydrogen_mass(load(system, constraints=None), 3.0, timestep=0.002)
+        run_md(flexible, path, duration=ns * 1000.0, save_every=1.0, seed=seed, platform="CPU", checkpoint_every=500)
     return path
 
 
