@@ -3,7 +3,8 @@
 For each system with a reference in ``data/peptides/references/`` (made by ``data/peptides/make_md.py``: 20 ns MD,
 phi/psi every ps):
 - molsamp Timewarp: ``--chains`` chains of ``--steps`` MH steps with ``--model``, wall time measured;
-- plain OpenMM Langevin MD (2 fs, HBonds, one CPU thread, a frame per ps) for the same wall time.
+- plain OpenMM Langevin MD for the same wall time, set up as the reference (no constraints, hydrogen mass 3 amu,
+  2 fs, one CPU thread, a frame per ps).
 Reported per method: ESS of phi and psi (autocorrelation, summed over chains) and ESS per second (the smaller of the
 two), the 2D Ramachandran JS divergence (36 x 36 bins, nats) against the reference, and the JS of a random subsample
 of the reference of the same size (the noise floor at that sample count); the acceptance rate; and the ESS of the
@@ -24,7 +25,7 @@ import torch
 
 from molsamp.analysis import first_zero_ess, fit_tica, ramachandran_js
 from molsamp.openmm_pool import create_context, openmm_seed
-from molsamp.systems import load
+from molsamp.systems import load, repartition_hydrogen_mass
 from molsamp.timewarp.chains import chain_ess, chain_phi_psi, load_chains, run_chains
 from molsamp.timewarp.model import load_model
 
@@ -41,7 +42,7 @@ def features(angles: np.ndarray) -> np.ndarray:
 def md_for(system_name: str, seconds: float, seed: int) -> np.ndarray:
     """phi/psi ``[frames, 1, 2]`` of plain MD run for ``seconds`` of wall time (set-up included), a frame per ps."""
     start = time.perf_counter()
-    system = load(system_name)
+    system = repartition_hydrogen_mass(load(system_name, constraints=None), 3.0, timestep=0.002)
     integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
     integrator.setRandomNumberSeed(openmm_seed(seed))
     context = create_context(system.openmm_system, integrator, "CPU", threads=1)
