@@ -147,14 +147,16 @@ class LennardJonesInterpolant(torch.nn.Module):
 
     U(x; a) is the physical soft-core energy with learned schedules (after Mate et al.): solvent softness and
     scale reduction ``exp(m) t (1 - t)`` vanish at both ends; solute softness and scale reduction
-    ``exp(t m) (1 - t)`` run from 1 (decoupled) to 0 (coupled). U_NN sums a learned function of each pair's
+    ``exp(t m) (1 - t)`` run from 1 (decoupled) to 0 (coupled); ``soften_solvent=False`` keeps the solvent's own
+    interactions physical at every t (fewer terms in dU/dt, so a less noisy TI integrand). U_NN sums a learned function of each pair's
     distance, the two particles' distances to the solute and t, smoothly cut off. So U_theta is the decoupled
     energy at t = 0 and the coupled one at t = 1, exactly.
     """
 
-    def __init__(self, system: LennardJonesSolute, hidden: int = 32, n_basis: int = 12) -> None:
+    def __init__(self, system: LennardJonesSolute, hidden: int = 32, n_basis: int = 12,
+                 soften_solvent: bool = True) -> None:
         super().__init__()
-        self.system = system
+        self.system, self.soften_solvent = system, soften_solvent
         self.schedule = torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 4))
         self.centres = torch.nn.Parameter(torch.linspace(0.8, system.cutoff, n_basis), requires_grad=False)
         self.pair = torch.nn.Sequential(torch.nn.Linear(2 * n_basis + 2, hidden), torch.nn.SiLU(),
@@ -167,7 +169,7 @@ class LennardJonesInterpolant(torch.nn.Module):
 
     def alchemical_parameters(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
         m = self.schedule(t[:, None])
-        ends = t * (1 - t)
+        ends = t * (1 - t) * float(self.soften_solvent)
         return {"solvent_softness": torch.exp(m[:, 0]) * ends, "solvent_scale": 1 - torch.exp(m[:, 1]) * ends,
                 "solute_softness": torch.exp(t * m[:, 2]) * (1 - t), "solute_scale": 1 - torch.exp(t * m[:, 3]) * (1 - t)}
 
