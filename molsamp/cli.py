@@ -302,7 +302,7 @@ def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, sam
             click.echo(f"skipped {name}: {error}", err=True)
     model = TorsionMixtureNet(hidden=hidden, components=components)
     log_path = output.with_suffix(".log.jsonl")
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         train_reverse_kl(model, targets, steps=steps, molecules_per_step=molecules_per_step,
                          samples_per_molecule=samples, learning_rate=learning_rate, seed=seed, checkpoint=output,
                          log=lambda record: log.write(json.dumps(record) + "\n"))
@@ -351,7 +351,7 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
     torch.manual_seed(seed)
     model = TimewarpFlow(hidden=hidden, couplings=couplings)
     log_path = output.with_suffix(".log.jsonl")
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         fit(model, training, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             validation=held_out, checkpoint=output, log=lambda record: log.write(json.dumps(record) + "\n"))
     click.echo(f"wrote {output} ({sum(len(p) for p in training)} pairs of {len(training)} systems) and {log_path}")
