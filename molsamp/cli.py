@@ -322,16 +322,24 @@ def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, sam
 @click.option("--learning-rate", type=float, default=5e-4, show_default=True)
 @click.option("--hidden", type=int, default=64, show_default=True, help="Transformer width.")
 @click.option("--couplings", type=int, default=6, show_default=True, help="Affine coupling layers.")
+@click.option("--acceptance-weight", type=float, default=0.0, show_default=True,
+              help="Weight of Timewarp's acceptance loss (Metropolis-Hastings acceptance under each peptide's "
+                   "OpenMM energy, no constraints) added to the likelihood; 0 trains by likelihood alone.")
+@click.option("--init", "initial", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Start from this checkpoint (its --hidden and --couplings) instead of a new model.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, steps: int, batch_size: int,
-                   learning_rate: float, hidden: int, couplings: int, seed: int, output: Path) -> None:
-    """Train a Timewarp proposal p(x(t + tau) | x(t)) by maximum likelihood on MD pairs of several peptides."""
+                   learning_rate: float, hidden: int, couplings: int, acceptance_weight: float,
+                   initial: Path | None, seed: int, output: Path) -> None:
+    """Train a Timewarp proposal p(x(t + tau) | x(t)) on MD pairs of several peptides: by maximum likelihood, and
+    with --acceptance-weight also for Metropolis-Hastings acceptance (Timewarp's second stage)."""
     import torch
 
+    from molsamp.systems import load
     from molsamp.timewarp.data import pairs_from_md
-    from molsamp.timewarp.model import TimewarpFlow
+    from molsamp.timewarp.model import TimewarpFlow, load_model
     from molsamp.timewarp.training import train_timewarp as fit
 
     tau_ps = _picoseconds(tau)
@@ -349,11 +357,15 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
     if not training:
         raise _UserError("--systems names no system")
     torch.manual_seed(seed)
-    model = TimewarpFlow(hidden=hidden, couplings=couplings)
+    model = load_model(initial) if initial is not None else TimewarpFlow(hidden=hidden, couplings=couplings)
+    energies = {}
+    if acceptance_weight > 0:
+        energies = {pairs.name: load(pairs.name, constraints=None).target(n_workers=0) for pairs in training}
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         fit(model, training, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            validation=held_out, checkpoint=output, log=lambda record: log.write(json.dumps(record) + "\n"))
+            validation=held_out, checkpoint=output, log=lambda record: log.write(json.dumps(record) + "\n"),
+            energies=energies, acceptance_weight=acceptance_weight)
     click.echo(f"wrote {output} ({sum(len(p) for p in training)} pairs of {len(training)} systems) and {log_path}")
 
 

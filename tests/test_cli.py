@@ -182,6 +182,10 @@ def test_train_timewarp_then_accelerate(tmp_path):
                       "--couplings", "2", "-o", "tw.pt", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "wrote tw.pt (15 pairs of 1 systems)" in trained.stdout and (tmp_path / "tw.log.jsonl").is_file()
+    tuned = molsamp("train", "timewarp", "--systems", "ala2", "--md-folder", "md", "--tau", "5ps", "--steps", "2",
+                    "--init", "tw.pt", "--acceptance-weight", "1", "-o", "tuned.pt", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "train_acceptance" in json.loads((tmp_path / "tuned.log.jsonl").read_text().splitlines()[-1])
     result = molsamp("accelerate", "ala2", "--model", "tw.pt", "--steps", "5", "--chains", "2", "-q", "-o",
                      "chain.h5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

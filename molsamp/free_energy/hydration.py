@@ -147,10 +147,7 @@ def _run_equilibrations(pool: TaskPool, jobs: list[_Job], protocol: Protocol, pl
     tasks = [(job.legs["solvent"], protocol, job.seed, platform) for job in todo]
     for index, (leg, wall_time) in tqdm(pool.run(_timed_equilibrate, tasks), total=len(todo), desc="equilibrating",
                                         unit="box", disable=not show or not todo):
-        buffer = io.BytesIO()
-        np.savez(buffer, positions=leg.positions, box=leg.box, wall_time=wall_time,
-                 md_steps=protocol.steps(protocol.equilibration))
-        atomic_write(todo[index].equilibrated_path, buffer.getvalue())
+        _save_equilibrated(todo[index].equilibrated_path, leg, wall_time, protocol.steps(protocol.equilibration))
     for job in jobs:
         with np.load(job.equilibrated_path) as data:
             job.legs["solvent"] = dataclasses.replace(job.legs["solvent"], positions=data["positions"],
@@ -200,6 +197,12 @@ def _prepare(smiles: str, settings: dict[str, Any], root: Path, cache_dir: str |
             window = _load_window(path)
             job.windows[leg][window.state] = window
     return job
+
+
+def _save_equilibrated(path: Path, leg: Leg, wall_time: float, md_steps: int) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, positions=leg.positions, box=leg.box, wall_time=wall_time, md_steps=md_steps)
+    atomic_write(path, buffer.getvalue())
 
 
 def _save_window(path: Path, window: WindowSamples) -> None:

@@ -1,5 +1,7 @@
 """Timewarp training data and training: pairs at the right lag, uniform rotations, a likelihood that improves."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ from molsamp.errors import InputError
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow, atom_features
 from molsamp.timewarp.data import pairs_from_trajectory, random_rotations, superpose
-from molsamp.timewarp.training import negative_log_likelihood, train_timewarp
+from molsamp.timewarp.sampler import mh_step
+from molsamp.timewarp.training import acceptance_loss, negative_log_likelihood, train_timewarp
 
 
 def test_pairs_are_tau_apart():
@@ -50,6 +53,56 @@ def test_training_lowers_the_negative_log_likelihood():
     after = negative_log_likelihood(model, pairs, torch.arange(len(pairs)), torch.Generator().manual_seed(1))
     assert after < before - 0.2
     assert [record["step"] for record in history] == [30, 60] and "validation_nll_ala2" in history[-1]
+
+
+def _jiggled_ala2_pairs(n: int = 64):
+    """ala2 pairs jiggled by 0.02 nm then 0.01 nm, and a harmonic energy (kT) of their distances to the minimum's."""
+    system = load("ala2")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.as_tensor(system.positions, dtype=torch.float32)
+    x0 = x + 0.02 * torch.randn(n, *x.shape, generator=generator)
+    x1 = x0 + 0.01 * torch.randn(x0.shape, generator=generator)
+    pairs = pairs_from_trajectory("ala2", torch.stack([x0, x1], 1).reshape(-1, *x.shape).numpy(),
+                                  atom_features(system.topology), frame_interval=1.0, tau=1.0, stride=2)
+    reference = torch.cdist(x, x).double()
+
+    def energy(y: torch.Tensor) -> torch.Tensor:
+        return 20.0 * ((torch.cdist(y, y) - reference) ** 2).sum((1, 2))
+
+    return pairs, energy
+
+
+def test_acceptance_loss_gives_the_metropolis_hastings_acceptance():
+    pairs, energy = _jiggled_ala2_pairs()
+    torch.manual_seed(0)
+    model = TimewarpFlow(hidden=16, heads=2, layers=1, couplings=2).double()
+    with torch.no_grad():
+        model.log_step.fill_(torch.log(torch.tensor(0.004)))
+    x0 = pairs.x0.double().repeat(8, 1, 1)
+    index = torch.arange(len(x0))
+    doubled = dataclasses.replace(pairs, x0=x0, x1=x0, features=pairs.features.double())
+    _, expected = acceptance_loss(model, doubled, index, energy, torch.Generator().manual_seed(1), rotate=False)
+
+    class Proposal:
+        def sample(self, x, generator=None):
+            return model.sample(x, doubled.features, generator)
+
+        def log_prob(self, x_next, v, x):
+            return model.log_prob(x_next, v, x, doubled.features)
+
+    accepted = mh_step(x0, energy(x0), Proposal(), energy, torch.Generator().manual_seed(2)).accepted
+    assert 0.05 < expected < 0.95
+    assert abs(accepted.double().mean() - expected) < 4 * (expected * (1 - expected) / len(x0)) ** 0.5
+
+
+def test_acceptance_training_raises_the_acceptance():
+    pairs, energy = _jiggled_ala2_pairs()
+    torch.manual_seed(0)
+    model = TimewarpFlow(hidden=16, heads=2, layers=1, couplings=2)
+    history = train_timewarp(model, [pairs], steps=60, batch_size=16, learning_rate=1e-2, checkpoint_every=10,
+                             progress=False, energies={"ala2": energy}, acceptance_weight=1.0)
+    assert history[0]["train_acceptance"] < 0.02
+    assert history[-1]["train_acceptance"] > max(0.05, 5 * history[0]["train_acceptance"])
 
 
 def test_superposition_removes_rotation_and_translation_only():
