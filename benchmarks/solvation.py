@@ -10,7 +10,7 @@ Each molecule runs on its own, with ``--workers`` local processes; finished wind
 then covers only the last part: ``resumed`` says so). Prints one JSON line per molecule, then a summary with the
 mean absolute errors against FreeSolv's calculated and experimental values, the core time and wall time per
 molecule, and the energy evaluations spent (MD steps plus single-point energies).
-Usage: ``python benchmarks/solvation.py [--molecules 10] [--workers 2] [--production-ps 100]``.
+Usage: ``python benchmarks/solvation.py [--molecules 10] [--workers 2] [--production-ps 100] [--charges am1bcc]``.
 """
 
 import argparse
@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--molecules", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--production-ps", type=float, default=Protocol.production)
+    parser.add_argument("--charges", choices=["am1bcc", "am1bcc-fast"], default="am1bcc",
+                        help="AM1-BCC at the AM1-optimised geometry (standard, as FreeSolv), or at the MMFF geometry.")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "solvation_runs")
     args = parser.parse_args()
 
@@ -97,11 +99,11 @@ def main() -> None:
     for molecule in choose(freesolv(), args.molecules):
         resumed = any(args.workdir.glob(f"{Chem.MolToInchiKey(Chem.MolFromSmiles(molecule['smiles']), options='/FixedH')}*/*/window-*.npz"))
         start = time.perf_counter()
-        record = hydration_free_energy(molecule["smiles"], forcefield="gaff", protocol=protocol, workdir=args.workdir,
-                                       n_workers=args.workers, progress=False)
+        record = hydration_free_energy(molecule["smiles"], forcefield="gaff", charges=args.charges, protocol=protocol,
+                                       workdir=args.workdir, n_workers=args.workers, progress=False)
         result = {
             "id": molecule["id"], "name": molecule["name"], "group": molecule["group"], "smiles": molecule["smiles"],
-            "method": "mbar", "dG": round(record["dG_kcal_mol"], 3), "dG_err": round(record["dG_err_kcal_mol"], 3),
+            "method": "mbar", "charges": args.charges, "dG": round(record["dG_kcal_mol"], 3), "dG_err": round(record["dG_err_kcal_mol"], 3),
             "freesolv_calc": molecule["calc"], "freesolv_calc_err": molecule["calc_err"],
             "experiment": molecule["expt"], "experiment_err": molecule["expt_err"],
             "min_overlap": min(min(leg["neighbour_overlap"]) for leg in record["legs"].values()),
@@ -113,7 +115,7 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     dg = np.array([r["dG"] for r in results])
     summary = {
-        "summary": "mbar", "molecules": len(results), "workers": args.workers,
+        "summary": "mbar", "charges": args.charges, "molecules": len(results), "workers": args.workers,
         "protocol": {"production_ps": protocol.production, "window_equilibration_ps": protocol.window_equilibration,
                      "equilibration_ps": protocol.equilibration, "timestep_ps": protocol.timestep},
         "mae_vs_freesolv_calc": round(float(np.mean(np.abs(dg - [r["freesolv_calc"] for r in results]))), 3),

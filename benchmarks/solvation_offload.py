@@ -12,7 +12,7 @@ RDKit, pymbar and Dask. This splits the work without changing it:
 Copy ``OUTPUT``'s folders into ``benchmarks/solvation_runs/`` and run ``solvation.py``: it finds the solvent windows,
 samples only the vacuum leg and estimates with MBAR. Same protocol, seeds and files as a local run; the windows'
 ``wall_time`` is then the other machine's.
-Usage: ``python benchmarks/solvation_offload.py prepare BUNDLE [--molecules 10] [--skip-done]`` and
+Usage: ``python benchmarks/solvation_offload.py prepare BUNDLE [--molecules 10] [--charges am1bcc] [--skip-done]`` and
 ``python benchmarks/solvation_offload.py run BUNDLE OUTPUT [--platform CUDA] [--workers 8] [--deadline-s 400]``.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def prepare(bundle: Path, n_molecules: int, workdir: Path, skip_done: bool) -> None:
+def prepare(bundle: Path, n_molecules: int, charges: str, workdir: Path, skip_done: bool) -> None:
     from solvation import choose, freesolv
 
     from molsamp.free_energy import LambdaSchedule, Protocol
@@ -37,8 +37,8 @@ def prepare(bundle: Path, n_molecules: int, workdir: Path, skip_done: bool) -> N
     bundle.mkdir(parents=True, exist_ok=True)
     schedule, protocol = LambdaSchedule(), Protocol()
     for molecule in choose(freesolv(), n_molecules):
-        (job,), _ = _prepare_all([molecule["smiles"]], "mbar", "gaff", schedule, protocol, PADDING, 0, workdir, None,
-                                 "raise")
+        (job,), _ = _prepare_all([molecule["smiles"]], "mbar", "gaff", charges, schedule, protocol, PADDING, 0,
+                                 workdir, None, "raise")
         if skip_done and len(job.windows["solvent"]) == len(schedule):
             continue
         with open(bundle / f"{job.folder.name}.pkl", "wb") as handle:
@@ -102,6 +102,7 @@ def main() -> None:
     make = commands.add_parser("prepare")
     make.add_argument("bundle", type=Path)
     make.add_argument("--molecules", type=int, default=10)
+    make.add_argument("--charges", choices=["am1bcc", "am1bcc-fast"], default="am1bcc")
     make.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "solvation_runs")
     make.add_argument("--skip-done", action="store_true", help="Leave out molecules whose solvent leg is complete.")
     sample = commands.add_parser("run")
@@ -113,7 +114,7 @@ def main() -> None:
                         help="Start no task after this many seconds (finished ones are kept).")
     args = parser.parse_args()
     if args.command == "prepare":
-        prepare(args.bundle, args.molecules, args.workdir, args.skip_done)
+        prepare(args.bundle, args.molecules, args.charges, args.workdir, args.skip_done)
     else:
         run(args.bundle, args.output, args.platform, args.workers, args.deadline_s)
 

@@ -162,6 +162,9 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
               help="Free-energy estimator.")
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True,
               help="Solute force field (gaff is GAFF 1.81, as in FreeSolv).")
+@click.option("--charges", type=click.Choice(["am1bcc", "am1bcc-fast"]), default="am1bcc", show_default=True,
+              help="am1bcc: standard AM1-BCC (AM1-optimised geometry); am1bcc-fast: at the MMFF94 geometry, no AM1 "
+                   "optimisation.")
 @click.option("--scheduler", help="Address of a running Dask scheduler (tcp://host:8786); default: a local pool.")
 @click.option("--workers", type=int, help="Local worker processes (default: one per core).")
 @click.option("--temperature", type=float, default=Protocol.temperature, show_default=True, help="K.")
@@ -179,8 +182,8 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file: one record (or a list of records for a batch).")
-def solvation(molecules: str, method: str, forcefield: str, scheduler: str | None, workers: int | None,
-              temperature: float, padding: float, equilibration_ps: float, window_equilibration_ps: float,
+def solvation(molecules: str, method: str, forcefield: str, charges: str, scheduler: str | None,
+              workers: int | None, temperature: float, padding: float, equilibration_ps: float, window_equilibration_ps: float,
               production_ps: float, seed: int, platform: str | None, workdir: Path | None, quiet: bool,
               output: Path | None) -> None:
     """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, by alchemical
@@ -197,7 +200,7 @@ def solvation(molecules: str, method: str, forcefield: str, scheduler: str | Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
         records = hydration_free_energies([smiles for _, smiles in pairs], method=method, forcefield=forcefield,
-                                          protocol=protocol, padding=padding, seed=seed, workdir=workdir,
+                                          charges=charges, protocol=protocol, padding=padding, seed=seed, workdir=workdir,
                                           scheduler=scheduler, n_workers=workers, platform=platform,
                                           progress=False if quiet else None)
     for (name, _), record in zip(pairs, records):

@@ -225,12 +225,15 @@ def from_smiles(
     seed: int = 0,
     name: str | None = None,
     description: str | None = None,
+    charges: str = "am1bcc-fast",
 ) -> System:
     """A small organic molecule from SMILES: GAFF2 (or ``forcefield="gaff"``) with AM1-BCC charges.
 
     Parameters come from :func:`molsamp.forcefields.parametrize` (AmberTools, cached in ``cache_dir``; ``seed``
-    seeds the conformer). The OpenMM System has no cutoff, HBonds constraints and, for ``solvent="obc2"``, OBC2
-    implicit water; positions (nm) are the cached conformer's. Temperature in K; time step 0.002 ps, friction 1/ps.
+    seeds the conformer). ``charges`` defaults to ``"am1bcc-fast"`` (no AM1 geometry optimisation), so a new
+    drug-sized molecule is ready in seconds; ``"am1bcc"`` is the standard method. The OpenMM System has no cutoff,
+    HBonds constraints and, for ``solvent="obc2"``, OBC2 implicit water; positions (nm) are the cached conformer's.
+    Temperature in K; time step 0.002 ps, friction 1/ps.
     """
     if solvent not in SOLVENTS:
         raise InputError(f"solvent must be one of {list(SOLVENTS)}, got {solvent!r}")
@@ -239,7 +242,7 @@ def from_smiles(
 
     from molsamp.forcefields import parametrize
 
-    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed)
+    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
     prmtop = app.AmberPrmtopFile(str(parameters.prmtop))
     openmm_system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
                                         implicitSolvent=app.OBC2 if solvent == "obc2" else None)

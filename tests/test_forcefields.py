@@ -51,7 +51,7 @@ def test_ethanol_gaff2_obc2_energy_matches_openmm(tmp_path):
 
 def test_ethanol_has_gaff2_atom_types(tmp_path):
     parameters = parametrize("CCO", cache_dir=tmp_path)
-    assert (parameters.forcefield, parameters.charge_method) == ("gaff2", "am1bcc")
+    assert (parameters.forcefield, parameters.charge_method) == ("gaff2", "am1bcc-fast")
     assert sorted(set(parameters.atom_types)) == ["c3", "h1", "hc", "ho", "oh"]
     assert [a.GetSymbol() for a in parameters.molecule.GetAtoms()] == ["C", "C", "O", "H", "H", "H", "H", "H", "H"]
     assert parameters.molecule.GetNumConformers() == 1
@@ -83,6 +83,17 @@ def test_obc2_has_a_gb_force_and_vacuum_has_none(tmp_path):
         from_smiles("CCO", solvent="tip3p", cache_dir=tmp_path)
 
 
+def test_standard_am1bcc_optimises_the_geometry_first(tmp_path):
+    fast, standard = (parametrize("CN", cache_dir=tmp_path, charges=method) for method in ("am1bcc-fast", "am1bcc"))
+    assert standard.charge_method == "am1bcc" and standard.prmtop.parent.name.endswith("-gaff2-am1bcc")
+    assert standard.prmtop.parent != fast.prmtop.parent
+    nitrogen = [a.GetIdx() for a in fast.molecule.GetAtoms() if a.GetSymbol() == "N"][0]
+    assert standard.charges[nitrogen] < fast.charges[nitrogen] - 0.005  # more polar at the AM1 geometry
+    assert abs(sum(standard.charges)) < 2e-3  # mol2 charges have 4 decimals
+    with pytest.raises(InputError, match="charges must be one of"):
+        parametrize("CN", cache_dir=tmp_path, charges="gasteiger")
+
+
 def test_prmtop_has_mbondi2_radii(tmp_path):
     assert "mbondi2" in parametrize("CCO", cache_dir=tmp_path).prmtop.read_text()
 
@@ -90,7 +101,7 @@ def test_prmtop_has_mbondi2_radii(tmp_path):
 def test_cache_is_reused_for_any_spelling(tmp_path, monkeypatch):
     first = parametrize("CCO", cache_dir=tmp_path)
     entry = first.prmtop.parent
-    assert entry.parent == tmp_path / "forcefields" and entry.name == f"{first.inchikey}-gaff2-am1bcc"
+    assert entry.parent == tmp_path / "forcefields" and entry.name == f"{first.inchikey}-gaff2-am1bcc-fast"
     assert sorted(p.name for p in entry.iterdir()) == ["molecule.frcmod", "molecule.inpcrd", "molecule.mol2",
                                                        "molecule.prmtop", "molecule.sdf", "smiles.txt"]
     assert (entry / "smiles.txt").read_text().strip() == "CCO"

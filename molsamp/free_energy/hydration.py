@@ -73,6 +73,7 @@ def hydration_free_energies(
     smiles: Sequence[str],
     method: str = "mbar",
     forcefield: str = "gaff2",
+    charges: str = "am1bcc",
     schedule: LambdaSchedule = LambdaSchedule(),
     protocol: Protocol = Protocol(),
     padding: float = PADDING,
@@ -103,8 +104,8 @@ def hydration_free_energies(
         raise MolsampError(f"method must be one of {list(METHODS)}, got {method!r}")
     start = time.perf_counter()
     with TaskPool(scheduler, n_workers) as pool:
-        jobs, records = _prepare_all(smiles, method, forcefield, schedule, protocol, padding, seed, workdir, cache_dir,
-                                     on_error)
+        jobs, records = _prepare_all(smiles, method, forcefield, charges, schedule, protocol, padding, seed, workdir,
+                                     cache_dir, on_error)
         show = sys.stderr.isatty() if progress is None else progress
         _run_equilibrations(pool, [job for job in jobs if job is not None], protocol, platform, show)
         _run_windows(pool, [job for job in jobs if job is not None], schedule, protocol, platform, show)
@@ -115,14 +116,15 @@ def hydration_free_energies(
     return records
 
 
-def _prepare_all(smiles: Sequence[str], method: str, forcefield: str, schedule: LambdaSchedule, protocol: Protocol,
-                 padding: float, seed: int, workdir: str | os.PathLike | None, cache_dir: str | os.PathLike | None,
-                 on_error: str) -> tuple[list[_Job | None], list[dict[str, Any]]]:
+def _prepare_all(smiles: Sequence[str], method: str, forcefield: str, charges: str, schedule: LambdaSchedule,
+                 protocol: Protocol, padding: float, seed: int, workdir: str | os.PathLike | None,
+                 cache_dir: str | os.PathLike | None, on_error: str) -> tuple[list[_Job | None], list[dict[str, Any]]]:
     """A job per molecule (None, with an error record, for a molecule that cannot be set up)."""
     from molsamp.forcefields import cache_root
 
     root = Path(workdir) if workdir is not None else cache_root(cache_dir) / "solvation"
-    settings = {"layout": _LAYOUT, "method": method, "forcefield": forcefield, "padding_nm": padding, "seed": seed,
+    settings = {"layout": _LAYOUT, "method": method, "forcefield": forcefield, "charges": charges,
+                "padding_nm": padding, "seed": seed,
                 "schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol)}
     jobs: list[_Job | None] = []
     records: list[dict[str, Any]] = []
@@ -181,15 +183,15 @@ def _run_windows(pool: TaskPool, jobs: list[_Job], schedule: LambdaSchedule, pro
 def _prepare(smiles: str, settings: dict[str, Any], root: Path, cache_dir: str | os.PathLike | None) -> _Job:
     from molsamp.forcefields import parametrize
 
-    inchikey = parametrize(smiles, forcefield=settings["forcefield"], cache_dir=cache_dir).inchikey
+    inchikey = parametrize(smiles, forcefield=settings["forcefield"], cache_dir=cache_dir,
+                           charges=settings["charges"]).inchikey
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     folder = root / f"{inchikey}-{digest}"
     for leg in ("solvent", "vacuum"):
         (folder / leg).mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "settings.json", json.dumps({"smiles": smiles, **settings}, indent=1))
     solvent, vacuum = hydration_legs(smiles, forcefield=settings["forcefield"], padding=settings["padding_nm"],
-                                     cache_dir=cache_dir,
-                                     seed=settings["seed"])
+                                     cache_dir=cache_dir, seed=settings["seed"], charges=settings["charges"])
     job = _Job(smiles=smiles, folder=folder, settings=settings, legs={"solvent": solvent, "vacuum": vacuum},
                windows={"solvent": {}, "vacuum": {}})
     for leg in job.windows:
@@ -238,7 +240,7 @@ def _record(job: _Job, protocol: Protocol, schedule: LambdaSchedule, elapsed: fl
     md_steps = job.equilibration_cost[0] + sum(w.md_steps for w in windows)
     return {
         "smiles": job.smiles, "dG_kcal_mol": dg * kcal_per_kT, "dG_err_kcal_mol": err * kcal_per_kT,
-        "method": settings["method"], "forcefield": settings["forcefield"], "charges": "AM1-BCC",
+        "method": settings["method"], "forcefield": settings["forcefield"], "charges": settings["charges"],
         "water_model": "TIP3P", "temperature_K": protocol.temperature, "pressure_bar": protocol.pressure,
         "lambda_schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol),
         "padding_nm": settings["padding_nm"], "legs": legs, "warnings": notes,

@@ -56,8 +56,10 @@ class Leg:
 
 
 def hydration_legs(smiles: str, forcefield: str = "gaff2", padding: float = PADDING,
-                   cache_dir: str | os.PathLike | None = None, seed: int = 0) -> tuple[Leg, Leg]:
-    """The solvent and vacuum legs for ``smiles``: GAFF/GAFF2 with AM1-BCC charges, TIP3P with at least ``padding``
+                   cache_dir: str | os.PathLike | None = None, seed: int = 0, charges: str = "am1bcc"
+                   ) -> tuple[Leg, Leg]:
+    """The solvent and vacuum legs for ``smiles``: GAFF/GAFF2 with AM1-BCC charges (``charges``, see
+    :data:`molsamp.forcefields.CHARGE_METHODS`), TIP3P with at least ``padding``
     (nm) of water around the solute, PME with a 0.9 nm cutoff, HBonds constraints, rigid water, hydrogen mass 3 amu.
     """
     import openmm
@@ -65,7 +67,7 @@ def hydration_legs(smiles: str, forcefield: str = "gaff2", padding: float = PADD
 
     from molsamp.forcefields import parametrize, solvate
 
-    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed)
+    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
     n_solute = parameters.molecule.GetNumAtoms()
     solute = tuple(range(n_solute))
     options = dict(constraints=app.HBonds, rigidWater=True, hydrogenMass=HYDROGEN_MASS * openmm.unit.amu)

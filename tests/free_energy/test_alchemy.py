@@ -49,7 +49,7 @@ def test_solvent_leg_is_methanol_in_a_periodic_tip3p_box(legs):
 @pytest.mark.parametrize("leg_index", [0, 1])
 def test_coupled_state_has_the_plain_systems_energy(cache, legs, leg_index):
     leg = legs[leg_index]
-    parameters = parametrize("CO", forcefield="gaff", cache_dir=cache)
+    parameters = parametrize("CO", forcefield="gaff", cache_dir=cache, charges="am1bcc")  # hydration_legs default
     if leg.periodic:
         prmtop = app.AmberPrmtopFile(str(solvate(parameters, PADDING)[0]))
         plain = prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=CUTOFF, constraints=app.HBonds)
