@@ -92,11 +92,15 @@ def main() -> None:
     parser.add_argument("--charges", choices=["am1bcc", "am1bcc-fast"], default="am1bcc",
                         help="AM1-BCC at the AM1-optimised geometry (standard, as FreeSolv), or at the MMFF geometry.")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "solvation_runs")
+    parser.add_argument("--only", help="Comma-separated names of the chosen molecules to run (default: all).")
     args = parser.parse_args()
 
     protocol = Protocol(production=args.production_ps)
     results = []
-    for molecule in choose(freesolv(), args.molecules):
+    chosen = choose(freesolv(), args.molecules)
+    if args.only:
+        chosen = [molecule for molecule in chosen if molecule["name"] in args.only.split(",")]
+    for molecule in chosen:
         resumed = any(args.workdir.glob(f"{Chem.MolToInchiKey(Chem.MolFromSmiles(molecule['smiles']), options='/FixedH')}*/*/window-*.npz"))
         start = time.perf_counter()
         record = hydration_free_energy(molecule["smiles"], forcefield="gaff", charges=args.charges, protocol=protocol,
