@@ -155,14 +155,16 @@ def chain_phi_psi(xyz: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
 
 
 def chain_ess(angles: np.ndarray) -> np.ndarray:
-    """Effective sample size of phi and psi ``[2]``: each chain's from its autocorrelation (sine and cosine, see
-    :func:`~molsamp.analysis.torsion_ess`, at most its length), summed over chains; a chain that never moved
-    counts as one sample."""
+    """Effective sample size of phi and psi ``[2]`` of chains ``angles [T, C, 2]``, summed over chains: each chain's
+    from its autocorrelation (sine and cosine, see :func:`~molsamp.analysis.torsion_ess`), at most the number of
+    distinct states it visited (1 + its accepted moves), where the autocorrelation of a chain that barely moved
+    says little."""
     from molsamp.analysis import torsion_ess
 
     total = np.zeros(angles.shape[2])
     for chain in np.moveaxis(angles, 1, 0):
         for k in range(chain.shape[1]):
             series = chain[:, [k]]
-            total[k] += 1.0 if np.ptp(series) == 0 else min(torsion_ess(series).item(), len(series))
+            visited = 1 + int(np.count_nonzero(np.diff(series[:, 0])))
+            total[k] += 1.0 if visited == 1 else min(torsion_ess(series).item(), visited)
     return total

@@ -3,13 +3,14 @@
 import json
 
 import mdtraj
+import numpy as np
 import pytest
 import torch
 
 from molsamp.errors import InputError
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow
-from molsamp.timewarp.chains import load_chains, run_chains
+from molsamp.timewarp.chains import chain_ess, load_chains, run_chains
 from molsamp.timewarp.sampler import mh_step
 
 
@@ -64,6 +65,15 @@ def test_an_interrupted_run_resumes_to_the_same_chain(tmp_path, ala2, monkeypatc
     assert (load_chains(tmp_path / "resumed.h5", 2) == load_chains(tmp_path / "straight.h5", 2)).all()
     with pytest.raises(InputError, match="exists"):
         run_chains(ala2, small_flow(), tmp_path / "straight.h5", **options)
+
+
+def test_chain_ess_counts_independent_draws_and_distrusts_stuck_chains():
+    rng = np.random.default_rng(0)
+    independent = rng.uniform(-np.pi, np.pi, size=(400, 4, 2))
+    assert 0.7 * 1600 < chain_ess(independent).min() <= 1600
+    stuck = np.broadcast_to(independent[:1], (400, 4, 2)).copy()
+    stuck[200:, 0] = independent[1, 0]  # one chain moves once
+    np.testing.assert_array_equal(chain_ess(stuck), [5.0, 5.0])
 
 
 def test_constrained_systems_are_refused(tmp_path):
