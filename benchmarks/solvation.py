@@ -101,7 +101,6 @@ def main() -> None:
     if args.only:
         chosen = [molecule for molecule in chosen if molecule["name"] in args.only.split(",")]
     for molecule in chosen:
-        resumed = any(args.workdir.glob(f"{Chem.MolToInchiKey(Chem.MolFromSmiles(molecule['smiles']), options='/FixedH')}*/*/window-*.npz"))
         start = time.perf_counter()
         record = hydration_free_energy(molecule["smiles"], forcefield="gaff", charges=args.charges, protocol=protocol,
                                        workdir=args.workdir, n_workers=args.workers, progress=False)
@@ -111,7 +110,7 @@ def main() -> None:
             "freesolv_calc": molecule["calc"], "freesolv_calc_err": molecule["calc_err"],
             "experiment": molecule["expt"], "experiment_err": molecule["expt_err"],
             "min_overlap": min(min(leg["neighbour_overlap"]) for leg in record["legs"].values()),
-            "wall_time_s": round(time.perf_counter() - start, 1), "resumed": resumed,
+            "wall_time_s": round(time.perf_counter() - start, 1), "resumed": record["reused_windows"] > 0,
             "core_time_s": round(record["task_time_s"], 1), "md_steps": record["md_steps"],
             "energy_evaluations": record["energy_evaluations"],
         }

@@ -45,6 +45,8 @@ class _Job:
     windows: dict[str, dict[int, WindowSamples]]
     equilibration_cost: tuple[int, float] = (0, 0.0)
     """MD steps and wall time (s) of the water box's equilibration."""
+    reused_windows: int = 0
+    """Windows found finished in ``folder`` when the job was set up (a resumed calculation)."""
 
     @property
     def seed(self) -> int:
@@ -95,8 +97,8 @@ def hydration_free_energies(
     ``error`` and does not stop the others (``on_error="raise"`` raises instead).
 
     Returns one JSON-ready record per molecule: ``smiles``, ``dG_kcal_mol``, ``dG_err_kcal_mol``, method, force
-    field, water model, temperature, lambda schedule, per-leg free energies and neighbour overlaps, wall time and
-    the MD steps and energy evaluations spent.
+    field, water model, temperature, lambda schedule, per-leg free energies and neighbour overlaps, wall time, the
+    number of windows reused from an earlier run, and the MD steps and energy evaluations spent.
     """
     from molsamp.parallel import TaskPool
 
@@ -198,6 +200,7 @@ def _prepare(smiles: str, settings: dict[str, Any], root: Path, cache_dir: str |
         for path in sorted((folder / leg).glob("window-*.npz")):
             window = _load_window(path)
             job.windows[leg][window.state] = window
+    job.reused_windows = sum(len(windows) for windows in job.windows.values())
     return job
 
 
@@ -244,7 +247,7 @@ def _record(job: _Job, protocol: Protocol, schedule: LambdaSchedule, elapsed: fl
         "water_model": "TIP3P", "temperature_K": protocol.temperature, "pressure_bar": protocol.pressure,
         "lambda_schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol),
         "padding_nm": settings["padding_nm"], "legs": legs, "warnings": notes,
-        "wall_time_s": elapsed, "task_time_s": job.equilibration_cost[1] + sum(w.wall_time for w in windows),
+        "wall_time_s": elapsed, "reused_windows": job.reused_windows, "task_time_s": job.equilibration_cost[1] + sum(w.wall_time for w in windows),
         "md_steps": md_steps, "energy_evaluations": md_steps + sum(w.energy_evaluations for w in windows),
         "workdir": str(job.folder),
     }

@@ -73,6 +73,7 @@ def test_interrupted_run_resumes_the_missing_windows(methane, tmp_path, monkeypa
     monkeypatch.setattr("molsamp.free_energy.hydration.sample_window", counting_sample_window)
     resumed = hydration_free_energy("C", **{**options, "workdir": tmp_path})
     assert sampled == [("solvent", 3)]
+    assert record["reused_windows"] == 0 and resumed["reused_windows"] == 2 * len(SHORT_SCHEDULE) - 1
     assert abs(resumed["dG_kcal_mol"] - record["dG_kcal_mol"]) < 3 * record["dG_err_kcal_mol"]
 
 
