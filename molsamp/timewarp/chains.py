@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MODEL", "run_chains", "load_chains", "chain_topology", "chain_phi_psi", "chain_ess"]
+__all__ = ["DEFAULT_MODEL", "run_chains", "load_chains", "chain_topology", "chain_phi_psi", "chain_ess",
+           "visited_states"]
 
 import io
 import json
@@ -154,17 +155,21 @@ def chain_phi_psi(xyz: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
     return angles.reshape(steps, chains, 2)
 
 
+def visited_states(angles: np.ndarray) -> np.ndarray:
+    """Number of distinct states each chain of ``angles [T, C, ...]`` visited: 1 + its accepted moves ``[C]``."""
+    moved = np.any(np.diff(angles, axis=0).reshape(len(angles) - 1, angles.shape[1], -1) != 0, axis=2)
+    return 1 + moved.sum(0)
+
+
 def chain_ess(angles: np.ndarray) -> np.ndarray:
     """Effective sample size of phi and psi ``[2]`` of chains ``angles [T, C, 2]``, summed over chains: each chain's
     from its autocorrelation (sine and cosine, see :func:`~molsamp.analysis.torsion_ess`), at most the number of
-    distinct states it visited (1 + its accepted moves), where the autocorrelation of a chain that barely moved
-    says little."""
+    states it moved to (:func:`visited_states` - 1; the shared start is not a draw from the target), where the
+    autocorrelation of a chain that barely moved says little."""
     from molsamp.analysis import torsion_ess
 
     total = np.zeros(angles.shape[2])
-    for chain in np.moveaxis(angles, 1, 0):
+    for chain, visited in zip(np.moveaxis(angles, 1, 0), visited_states(angles)):
         for k in range(chain.shape[1]):
-            series = chain[:, [k]]
-            visited = 1 + int(np.count_nonzero(np.diff(series[:, 0])))
-            total[k] += 1.0 if visited == 1 else min(torsion_ess(series).item(), visited)
+            total[k] += 0.0 if visited == 1 else min(torsion_ess(chain[:, [k]]).item(), visited - 1)
     return total
