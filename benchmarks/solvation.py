@@ -106,7 +106,8 @@ def main() -> None:
                                        workdir=args.workdir, n_workers=args.workers, progress=False)
         result = {
             "id": molecule["id"], "name": molecule["name"], "group": molecule["group"], "smiles": molecule["smiles"],
-            "method": "mbar", "charges": args.charges, "dG": round(record["dG_kcal_mol"], 3), "dG_err": round(record["dG_err_kcal_mol"], 3),
+            "method": "mbar", "charges": args.charges, "dG": round(record["dG_kcal_mol"], 3),
+            "dG_err": round(record["dG_err_kcal_mol"], 3),
             "freesolv_calc": molecule["calc"], "freesolv_calc_err": molecule["calc_err"],
             "experiment": molecule["expt"], "experiment_err": molecule["expt_err"],
             "min_overlap": min(min(leg["neighbour_overlap"]) for leg in record["legs"].values()),

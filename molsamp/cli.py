@@ -183,9 +183,9 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file: one record (or a list of records for a batch).")
 def solvation(molecules: str, method: str, forcefield: str, charges: str, scheduler: str | None,
-              workers: int | None, temperature: float, padding: float, equilibration_ps: float, window_equilibration_ps: float,
-              production_ps: float, seed: int, platform: str | None, workdir: Path | None, quiet: bool,
-              output: Path | None) -> None:
+              workers: int | None, temperature: float, padding: float, equilibration_ps: float,
+              window_equilibration_ps: float, production_ps: float, seed: int, platform: str | None,
+              workdir: Path | None, quiet: bool, output: Path | None) -> None:
     """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, by alchemical
     decoupling in TIP3P water; an interrupted run resumes window by window when run again."""
     from molsamp.files import atomic_write
@@ -200,8 +200,8 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
         records = hydration_free_energies([smiles for _, smiles in pairs], method=method, forcefield=forcefield,
-                                          charges=charges, protocol=protocol, padding=padding, seed=seed, workdir=workdir,
-                                          scheduler=scheduler, n_workers=workers, platform=platform,
+                                          charges=charges, protocol=protocol, padding=padding, seed=seed,
+                                          workdir=workdir, scheduler=scheduler, n_workers=workers, platform=platform,
                                           progress=False if quiet else None)
     for (name, _), record in zip(pairs, records):
         record["name"] = name

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 __all__ = ["DEFAULT_MODEL", "run_chains", "load_chains", "chain_topology", "chain_phi_psi", "chain_ess",
-           "visited_states"]
+           "capped_ess"]
 
 import io
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,21 +156,20 @@ def chain_phi_psi(xyz: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
     return angles.reshape(steps, chains, 2)
 
 
-def visited_states(angles: np.ndarray) -> np.ndarray:
-    """Number of distinct states each chain of ``angles [T, C, ...]`` visited: 1 + its accepted moves ``[C]``."""
-    moved = np.any(np.diff(angles, axis=0).reshape(len(angles) - 1, angles.shape[1], -1) != 0, axis=2)
-    return 1 + moved.sum(0)
+def capped_ess(series_ess: Callable[[np.ndarray], float], values: np.ndarray) -> float:
+    """Sum over the chains of ``values [T, C, ...]`` of ``series_ess(chain)``, each at most the number of moves the
+    chain made (0 for a chain that never moved: the start all chains share is not a draw from the target), where
+    the autocorrelation of a chain that barely moved says little."""
+    steps = np.diff(values, axis=0).reshape(len(values) - 1, values.shape[1], -1)
+    moves = np.any(steps != 0, axis=2).sum(0)
+    return float(sum(min(series_ess(values[:, c]), n) for c, n in enumerate(moves) if n > 0))
 
 
 def chain_ess(angles: np.ndarray) -> np.ndarray:
-    """Effective sample size of phi and psi ``[2]`` of chains ``angles [T, C, 2]``, summed over chains: each chain's
-    from its autocorrelation (sine and cosine, see :func:`~molsamp.analysis.torsion_ess`), at most the number of
-    states it moved to (:func:`visited_states` - 1; the shared start is not a draw from the target), where the
-    autocorrelation of a chain that barely moved says little."""
+    """Effective sample size of phi and psi ``[2]`` of chains ``angles [T, C, 2]``: each chain's from its
+    autocorrelation (sine and cosine, see :func:`~molsamp.analysis.torsion_ess`), capped and summed by
+    :func:`capped_ess`."""
     from molsamp.analysis import torsion_ess
 
-    total = np.zeros(angles.shape[2])
-    for chain, visited in zip(np.moveaxis(angles, 1, 0), visited_states(angles)):
-        for k in range(chain.shape[1]):
-            total[k] += 0.0 if visited == 1 else min(torsion_ess(chain[:, [k]]).item(), visited - 1)
-    return total
+    return np.array([capped_ess(lambda series: torsion_ess(series).item(), angles[:, :, [k]])
+                     for k in range(angles.shape[2])])
