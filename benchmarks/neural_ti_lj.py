@@ -2,10 +2,13 @@
 
 Both estimate the solute's excess chemical potential dF = F(coupled) - F(decoupled) (kT) in the same run:
 - MBAR over ``--windows`` states of the standard soft-core path, each sampled by parallel BAOAB Langevin chains;
-- neural TI: the two end states sampled the same way, a :class:`LennardJonesInterpolant` trained by target score
-  matching on Hungarian-paired, solute-centred end-state samples, and dF from its TI integral over the interpolant.
+- neural TI: the two end states sampled the same way, a :class:`LennardJonesInterpolant` trained by denoising
+  score matching on Hungarian-paired, solute-centred end-state samples blurred by ``--noise`` (0: target score
+  matching), and dF from its TI integral over the interpolant; with ``--refine-steps``, also the estimate after that
+  many Langevin steps on U_theta at every integration point (exact for a converged refinement).
 Energy evaluations: Langevin steps times chains (one force each), plus single-point energies (MBAR: every sample in
-every state; neural TI: one soft-core energy and force per training pair and per integration point).
+every state; neural TI: one soft-core energy and force per training pair, per integration point and per refinement
+step).
 Prints one JSON line per method and a comparison line. Usage: ``python benchmarks/neural_ti_lj.py [--solvent 100]``.
 """
 
@@ -18,7 +21,7 @@ import torch
 
 from molsamp.free_energy import mbar
 from molsamp.free_energy.lj_solute import LennardJonesInterpolant, LennardJonesSolute
-from molsamp.free_energy.neural_ti import EndStates, neural_ti_estimate, train_neural_ti
+from molsamp.free_energy.neural_ti import EndStates, Interpolant, neural_ti_estimate, train_neural_ti
 
 
 def main() -> None:
@@ -34,6 +37,9 @@ def main() -> None:
     parser.add_argument("--pairs-per-node", type=int, default=128, help="Interpolated pairs per quadrature node.")
     parser.add_argument("--rigid-solvent", action="store_true",
                         help="Keep solvent-solvent interactions physical at every t (no learned softening).")
+    parser.add_argument("--noise", type=float, default=0.1,
+                        help="Largest Gaussian blur of the interpolant (sigma units); 0: target score matching.")
+    parser.add_argument("--refine-steps", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -63,18 +69,27 @@ def main() -> None:
                                    lambda x: system.coupled_energy(x, 1.0))
     torch.manual_seed(args.seed)
     potential = LennardJonesInterpolant(system, soften_solvent=not args.rigid_solvent)
-    losses = train_neural_ti(potential, ends, steps=args.train_steps, batch_size=args.batch, align=system.align,
-                             interpolate=system.interpolate, generator=generator)
+    interpolant = Interpolant(path=system.interpolate, align=system.align, noise=args.noise)
+    losses = train_neural_ti(potential, ends, steps=args.train_steps, batch_size=args.batch, interpolant=interpolant,
+                             generator=generator)
     n_t, pairs = 24, args.pairs_per_node
-    result = neural_ti_estimate(potential, ends, n_t=n_t, pairs_per_t=pairs, align=system.align,
-                                interpolate=system.interpolate, generator=generator)
+    result = neural_ti_estimate(potential, ends, n_t=n_t, pairs_per_t=pairs, interpolant=interpolant,
+                                generator=generator)
     neural = {"method": "neural-ti", "dF_kT": result.delta_f, "dF_err_kT": result.error,
               "final_loss": float(np.mean(losses[-100:])), "train_steps": args.train_steps,
-              "soften_solvent": not args.rigid_solvent, "pairs_per_node": pairs,
+              "soften_solvent": not args.rigid_solvent, "noise": args.noise, "pairs_per_node": pairs,
               "energy_evaluations": 2 * steps_per_state + args.train_steps * args.batch + n_t * pairs,
               "wall_time_s": time.perf_counter() - start,
               "integrand": [round(float(v), 3) for v in result.integrand]}
     print(json.dumps(neural), flush=True)
+    if args.refine_steps:
+        refined = neural_ti_estimate(potential, ends, n_t=n_t, pairs_per_t=pairs, interpolant=interpolant,
+                                     refine_steps=args.refine_steps, generator=generator)
+        print(json.dumps({"method": "neural-ti-refined", "dF_kT": refined.delta_f, "dF_err_kT": refined.error,
+                          "refine_steps": args.refine_steps,
+                          "energy_evaluations": neural["energy_evaluations"] + n_t * pairs * args.refine_steps,
+                          "wall_time_s": time.perf_counter() - start,
+                          "integrand": [round(float(v), 3) for v in refined.integrand]}), flush=True)
     print(json.dumps({"comparison": "neural-ti minus mbar (kT)", "difference": neural["dF_kT"] - mbar_result["dF_kT"],
                       "combined_error": float(np.hypot(neural["dF_err_kT"], mbar_result["dF_err_kT"])),
                       "energy_evaluation_ratio": neural["energy_evaluations"] / mbar_result["energy_evaluations"]}))

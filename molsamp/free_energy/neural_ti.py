@@ -1,16 +1,17 @@
 """Neural thermodynamic integration (after Mate, Fleuret and Bereau, 2024): a learned potential U_theta(x, t) that
-equals the decoupled Hamiltonian at t = 0 and the coupled one at t = 1, trained by target score matching so that
+equals the decoupled Hamiltonian at t = 0 and the coupled one at t = 1, trained by score matching so that
 exp(-U_theta(., t)) is the density of samples interpolated between the two end states. Then
 dF = F(1) - F(0) = integral over t of < dU_theta/dt > with x from the interpolant: no sampling at intermediate t.
 
-The pieces are generic: any ``potential(x, t) -> [B]`` (reduced units, kT) with those boundary values, an ``align``
-that pairs an end-0 sample with an end-1 sample, and an ``interpolate`` between the pair.
+The pieces are generic: any ``potential(x, t) -> [B]`` (reduced units, kT) with those boundary values, and an
+:class:`Interpolant` that pairs an end-0 sample with an end-1 sample, moves one towards the other and may blur the
+result with Gaussian noise.
 """
 
 from __future__ import annotations
 
-__all__ = ["EndStates", "NeuralTIResult", "linear_interpolation", "score_matching_loss", "train_neural_ti",
-           "neural_ti_estimate"]
+__all__ = ["EndStates", "Interpolant", "NeuralTIResult", "linear_interpolation", "score_matching_loss",
+           "train_neural_ti", "neural_ti_estimate"]
 
 import dataclasses
 import sys
@@ -19,15 +20,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from molsamp.samplers import energy_gradient
+from molsamp.samplers import LangevinState, energy_gradient, langevin_baoab
 
 Potential = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Align = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                  tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-Interpolate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Path = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 _CLIP = 0.1
-"""Smallest 1 - t (or t) that the score-matching target is divided by."""
+"""Smallest 1 - t (or t) that the target score-matching target is divided by."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,34 +66,68 @@ def _no_alignment(x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor, grad1
     return x0, grad0, x1, grad1
 
 
+@dataclasses.dataclass(frozen=True)
+class Interpolant:
+    """x_t = path(x0, x1, t) + gamma(t) z, z standard normal, gamma(t) = 2 ``noise`` sqrt(t (1 - t)) (so ``noise``
+    is the largest blur, at t = 1/2, in the units of x). ``align(x0, grad0, x1, grad1)`` may move and relabel each
+    pair (with its gradients) first, using symmetries of the energies.
+
+    Without noise the score of p_t is learned by target score matching, which needs independently drawn pairs (no
+    ``align`` that depends on both). With noise it is learned by denoising score matching, which holds for any
+    pairing."""
+
+    path: Path = linear_interpolation
+    align: Align = _no_alignment
+    noise: float = 0.0
+
+    def pairs(self, ends: EndStates, n: int, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` aligned pairs of independently drawn end-state samples: x0, grad0, x1, grad1."""
+        i = torch.randint(len(ends.x0), (n,), generator=generator)
+        j = torch.randint(len(ends.x1), (n,), generator=generator)
+        return self.align(ends.x0[i], ends.grad0[i], ends.x1[j], ends.grad1[j])
+
+    def gamma(self, t: torch.Tensor) -> torch.Tensor:
+        return 2 * self.noise * torch.sqrt(torch.clamp(t * (1 - t), min=0))
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t and the noise z that was added."""
+        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if self.noise else torch.zeros_like(x0)
+        return self.path(x0, x1, t) + self.gamma(t).reshape(-1, *([1] * (x0.ndim - 1))) * z, z
+
+
 def score_matching_loss(potential: Potential, x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor,
-                        grad1: torch.Tensor, t: torch.Tensor, interpolate: Interpolate = linear_interpolation
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Target score matching for x_t = (1 - t) x0 + t x1: given x1, x0 = (x_t - t x1) / (1 - t), so the score of
-    the interpolant at x_t is E[-grad0 / (1 - t) | x_t] (and symmetrically from the other end). The gradient of
-    U_theta at x_t is regressed on -score from end 0 for t < 1/2 and from end 1 otherwise.
+                        grad1: torch.Tensor, t: torch.Tensor, interpolant: Interpolant = Interpolant(),
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score matching of exp(-U_theta(., t)) to the density p_t of the interpolant, at x_t drawn from the pair.
+
+    Without noise (target score matching): given x1, x0 = (x_t - t x1) / (1 - t) for the linear path, so the score
+    of p_t at x_t is E[-grad0 / (1 - t) | x_t] (and symmetrically from the other end); the gradient of U_theta is
+    regressed on -score from end 0 for t < 1/2 and from end 1 otherwise. With noise (denoising score matching):
+    gamma(t) grad U_theta is regressed on z, whose conditional mean given x_t is -gamma(t) times the score.
 
     Returns the loss and dU_theta/dt at the batch (detached), whose mean over uniform t is an estimate of dF.
     """
-    xt = interpolate(x0, x1, t).detach().requires_grad_()
-    t = t.detach().requires_grad_()
+    xt, z = interpolant.sample(x0, x1, t, generator)
+    xt, t = xt.detach().requires_grad_(), t.detach().requires_grad_()
     u = potential(xt, t)
     grad_x, grad_t = torch.autograd.grad(u.sum(), (xt, t), create_graph=True)
     shape = (-1, *([1] * (x0.ndim - 1)))
-    from_start = grad0 / torch.clamp(1 - t, min=_CLIP).reshape(shape)
-    from_end = grad1 / torch.clamp(t, min=_CLIP).reshape(shape)
-    target = torch.where((t < 0.5).reshape(shape), from_start, from_end).detach()
-    loss = ((grad_x - target) ** 2).flatten(1).mean(1).mean()
-    return loss, grad_t.detach()
+    if interpolant.noise:
+        residual = interpolant.gamma(t.detach()).reshape(shape) * grad_x - z
+    else:
+        from_start = grad0 / torch.clamp(1 - t, min=_CLIP).reshape(shape)
+        from_end = grad1 / torch.clamp(t, min=_CLIP).reshape(shape)
+        residual = grad_x - torch.where((t < 0.5).reshape(shape), from_start, from_end).detach()
+    return (residual**2).flatten(1).mean(1).mean(), grad_t.detach()
 
 
 def train_neural_ti(potential: torch.nn.Module, ends: EndStates, steps: int = 2000, batch_size: int = 16,
-                    learning_rate: float = 1e-3, align: Align = _no_alignment,
-                    interpolate: Interpolate = linear_interpolation, generator: torch.Generator | None = None,
-                    progress: bool | None = None) -> list[float]:
+                    learning_rate: float = 1e-3, interpolant: Interpolant = Interpolant(),
+                    generator: torch.Generator | None = None, progress: bool | None = None) -> list[float]:
     """Fit ``potential`` by :func:`score_matching_loss` on random pairs of end-state samples and uniform t (Adam,
-    learning rate decayed tenfold over training). ``align(x0, grad0, x1, grad1)`` may move and relabel each pair
-    (with its gradients) before interpolation. Returns the loss of every step."""
+    learning rate decayed tenfold over training). Returns the loss of every step."""
     from tqdm import tqdm
 
     optimiser = torch.optim.Adam(potential.parameters(), lr=learning_rate)
@@ -100,11 +135,9 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, steps: int = 20
     losses = []
     show = sys.stderr.isatty() if progress is None else progress
     for _ in tqdm(range(steps), disable=not show, unit="step", desc="neural TI"):
-        i = torch.randint(len(ends.x0), (batch_size,), generator=generator)
-        j = torch.randint(len(ends.x1), (batch_size,), generator=generator)
-        x0, grad0, x1, grad1 = align(ends.x0[i], ends.grad0[i], ends.x1[j], ends.grad1[j])
+        x0, grad0, x1, grad1 = interpolant.pairs(ends, batch_size, generator)
         t = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
-        loss, _ = score_matching_loss(potential, x0, grad0, x1, grad1, t, interpolate)
+        loss, _ = score_matching_loss(potential, x0, grad0, x1, grad1, t, interpolant, generator)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -114,23 +147,38 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, steps: int = 20
 
 
 def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pairs_per_t: int = 64,
-                       align: Align = _no_alignment, interpolate: Interpolate = linear_interpolation,
+                       interpolant: Interpolant = Interpolant(), refine_steps: int = 0, refine_timestep: float = 0.005,
                        generator: torch.Generator | None = None, n_bootstrap: int = 200) -> NeuralTIResult:
     """dF = integral over t in [0, 1] of <dU_theta/dt>, the average over interpolated pairs at each of ``n_t``
-    Gauss-Legendre nodes. The error is the bootstrap standard deviation over pairs (it does not include the bias of
-    an imperfect fit)."""
+    Gauss-Legendre nodes. The error is the bootstrap standard deviation over pairs.
+
+    Where exp(-U_theta(., t)) is not exactly the interpolant's density, the plain estimate is biased by the
+    mismatch. ``refine_steps`` of BAOAB Langevin dynamics on U_theta(., t) (unit masses, friction 1, time step
+    ``refine_timestep`` in the units of x) move each interpolated sample towards exp(-U_theta(., t)), the ensemble
+    the TI identity needs; with enough steps the estimate is exact for any U_theta with the right end states."""
     nodes, weights = np.polynomial.legendre.leggauss(n_t)
     t_nodes, weights = 0.5 * (nodes + 1), 0.5 * weights
     values = np.empty((n_t, pairs_per_t))
     for k, t_value in enumerate(t_nodes):
-        i = torch.randint(len(ends.x0), (pairs_per_t,), generator=generator)
-        j = torch.randint(len(ends.x1), (pairs_per_t,), generator=generator)
-        x0, _, x1, _ = align(ends.x0[i], ends.grad0[i], ends.x1[j], ends.grad1[j])
+        x0, _, x1, _ = interpolant.pairs(ends, pairs_per_t, generator)
         t = torch.full((pairs_per_t,), float(t_value), dtype=x0.dtype, requires_grad=True)
-        (grad_t,) = torch.autograd.grad(potential(interpolate(x0, x1, t).detach(), t).sum(), t)
+        xt, _ = interpolant.sample(x0, x1, t.detach(), generator)
+        if refine_steps:
+            xt = _refine(potential, xt, t.detach(), refine_steps, refine_timestep, generator)
+        (grad_t,) = torch.autograd.grad(potential(xt, t).sum(), t)
         values[k] = grad_t.numpy()
     integrand = values.mean(1)
     rng = np.random.default_rng(0 if generator is None else int(generator.initial_seed()) % 2**32)
     resampled = values[:, rng.integers(0, pairs_per_t, (n_bootstrap, pairs_per_t))].mean(2)  # [n_t, n_bootstrap]
     return NeuralTIResult(delta_f=float(weights @ integrand), error=float((weights @ resampled).std()),
                           t=t_nodes, integrand=integrand)
+
+
+def _refine(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, timestep: float,
+            generator: torch.Generator | None) -> torch.Tensor:
+    def energy(y):
+        return potential(y, t)
+
+    velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    state = LangevinState(x, velocity, energy_gradient(energy, x))
+    return langevin_baoab(state, energy, steps, timestep=timestep, friction=1.0, generator=generator).x.detach()
