@@ -2,7 +2,8 @@
 
 For each benchmark molecule with a reference in ``data/conformer_references/`` (made by
 ``benchmarks/conformer_references.py``; none of these molecules is in the torsion model's training set), in one run:
-- molsamp in the ``smc`` (weighted), ``weighted`` (plain importance sampling) and ``mh`` modes, ``--n`` conformers;
+- molsamp in the ``smc`` (weighted), ``weighted`` (plain importance sampling), ``mh`` and ``md-jumps`` (Langevin MD
+  of all coordinates with model torsion jumps) modes, ``--n`` conformers;
 - RDKit ETKDG, the same number of conformers, raw and after MMFF94 minimisation;
 - plain Langevin MD (same force field) run for the same wall time as molsamp's ``smc`` mode, a frame per ps.
 Figure of merit: Jensen-Shannon divergence (nats, 36 bins) of each heavy-atom rotatable torsion against the
@@ -24,7 +25,7 @@ from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from molsamp.analysis import compute_dihedrals, torsion_js
-from molsamp.conformers import TorsionalTarget, read_smiles, sample_torsions
+from molsamp.conformers import TorsionalTarget, read_smiles, sample_md_jumps, sample_torsions
 from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.generate import DEFAULT_MODEL
 from molsamp.conformers.model import load_model
@@ -73,11 +74,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--only", help="Comma-separated molecule names to run (default: all with a reference).")
     args = parser.parse_args()
     model = load_model(args.model)
     rows = []
     for name, smiles in read_smiles(ROOT / "data" / "drugs" / "benchmark.smi"):
-        if not (REFERENCES / f"{name}.npz").is_file():
+        if not (REFERENCES / f"{name}.npz").is_file() or (args.only and name not in args.only.split(",")):
             continue
         ref = np.load(REFERENCES / f"{name}.npz")
         reference, quads, converged = ref["angles"], ref["torsions"], ref["half_js"] <= 0.02
@@ -111,6 +113,12 @@ def main() -> None:
             record(f"molsamp-{mode}", js, seconds, samples.ess,
                    {"ess": round(samples.ess, 1), "energy_evaluations": samples.evaluations,
                     "acceptance": samples.acceptance})
+        start = time.perf_counter()
+        chains = sample_md_jumps(system, target.torsions, mixture, args.n, seed=args.seed, platform="CPU")
+        seconds = time.perf_counter() - start
+        record("molsamp-md-jumps", js_per_torsion(chains.angles[:, heavy], reference), seconds, chains.ess,
+               {"ess": round(chains.ess, 1), "energy_evaluations": chains.evaluations,
+                "acceptance": round(chains.acceptance, 3)})
         for minimise in (False, True):
             angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
             record("etkdg-mmff" if minimise else "etkdg", js_per_torsion(angles, reference), seconds, None)

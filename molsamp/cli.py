@@ -114,6 +114,8 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
 @click.option("--weighted", "mode", flag_value="weighted", help="Plain importance weights of model draws (fastest).")
 @click.option("--mh", "mode", flag_value="mh", help="Independence Metropolis-Hastings chain (equal weights).")
 @click.option("--unweighted", "mode", flag_value="unweighted", help="Importance samples resampled to equal weights.")
+@click.option("--md-jumps", "mode", flag_value="md-jumps",
+              help="Langevin MD of all coordinates with model torsion jumps (MH; flexible bonds, angles, rings).")
 @click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
 @click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)

@@ -85,7 +85,8 @@ def integrated_autocorrelation_time(x, c: float = 5.0, device: torch.device | st
     The sum is truncated with Sokal's automatic window: at the smallest lag W with W >= c tau(W),
     where tau(W) is the sum up to W (as in emcee). tau is 1 for independent samples and
     (1 + a) / (1 - a) for an AR(1) process with coefficient a. If no window qualifies, the series
-    is too short for a reliable estimate (T should exceed about 50 tau) and the sum runs to T-1.
+    is too short for a reliable estimate (T should exceed about 50 tau) and the sum runs to T-1. An
+    anti-correlated series (tau < 1, or even negative, from the estimate) counts as independent: tau >= 1.
 
     Parameters
     ----------
@@ -107,7 +108,7 @@ def integrated_autocorrelation_time(x, c: float = 5.0, device: torch.device | st
     lags = torch.arange(columns.shape[0], device=columns.device, dtype=columns.dtype)[:, None]
     inside = lags < c * taus
     window = torch.where(inside.all(0), columns.shape[0] - 1, torch.argmin(inside.to(torch.int8), 0))
-    tau = taus.gather(0, window[None]).squeeze(0)
+    tau = taus.gather(0, window[None]).squeeze(0).clamp(min=1.0)
     return float(tau) if rho.ndim == 1 else tau
 
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-__all__ = ["MODES", "DEFAULT_MODEL", "TorsionSamples", "sample_torsions", "generate"]
+__all__ = ["TORSION_MODES", "MODES", "DEFAULT_MODEL", "TorsionSamples", "sample_torsions", "generate"]
 
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
 import torch
 
-from molsamp.conformers.target import TorsionalTarget
-from molsamp.errors import InputError
 from molsamp.analysis import kish_ess
+from molsamp.conformers.md_jumps import sample_md_jumps
 from molsamp.conformers.moves import TorsionMoves
+from molsamp.conformers.target import TorsionalTarget
+from molsamp.conformers.torsions import rotatable_torsions
+from molsamp.errors import InputError
+from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 from molsamp.samplers import annealed_smc, independence_metropolis
 from molsamp.samples import systematic_resample
 
@@ -22,11 +26,16 @@ if TYPE_CHECKING:
     from rdkit import Chem
 
     from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
+    from molsamp.systems import System
 
-MODES = ("smc", "weighted", "mh", "unweighted")
-"""``smc``: model samples annealed to the Boltzmann density by sequential Monte Carlo with torsion moves (weighted,
-the most accurate); ``weighted``: importance-weighted model samples; ``mh``: an independence Metropolis-Hastings
-chain with the model as proposal (equal weights); ``unweighted``: weighted samples resampled to equal weights."""
+TORSION_MODES = ("smc", "weighted", "mh", "unweighted")
+"""Samplers of the torsional density on one base geometry. ``smc``: model samples annealed to the Boltzmann density
+by sequential Monte Carlo with torsion moves (weighted, the most accurate); ``weighted``: importance-weighted model
+samples; ``mh``: an independence Metropolis-Hastings chain with the model as proposal (equal weights);
+``unweighted``: weighted samples resampled to equal weights."""
+MODES = (*TORSION_MODES, "md-jumps")
+""":data:`TORSION_MODES`, and ``md-jumps``: Langevin MD of all coordinates with model torsion jumps accepted by
+Metropolis-Hastings (equal weights; bonds, angles and rings flexible; see :mod:`molsamp.conformers.md_jumps`)."""
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "torsion-mixture.pt"
 """The shipped pretrained torsion model."""
 SMC_STEPS = 8
@@ -74,9 +83,9 @@ def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, 
 
 def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mode: str = "smc",
                     seed: int = 0, batch_size: int = 256) -> TorsionSamples:
-    """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`MODES`."""
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`TORSION_MODES`."""
+    if mode not in TORSION_MODES:
+        raise InputError(f"mode must be one of {TORSION_MODES}, got {mode!r}")
     if n < 1:
         raise InputError(f"the number of conformers must be positive, got {n}")
     generator = torch.Generator().manual_seed(seed)
@@ -105,6 +114,45 @@ def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mo
                           target.n_evaluations - evaluations_before)
 
 
+class _Ensemble(NamedTuple):
+    positions: np.ndarray  # [n, N, 3], Å
+    energies: np.ndarray  # [n], kJ/mol
+    log_weights: list[float]
+    ess: float
+    acceptance: float | None
+    n_torsions: int
+
+
+def _torsion_ensemble(system: System, model: TorsionMixtureNet, n: int, mode: str, seed: int,
+                      relax_steps: int) -> _Ensemble:
+    from molsamp.conformers.features import molecule_graph
+
+    target = TorsionalTarget(system, relax_steps=relax_steps)
+    try:
+        with torch.no_grad():
+            mixture = model(molecule_graph(target.molecule, target.torsions))[0]
+        samples = sample_torsions(mixture, target, n, mode=mode, seed=seed)
+        if relax_steps:
+            positions = target.relaxed_conformers(samples.angles)[1]
+        else:
+            positions = target.conformers(samples.angles)
+    finally:
+        target.close()
+    return _Ensemble(positions.numpy() * 10.0, samples.u.numpy() * target.kT, samples.log_weights.tolist(),
+                     samples.ess, samples.acceptance, target.n_torsions)
+
+
+def _md_jump_ensemble(system: System, model: TorsionMixtureNet, n: int, seed: int) -> _Ensemble:
+    from molsamp.conformers.features import molecule_graph
+
+    torsions = rotatable_torsions(system.molecule)
+    with torch.no_grad():
+        mixture = model(molecule_graph(system.molecule, torsions))[0]
+    chains = sample_md_jumps(system, torsions, mixture, n, seed=seed)
+    return _Ensemble(chains.positions * 10.0, chains.u * MOLAR_GAS_CONSTANT * system.temperature,
+                     [-math.log(n)] * n, chains.ess, chains.acceptance, len(torsions))
+
+
 def generate(
     smiles: str,
     n: int = 300,
@@ -118,51 +166,49 @@ def generate(
     name: str | None = None,
     relax_steps: int = 0,
 ) -> Chem.Mol:
-    """A conformer ensemble of ``smiles`` following its torsional Boltzmann distribution at ``temperature`` (K).
+    """A conformer ensemble of ``smiles`` following its Boltzmann distribution at ``temperature`` (K).
 
     Returns an RDKit Mol (explicit hydrogens) with ``n`` conformers (Å). Each conformer carries
     ``molsamp_energy_kJ_mol`` and ``molsamp_log_weight`` (normalised log importance weight; equal weights in the
-    ``mh`` and ``unweighted`` modes); the molecule carries ``molsamp_ess`` (see :class:`TorsionSamples`),
-    ``molsamp_mode``, ``molsamp_acceptance`` (``mh``, ``smc``), ``molsamp_torsions`` and ``molsamp_seed``.
+    ``mh``, ``unweighted`` and ``md-jumps`` modes); the molecule carries ``molsamp_ess`` (see
+    :class:`TorsionSamples`; for ``md-jumps`` from the chains' torsion autocorrelation), ``molsamp_mode``,
+    ``molsamp_acceptance`` (``mh``, ``smc``, ``md-jumps``), ``molsamp_torsions`` and ``molsamp_seed``.
     ``relax_steps > 0`` samples the relaxed torsional energy and writes the relaxed geometries (see
     :class:`~molsamp.conformers.target.TorsionalTarget`); 0 keeps one rigid base geometry.
     """
     from rdkit import Chem
     from rdkit.Geometry import Point3D
 
-    from molsamp.conformers.features import molecule_graph
     from molsamp.conformers.model import load_model
     from molsamp.systems import from_smiles
 
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "md-jumps" and relax_steps:
+        raise InputError("relax_steps applies to the torsion modes; md-jumps relaxes every coordinate by MD")
     if not isinstance(model, torch.nn.Module):
         model = load_model(model or DEFAULT_MODEL)
     system = from_smiles(smiles, forcefield=forcefield, solvent=solvent, temperature=temperature,
                          cache_dir=cache_dir, name=name)
-    target = TorsionalTarget(system, relax_steps=relax_steps)
-    try:
-        with torch.no_grad():
-            mixture = model(molecule_graph(target.molecule, target.torsions))[0]
-        samples = sample_torsions(mixture, target, n, mode=mode, seed=seed)
-        if relax_steps:
-            positions = target.relaxed_conformers(samples.angles)[1].numpy() * 10.0  # Å
-        else:
-            positions = target.conformers(samples.angles).numpy() * 10.0
-    finally:
-        target.close()
-    molecule = Chem.Mol(target.molecule)
+    if mode == "md-jumps":
+        ensemble = _md_jump_ensemble(system, model, n, seed)
+    else:
+        ensemble = _torsion_ensemble(system, model, n, mode, seed, relax_steps)
+    positions, energies_kj, log_weights, ess, acceptance, n_torsions = ensemble
+    molecule = Chem.Mol(system.molecule)
     molecule.RemoveAllConformers()
     molecule.SetProp("_Name", name or smiles)
-    for x, u, log_weight in zip(positions, samples.u.tolist(), samples.log_weights.tolist()):
+    for x, energy, log_weight in zip(positions, energies_kj.tolist(), log_weights):
         conformer = Chem.Conformer(molecule.GetNumAtoms())
         for i, (a, b, c) in enumerate(x.tolist()):
             conformer.SetAtomPosition(i, Point3D(a, b, c))
-        conformer.SetDoubleProp("molsamp_energy_kJ_mol", u * target.kT)
+        conformer.SetDoubleProp("molsamp_energy_kJ_mol", energy)
         conformer.SetDoubleProp("molsamp_log_weight", log_weight)
         molecule.AddConformer(conformer, assignId=True)
-    molecule.SetDoubleProp("molsamp_ess", samples.ess)
+    molecule.SetDoubleProp("molsamp_ess", ess)
     molecule.SetProp("molsamp_mode", mode)
-    molecule.SetIntProp("molsamp_torsions", target.n_torsions)
+    molecule.SetIntProp("molsamp_torsions", n_torsions)
     molecule.SetIntProp("molsamp_seed", seed)
-    if samples.acceptance is not None:
-        molecule.SetDoubleProp("molsamp_acceptance", samples.acceptance)
+    if acceptance is not None:
+        molecule.SetDoubleProp("molsamp_acceptance", acceptance)
     return molecule

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Torsions", "rotatable_torsions", "set_torsions"]
+__all__ = ["Torsions", "rotatable_torsions", "set_torsions", "rotate_torsion"]
 
 import dataclasses
 from typing import TYPE_CHECKING
@@ -107,11 +107,16 @@ def set_torsions(positions: torch.Tensor, torsions: Torsions, angles: torch.Tens
     """
     angles = torch.as_tensor(angles, dtype=positions.dtype, device=positions.device)
     x = positions.expand(len(angles), *positions.shape[-2:]).clone()
-    if len(torsions) == 0:
-        return x
-    for t, (quad, side) in enumerate(zip(torsions.atoms, torsions.moving)):
-        current = compute_dihedrals(x, quad[None])[:, 0]
-        j, k = int(quad[1]), int(quad[2])
-        side = torch.as_tensor(side, device=x.device)
-        x[:, side] = _rotate(x[:, side], x[:, k], x[:, k] - x[:, j], angles[:, t] - current)
+    for t, quad in enumerate(torsions.atoms):
+        x = rotate_torsion(x, torsions, t, angles[:, t] - compute_dihedrals(x, quad[None])[:, 0])
+    return x
+
+
+def rotate_torsion(positions: torch.Tensor, torsions: Torsions, t: int, angle: torch.Tensor) -> torch.Tensor:
+    """Conformers ``[B, N, 3]`` with torsion ``t`` turned by ``angle: [B]`` (rad): its k side rotated rigidly about
+    its bond (a volume-preserving map that keeps every bond length and angle)."""
+    j, k = int(torsions.atoms[t][1]), int(torsions.atoms[t][2])
+    side = torch.as_tensor(torsions.moving[t], device=positions.device)
+    x = positions.clone()
+    x[:, side] = _rotate(x[:, side], x[:, k], x[:, k] - x[:, j], angle)
     return x

@@ -50,6 +50,11 @@ def test_iid_noise_has_tau_one():
     np.testing.assert_allclose(tau.numpy(), 1.0, atol=0.1)
 
 
+def test_anticorrelated_series_counts_as_independent():
+    x = np.tile([1.0, -1.0], 500) + np.random.default_rng(5).normal(scale=0.1, size=1000)
+    assert integrated_autocorrelation_time(x) == 1.0 and time_series_ess(x) == 1000
+
+
 @pytest.mark.parametrize("a", [0.5, 0.8])
 def test_ar1_tau_matches_theory(a):
     # One series of T = 20000 estimates tau to about sqrt(2 (2 W + 1) / T), W ~ 5 tau: 5-10 % here,

@@ -9,7 +9,8 @@ import torch
 from rdkit import Chem
 
 from molsamp.analysis import js_divergence, kish_ess, torsion_histogram
-from molsamp.conformers import MODES, TorsionalTarget, generate, read_smiles, sample_torsions, write_sdf
+from molsamp.conformers import (MODES, TORSION_MODES, TorsionalTarget, generate, read_smiles, sample_torsions,
+                                write_sdf)
 from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
 from molsamp.errors import InputError
 from molsamp.systems import from_smiles
@@ -66,7 +67,7 @@ def test_the_proposal_alone_is_far_from_the_target(exact):
     assert js_divergence(bin_masses(VERY_WRONG.log_prob), exact) > 0.3
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", TORSION_MODES)
 def test_every_mode_reproduces_the_exact_density_from_a_wrong_proposal(butane, exact, mode):
     samples = sample_torsions(WRONG, butane, 20000, mode=mode, seed=1)
     assert samples.angles.shape == (20000, 1) and samples.log_weights.shape == (20000,)
@@ -111,7 +112,7 @@ def test_forbidden_torsions_are_never_sampled(butane):
             return torch.where(torch.as_tensor(angles)[:, 0].abs() < 1, math.inf, u)
 
     target = Forbidden(butane.system)
-    for mode in MODES:
+    for mode in TORSION_MODES:
         samples = sample_torsions(WRONG, target, 2000, mode=mode, seed=0)
         assert (samples.angles.abs() >= 1).all() and torch.isfinite(samples.u).all()
 
@@ -202,9 +203,9 @@ def test_every_mode_gives_normalised_weights(network, cache, mode):
     log_weights = conformer_props(molecule, "molsamp_log_weight")
     assert np.logaddexp.reduce(log_weights) == pytest.approx(0.0, abs=1e-9)
     assert np.isfinite(conformer_props(molecule, "molsamp_energy_kJ_mol")).all()
-    if mode in ("mh", "unweighted"):
+    if mode in ("mh", "unweighted", "md-jumps"):
         np.testing.assert_allclose(log_weights, -math.log(20), rtol=1e-12)
-    assert molecule.HasProp("molsamp_acceptance") == (mode in ("mh", "smc"))
+    assert molecule.HasProp("molsamp_acceptance") == (mode in ("mh", "smc", "md-jumps"))
     if molecule.HasProp("molsamp_acceptance"):
         assert 0.0 <= molecule.GetDoubleProp("molsamp_acceptance") <= 1.0
 

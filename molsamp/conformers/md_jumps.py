@@ -1,0 +1,133 @@
+"""Conformers in full Cartesian space: Langevin MD with torsion jumps drawn from the torsion model.
+
+Each round of a chain runs ``md_steps`` of OpenMM Langevin dynamics, then offers every rotatable torsion, in random
+order, a jump to an angle drawn from the model's marginal for that torsion, accepted by Metropolis-Hastings on the
+full OpenMM energy. A jump rotates one side of the bond rigidly about it: bond lengths, bond angles (and
+constraints) are kept and the map preserves volume, so the acceptance probability is
+min(1, exp(-(U' - U)/kT) q(theta) / q(theta')) and the chain samples the Boltzmann density of every coordinate
+(bonds, angles and ring puckers too), up to the MD integrator's time-step error, which MD references share. MD moves
+within the wells; the jumps cross the torsion barriers that MD crosses rarely.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChainSamples", "sample_md_jumps"]
+
+import dataclasses
+import math
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from molsamp.analysis import compute_dihedrals, torsion_ess
+from molsamp.conformers.torsions import Torsions, rotate_torsion
+from molsamp.errors import InputError
+from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, create_context, openmm_seed, select_platform
+
+if TYPE_CHECKING:
+    from molsamp.conformers.model import TorsionMixture
+    from molsamp.systems import System
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainSamples:
+    """Frames of the chains, one per round after burn-in: positions ``[n, N, 3]`` (nm), reduced energies ``[n]``
+    (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate; the ESS (smallest over torsions of the sum over
+    chains of each chain's torsion ESS, at most one per frame); and the force and energy evaluations spent."""
+
+    positions: np.ndarray
+    u: np.ndarray
+    angles: np.ndarray
+    acceptance: float
+    ess: float
+    evaluations: int
+
+
+class _Chain:
+    """One Langevin chain in its own OpenMM Context, with torsion jumps."""
+
+    def __init__(self, system: System, torsions: Torsions, mixture: TorsionMixture, seed: int,
+                 platform: str) -> None:
+        import openmm
+
+        self.torsions, self.mixture = torsions, mixture
+        self.kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
+        self.generator = torch.Generator().manual_seed(seed)
+        self.integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
+        self.integrator.setRandomNumberSeed(openmm_seed(seed))
+        self.context = create_context(system.openmm_system, self.integrator, platform, threads=1)
+        self.context.setPositions(system.positions)
+        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
+        self.context.setVelocitiesToTemperature(system.temperature, openmm_seed(seed))
+        self.accepted = self.offered = 0
+
+    def state(self) -> tuple[np.ndarray, float]:
+        """Positions (nm, float64) and reduced energy."""
+        state = self.context.getState(getPositions=True, getEnergy=True)
+        return (np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64),
+                state.getPotentialEnergy()._value / self.kT)
+
+    def round(self, md_steps: int) -> tuple[np.ndarray, float, np.ndarray]:
+        """MD, then one jump offer per torsion; returns positions, reduced energy and torsion angles."""
+        self.integrator.step(md_steps)
+        x, u = self.state()
+        angles = compute_dihedrals(x[None], self.torsions.atoms)[0].double()
+        proposals = self.mixture.sample(1, self.generator)[0].double()
+        for k in torch.randperm(len(self.torsions), generator=self.generator).tolist():
+            new_angles = angles.clone()
+            new_angles[k] = proposals[k]
+            turn = (proposals[k] - angles[k]).reshape(1)
+            new_x = rotate_torsion(torch.as_tensor(x)[None], self.torsions, k, turn)[0].numpy()
+            self.context.setPositions(new_x)
+            new_u = self.state()[1]
+            with torch.no_grad():
+                log_q_new, log_q_old = self.mixture.log_prob(torch.stack([new_angles, angles])).double().tolist()
+            log_alpha = -(new_u - u) + log_q_old - log_q_new
+            self.offered += 1
+            if math.isfinite(new_u) and math.log(1.0 - torch.rand(1, generator=self.generator).item()) < log_alpha:
+                x, u, angles = new_x, new_u, new_angles
+                self.accepted += 1
+            else:
+                self.context.setPositions(x)
+        return x, u, angles.numpy()
+
+
+def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture, n: int, chains: int = 4,
+                    md_steps: int = 50, burn_in: int = 20, seed: int = 0, platform: str | None = None,
+                    progress: bool | None = None) -> ChainSamples:
+    """``n`` frames from ``chains`` chains of Langevin MD (``md_steps`` per round) with model torsion jumps (one offer
+    per torsion per round), after ``burn_in`` rounds each. ``system`` is an OpenMM system made from SMILES."""
+    from tqdm import tqdm
+
+    if system.openmm_system is None:
+        raise InputError(f"system {system.name!r} has no OpenMM system: MD with torsion jumps needs one")
+    if n < 1 or chains < 1 or md_steps < 1 or burn_in < 0:
+        raise InputError(f"need n, chains, md_steps >= 1 and burn_in >= 0; got {n}, {chains}, {md_steps}, {burn_in}")
+    platform = select_platform(platform)
+    rounds = math.ceil(n / chains)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=chains * (burn_in + rounds), disable=not show, unit="round", desc=system.name)
+    frames, accepted, offered, ess = [], 0, 0, torch.zeros(len(torsions), dtype=torch.float64)
+    for c in range(chains):
+        chain = _Chain(system, torsions, mixture, seed * chains + c, platform)
+        for _ in range(burn_in):
+            chain.round(md_steps)
+            bar.update()
+        chain_frames = []
+        for _ in range(rounds):
+            chain_frames.append(chain.round(md_steps))
+            bar.update()
+        accepted, offered = accepted + chain.accepted, offered + chain.offered
+        chain_angles = np.stack([f[2] for f in chain_frames]).reshape(rounds, len(torsions))
+        if len(torsions) and rounds > 2:
+            ess += torsion_ess(chain_angles).clamp(max=rounds)
+        frames.extend(chain_frames)
+    bar.close()
+    frames = frames[:n]
+    n_ess = min(float(ess.min()), len(frames)) if len(torsions) and rounds > 2 else float(len(frames))
+    return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
+                        angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
+                        acceptance=accepted / offered if offered else 0.0, ess=n_ess,
+                        evaluations=chains * (burn_in + rounds) * md_steps + offered)
