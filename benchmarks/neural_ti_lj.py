@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-node", type=int, default=128, help="Interpolated pairs per quadrature node.")
     parser.add_argument("--rigid-solvent", action="store_true",
                         help="Keep solvent-solvent interactions physical at every t (no learned softening).")
-    parser.add_argument("--noise", type=float, default=0.1,
+    parser.add_argument("--noise", type=float, default=0.0,
                         help="Largest Gaussian blur of the interpolant (sigma units); 0: target score matching.")
     parser.add_argument("--refine-steps", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
