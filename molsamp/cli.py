@@ -109,13 +109,13 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
 @cli.command()
 @click.argument("molecules")
 @click.option("-n", "--n", "n", type=int, default=300, show_default=True, help="Conformers per molecule.")
-@click.option("--smc", "mode", flag_value="smc", default=True,
-              help="Model draws annealed to the Boltzmann density by SMC, weighted (default, most accurate).")
+@click.option("--md-jumps", "mode", flag_value="md-jumps", default=True,
+              help="Langevin MD of all coordinates with model torsion jumps (MH; default, most accurate).")
+@click.option("--smc", "mode", flag_value="smc",
+              help="Model draws on one rigid geometry annealed to the torsional Boltzmann density by SMC, weighted.")
 @click.option("--weighted", "mode", flag_value="weighted", help="Plain importance weights of model draws (fastest).")
 @click.option("--mh", "mode", flag_value="mh", help="Independence Metropolis-Hastings chain (equal weights).")
 @click.option("--unweighted", "mode", flag_value="unweighted", help="Importance samples resampled to equal weights.")
-@click.option("--md-jumps", "mode", flag_value="md-jumps",
-              help="Langevin MD of all coordinates with model torsion jumps (MH; flexible bonds, angles, rings).")
 @click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
 @click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)
@@ -136,6 +136,8 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
 
     if not output.parent.is_dir():
         raise _UserError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
+    if relax_steps and mode == "md-jumps":
+        raise _UserError("--relax-steps applies to the rigid torsion modes (--smc, --weighted, --mh, --unweighted)")
     pairs = read_smiles(molecules)
     network = load_model(model or DEFAULT_MODEL)
     ensembles, failures = [], 0

@@ -136,14 +136,19 @@ def test_conformers_of_a_file_with_a_bad_molecule(tmp_path, conformer_setup):
     assert {round(float(r.GetProp("molsamp_log_weight")), 6) for r in records} == {round(-2.302585, 6)}  # log(1/10)
 
 
-def test_conformers_by_md_with_torsion_jumps(tmp_path, conformer_setup):
+def test_conformers_by_md_with_torsion_jumps_by_default(tmp_path, conformer_setup):
     env, model = conformer_setup
-    result = molsamp("conformers", "CCCO", "-n", "8", "--md-jumps", "--model", model, "-o", "out.sdf", cwd=tmp_path,
-                     env=env)
+    result = molsamp("conformers", "CCCO", "-n", "8", "--model", model, "-o", "out.sdf", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert "CCCO: 8 conformers, 2 torsions, ESS" in result.stdout and "MH acceptance" in result.stdout
     records = sdf_records(tmp_path / "out.sdf")
     assert len(records) == 8 and len({r.GetProp("molsamp_energy_kJ_mol") for r in records}) == 8  # flexible: all differ
+
+
+def test_relax_steps_need_a_torsion_mode(tmp_path, conformer_setup):
+    env, model = conformer_setup
+    assert_one_line_error(molsamp("conformers", "CCO", "--relax-steps", "5", "--model", model, "-o", "out.sdf",
+                                  cwd=tmp_path, env=env), "--relax-steps applies to the rigid torsion modes")
 
 
 def test_conformers_of_an_empty_string(tmp_path, conformer_setup):

@@ -33,9 +33,10 @@ TORSION_MODES = ("smc", "weighted", "mh", "unweighted")
 by sequential Monte Carlo with torsion moves (weighted, the most accurate); ``weighted``: importance-weighted model
 samples; ``mh``: an independence Metropolis-Hastings chain with the model as proposal (equal weights);
 ``unweighted``: weighted samples resampled to equal weights."""
-MODES = (*TORSION_MODES, "md-jumps")
-""":data:`TORSION_MODES`, and ``md-jumps``: Langevin MD of all coordinates with model torsion jumps accepted by
-Metropolis-Hastings (equal weights; bonds, angles and rings flexible; see :mod:`molsamp.conformers.md_jumps`)."""
+MODES = ("md-jumps", *TORSION_MODES)
+"""``md-jumps`` (the default of :func:`generate`): Langevin MD of all coordinates with model torsion jumps accepted by
+Metropolis-Hastings (equal weights; bonds, angles and rings flexible; see :mod:`molsamp.conformers.md_jumps`); and
+the :data:`TORSION_MODES`."""
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "torsion-mixture.pt"
 """The shipped pretrained torsion model."""
 SMC_STEPS = 8
@@ -156,7 +157,7 @@ def _md_jump_ensemble(system: System, model: TorsionMixtureNet, n: int, seed: in
 def generate(
     smiles: str,
     n: int = 300,
-    mode: str = "smc",
+    mode: str = "md-jumps",
     model: TorsionMixtureNet | str | Path | None = None,
     temperature: float = 300.0,
     solvent: str = "obc2",
@@ -172,7 +173,7 @@ def generate(
     ``molsamp_energy_kJ_mol`` and ``molsamp_log_weight`` (normalised log importance weight; equal weights in the
     ``mh``, ``unweighted`` and ``md-jumps`` modes); the molecule carries ``molsamp_ess`` (see
     :class:`TorsionSamples`; for ``md-jumps`` from the chains' torsion autocorrelation), ``molsamp_mode``,
-    ``molsamp_acceptance`` (``mh``, ``smc``, ``md-jumps``), ``molsamp_torsions`` and ``molsamp_seed``.
+    ``molsamp_acceptance`` (``mh``, ``smc``, ``md-jumps`` with torsions), ``molsamp_torsions`` and ``molsamp_seed``.
     ``relax_steps > 0`` samples the relaxed torsional energy and writes the relaxed geometries (see
     :class:`~molsamp.conformers.target.TorsionalTarget`); 0 keeps one rigid base geometry.
     """

@@ -34,13 +34,14 @@ if TYPE_CHECKING:
 @dataclasses.dataclass(frozen=True)
 class ChainSamples:
     """Frames of the chains, one per round after burn-in: positions ``[n, N, 3]`` (nm), reduced energies ``[n]``
-    (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate; the ESS (smallest over torsions of the sum over
-    chains of each chain's torsion ESS, at most one per frame); and the force and energy evaluations spent."""
+    (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate (None without rotatable torsions); the ESS
+    (smallest over torsions of the sum over chains of each chain's torsion ESS, at most one per frame; the number of
+    frames without rotatable torsions); and the force and energy evaluations spent."""
 
     positions: np.ndarray
     u: np.ndarray
     angles: np.ndarray
-    acceptance: float
+    acceptance: float | None
     ess: float
     evaluations: int
 
@@ -129,5 +130,5 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     n_ess = min(float(ess.min()), len(frames)) if len(torsions) and rounds > 2 else float(len(frames))
     return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
                         angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
-                        acceptance=accepted / offered if offered else 0.0, ess=n_ess,
+                        acceptance=accepted / offered if offered else None, ess=n_ess,
                         evaluations=chains * (burn_in + rounds) * md_steps + offered)
