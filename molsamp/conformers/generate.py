@@ -48,9 +48,9 @@ _MAX_DRAWS_PER_SAMPLE = 50  # give up when clashes leave fewer clash-free draws 
 @dataclasses.dataclass(frozen=True)
 class TorsionSamples:
     """Torsion angles ``[n, T]`` (rad), reduced energies ``u [n]`` (kT), log model densities ``[n]``, normalised
-    log importance weights ``[n]`` (they sum to 1 in probability), the Kish ESS (of the model draws; for ``smc`` the smallest
-    over the annealing steps, before resampling), the MH acceptance rate (``mh``, ``smc``), the number of draws from the model (clashes
-    included) and the OpenMM energy evaluations spent."""
+    log importance weights ``[n]`` (they sum to 1 in probability), the Kish ESS (of the model draws; for ``smc`` the
+    smallest over the annealing steps, before resampling), the MH acceptance rate (``mh``, ``smc``), the number of
+    draws from the model (clashes included) and the OpenMM energy evaluations spent."""
 
     angles: torch.Tensor
     u: torch.Tensor
