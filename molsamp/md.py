@@ -7,7 +7,7 @@ moment resumes where its last checkpoint left it and ends with the same frames a
 
 from __future__ import annotations
 
-__all__ = ["run_md", "run_resumable", "Engine", "load_trajectory", "FORMATS"]
+__all__ = ["run_md", "run_resumable", "Engine", "OpenMMEngine", "load_trajectory", "FORMATS"]
 
 import io
 import json
@@ -45,7 +45,7 @@ class Engine(Protocol):
     def save_state(self) -> bytes: ...
 
 
-class _OpenMMEngine:
+class OpenMMEngine:
     """``LangevinMiddleIntegrator`` in one Context; a CPU Context uses one thread, so runs are bitwise reproducible."""
 
     def __init__(self, system: System, seed: int, platform: str, state: bytes | None) -> None:
@@ -205,7 +205,7 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
     def engine(state: bytes | None) -> Engine:
         if platform == "torch":
             return _TorchEngine(system, seed, state)
-        return _OpenMMEngine(system, seed, platform, state)
+        return OpenMMEngine(system, seed, platform, state)
 
     return run_resumable(engine, output, n_frames, steps_per_frame, steps_per_frame * system.timestep,
                          system.topology, meta, checkpoint_every=checkpoint_every, progress=progress,

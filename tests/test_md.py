@@ -92,8 +92,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_frames(ala2, tmp_path, mon
     assert 5 <= done < 100 and not output.exists()
 
     steps = []
-    original_step = molsamp.md._OpenMMEngine.step
-    monkeypatch.setattr(molsamp.md._OpenMMEngine, "step", lambda self, n: (steps.append(n), original_step(self, n)))
+    original_step = molsamp.md.OpenMMEngine.step
+    monkeypatch.setattr(molsamp.md.OpenMMEngine, "step", lambda self, n: (steps.append(n), original_step(self, n)))
     run_md(ala2, output, 10.0, save_every=0.1, seed=3, platform="CPU", checkpoint_every=5)
     assert sum(steps) <= (100 - done) * 50  # resumed, not restarted
     monkeypatch.undo()
@@ -157,7 +157,7 @@ def test_unwritable_or_missing_folder_is_an_input_error_before_md(ala2, tmp_path
     def no_md(*args, **kwargs):
         raise AssertionError("MD started")
 
-    monkeypatch.setattr(molsamp.md, "_OpenMMEngine", no_md)
+    monkeypatch.setattr(molsamp.md, "OpenMMEngine", no_md)
     (tmp_path / "file").write_text("")
     for output in (tmp_path / "missing" / "out.h5", tmp_path / "file" / "out.h5"):
         with pytest.raises(InputError, match="does not exist or is not a folder"):

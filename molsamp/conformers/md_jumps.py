@@ -24,7 +24,8 @@ import torch
 from molsamp.analysis import compute_dihedrals, torsion_ess
 from molsamp.conformers.torsions import Torsions, rotate_torsion
 from molsamp.errors import InputError
-from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, create_context, openmm_seed, select_platform
+from molsamp.md import OpenMMEngine
+from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, select_platform
 
 if TYPE_CHECKING:
     from molsamp.conformers.model import TorsionMixture
@@ -51,17 +52,11 @@ class _Chain:
 
     def __init__(self, system: System, torsions: Torsions, mixture: TorsionMixture, seed: int,
                  platform: str) -> None:
-        import openmm
-
+        engine = OpenMMEngine(system, seed, platform, state=None)  # minimised, thermal velocities
+        self.context, self.integrator = engine.context, engine.integrator
         self.torsions, self.mixture = torsions, mixture
         self.kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
         self.generator = torch.Generator().manual_seed(seed)
-        self.integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
-        self.integrator.setRandomNumberSeed(openmm_seed(seed))
-        self.context = create_context(system.openmm_system, self.integrator, platform, threads=1)
-        self.context.setPositions(system.positions)
-        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
-        self.context.setVelocitiesToTemperature(system.temperature, openmm_seed(seed))
         self.accepted = self.offered = 0
 
     def state(self) -> tuple[np.ndarray, float]:
@@ -111,6 +106,7 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=chains * (burn_in + rounds), disable=not show, unit="round", desc=system.name)
     frames, accepted, offered, ess = [], 0, 0, torch.zeros(len(torsions), dtype=torch.float64)
+    measurable = len(torsions) > 0 and rounds > 2  # torsion autocorrelation needs torsions and a few frames
     for c in range(chains):
         chain = _Chain(system, torsions, mixture, seed * chains + c, platform)
         for _ in range(burn_in):
@@ -122,12 +118,12 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
             bar.update()
         accepted, offered = accepted + chain.accepted, offered + chain.offered
         chain_angles = np.stack([f[2] for f in chain_frames]).reshape(rounds, len(torsions))
-        if len(torsions) and rounds > 2:
+        if measurable:
             ess += torsion_ess(chain_angles).clamp(max=rounds)
         frames.extend(chain_frames)
     bar.close()
     frames = frames[:n]
-    n_ess = min(float(ess.min()), len(frames)) if len(torsions) and rounds > 2 else float(len(frames))
+    n_ess = min(float(ess.min()), len(frames)) if measurable else float(len(frames))
     return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
                         angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
                         acceptance=accepted / offered if offered else None, ess=n_ess,
