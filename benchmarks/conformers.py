@@ -9,7 +9,10 @@ For each benchmark molecule with a reference in ``data/conformer_references/`` (
   per ps.
 Figure of merit: Jensen-Shannon divergence (nats, 36 bins) of each heavy-atom rotatable torsion against the
 reference, averaged over torsions (``js``), and over the reference's converged torsions only (``js_converged``: the
-two halves of the reference agree within JS 0.02). Also wall time per conformer and per effective sample, against
+two halves of the reference agree within JS 0.02). Plain MD never leaves its starting state on some torsions
+(hindered N-alkyl rotors of amides, crowded aryl rotors) while its halves agree, so where
+``data/conformer_references/uniform_jumps/`` has a second reference (MD with model-free uniform torsion jumps and
+Metropolis-Hastings, which crosses those barriers), the divergence against it is reported too (``js_uniform_jumps``). Also wall time per conformer and per effective sample, against
 the reference MD's wall time per effective sample (torsion ESS from autocorrelation). One JSON line per molecule
 and method, then a summary line. Usage: ``python benchmarks/conformers.py [--n 500]``.
 """
@@ -84,21 +87,29 @@ def main() -> None:
             continue
         ref = np.load(REFERENCES / f"{name}.npz")
         reference, quads, converged = ref["angles"], ref["torsions"], ref["half_js"] <= 0.02
+        jumps_file = REFERENCES / "uniform_jumps" / f"{name}.npz"
+        jumps_reference = np.load(jumps_file)["angles"] if jumps_file.is_file() else None
         md_seconds_per_ess = float(ref["md_wall_s"]) / float(ref["ess"].min())
         system = from_smiles(smiles, name=name)
         target = TorsionalTarget(system)
         heavy = np.flatnonzero(target.torsions.heavy)
         assert np.array_equal(target.torsions.atoms[heavy], quads), "reference torsions differ from the sampler's"
 
-        def record(method: str, js: np.ndarray, seconds: float, ess: float | None, extra: dict | None = None) -> None:
+        def record(method: str, angles: np.ndarray, seconds: float, ess: float | None, extra: dict | None = None,
+                   log_weights=None) -> None:
+            js = js_per_torsion(angles, reference, log_weights)
             row = {"benchmark": "conformers", "name": name, "method": method, "torsions": len(quads),
                    "js": round(float(js.mean()), 4),
                    "js_converged": round(float(js[converged].mean()), 4) if converged.any() else None,
-                   "js_per_torsion": [round(float(v), 4) for v in js],
-                   "seconds": round(seconds, 2), "seconds_per_conformer": round(seconds / args.n, 5),
-                   "seconds_per_effective_sample": None if not ess else round(seconds / ess, 5),
-                   "ratio_to_reference_md_per_effective_sample": None if not ess else
-                   round(seconds / ess / md_seconds_per_ess, 5), **(extra or {})}
+                   "js_per_torsion": [round(float(v), 4) for v in js]}
+            if jumps_reference is not None:
+                js = js_per_torsion(angles, jumps_reference, log_weights)
+                row.update({"js_uniform_jumps": round(float(js.mean()), 4),
+                            "js_uniform_jumps_per_torsion": [round(float(v), 4) for v in js]})
+            row.update({"seconds": round(seconds, 2), "seconds_per_conformer": round(seconds / args.n, 5),
+                        "seconds_per_effective_sample": None if not ess else round(seconds / ess, 5),
+                        "ratio_to_reference_md_per_effective_sample": None if not ess else
+                        round(seconds / ess / md_seconds_per_ess, 5), **(extra or {})})
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -108,27 +119,31 @@ def main() -> None:
             start = time.perf_counter()
             samples = sample_torsions(mixture, target, args.n, mode=mode, seed=args.seed)
             seconds = time.perf_counter() - start
-            angles = samples.angles[:, heavy].numpy()
-            js = js_per_torsion(angles, reference, samples.log_weights if mode != "mh" else None)
-            record(f"molsamp-{mode}", js, seconds, samples.ess,
+            record(f"molsamp-{mode}", samples.angles[:, heavy].numpy(), seconds, samples.ess,
                    {"ess": round(samples.ess, 1), "energy_evaluations": samples.evaluations,
-                    "acceptance": samples.acceptance})
+                    "acceptance": samples.acceptance}, samples.log_weights if mode != "mh" else None)
         start = time.perf_counter()
         chains = sample_md_jumps(system, target.torsions, mixture, args.n, seed=args.seed, platform="CPU")
         md_jumps_seconds = time.perf_counter() - start
-        record("molsamp-md-jumps", js_per_torsion(chains.angles[:, heavy], reference), md_jumps_seconds, chains.ess,
+        record("molsamp-md-jumps", chains.angles[:, heavy], md_jumps_seconds, chains.ess,
                {"ess": round(chains.ess, 1), "energy_evaluations": chains.evaluations,
                 "acceptance": round(chains.acceptance, 3)})
         for minimise in (False, True):
             angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
-            record("etkdg-mmff" if minimise else "etkdg", js_per_torsion(angles, reference), seconds, None)
+            record("etkdg-mmff" if minimise else "etkdg", angles, seconds, None)
         md = md_angles(system, quads, md_jumps_seconds, args.seed)
-        record("md-same-wall-time", js_per_torsion(md, reference), md_jumps_seconds, None, {"frames": len(md)})
+        record("md-same-wall-time", md, md_jumps_seconds, None, {"frames": len(md)})
         target.close()
     methods = sorted({r["method"] for r in rows})
+
+    def mean(key: str) -> dict:
+        return {m: round(float(np.mean([r[key] for r in rows if r["method"] == m and key in r])), 4)
+                for m in methods if any(key in r for r in rows if r["method"] == m)}
+
     print(json.dumps({"benchmark": "conformers-summary", "molecules": len({r["name"] for r in rows}),
-                      "mean_js": {m: round(float(np.mean([r["js"] for r in rows if r["method"] == m])), 4)
-                                  for m in methods}}))
+                      "mean_js": mean("js"), "mean_js_uniform_jumps": mean("js_uniform_jumps"),
+                      "molecules_with_uniform_jumps_reference": len({r["name"] for r in rows
+                                                                     if "js_uniform_jumps" in r})}))
 
 
 if __name__ == "__main__":

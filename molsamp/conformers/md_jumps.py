@@ -6,7 +6,9 @@ full OpenMM energy. A jump rotates one side of the bond rigidly about it: bond l
 constraints) are kept and the map preserves volume, so the acceptance probability is
 min(1, exp(-(U' - U)/kT) q(theta) / q(theta')) and the chain samples the Boltzmann density of every coordinate
 (bonds, angles and ring puckers too), up to the MD integrator's time-step error, which MD references share. MD moves
-within the wells; the jumps cross the torsion barriers that MD crosses rarely.
+within the wells; the jumps cross the torsion barriers that MD crosses rarely. Each chain starts from one of
+``START_CANDIDATES`` model-drawn conformers picked by importance resampling, so the chains start spread over the
+torsion states roughly as the target is, rather than all in the state of one input geometry.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ import numpy as np
 import torch
 
 from molsamp.analysis import compute_dihedrals, torsion_ess
-from molsamp.conformers.torsions import Torsions, rotate_torsion
+from molsamp.conformers.torsions import Torsions, rotate_torsion, set_torsions
 from molsamp.errors import InputError
 from molsamp.md import OpenMMEngine
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, select_platform
+
+START_CANDIDATES = 32
+"""Model-drawn conformers among which each chain picks its start."""
 
 if TYPE_CHECKING:
     from molsamp.conformers.model import TorsionMixture
@@ -58,6 +63,28 @@ class _Chain:
         self.kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
         self.generator = torch.Generator().manual_seed(seed)
         self.accepted = self.offered = 0
+        if len(torsions):
+            self.start_from_model()
+
+    def start_from_model(self) -> None:
+        """Move to one of :data:`START_CANDIDATES` conformers with model-drawn torsions, picked with probability
+        proportional to exp(-u)/q, and minimise it (the burn-in then equilibrates it)."""
+        import openmm
+
+        x = torch.as_tensor(self.state()[0])
+        angles = self.mixture.sample(START_CANDIDATES, self.generator).double()
+        candidates = set_torsions(x, self.torsions, angles).numpy()
+        u = []
+        for candidate in candidates:
+            self.context.setPositions(candidate)
+            u.append(self.state()[1])
+        with torch.no_grad():
+            log_w = torch.nan_to_num(-torch.tensor(u) - self.mixture.log_prob(angles).double(), nan=-math.inf)
+        start = x.numpy()
+        if torch.isfinite(log_w).any():
+            start = candidates[torch.multinomial(torch.softmax(log_w, 0), 1, generator=self.generator).item()]
+        self.context.setPositions(start)
+        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
 
     def state(self) -> tuple[np.ndarray, float]:
         """Positions (nm, float64) and reduced energy."""
@@ -127,4 +154,5 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
                         angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
                         acceptance=accepted / offered if offered else None, ess=n_ess,
-                        evaluations=chains * (burn_in + rounds) * md_steps + offered)
+                        evaluations=chains * ((burn_in + rounds) * md_steps + START_CANDIDATES * (len(torsions) > 0))
+                        + offered)

@@ -27,6 +27,12 @@ class TorsionMixture:
         self.logits = torch.log_softmax(logits, dim=-1)
         self.means, self.concentrations = means, concentrations
 
+    @classmethod
+    def uniform(cls, n_torsions: int) -> TorsionMixture:
+        """The flat density on the torus of ``n_torsions`` angles (a model-free proposal)."""
+        zeros = torch.zeros(n_torsions, 1)
+        return cls(zeros, zeros, torch.zeros(n_torsions, 1))
+
     @property
     def n_torsions(self) -> int:
         return self.logits.shape[0]

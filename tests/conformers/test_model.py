@@ -86,6 +86,16 @@ def test_samples_follow_the_density():
     assert js_divergence(histograms[0], bin_masses(lambda theta: marginal(mixture, 1).log_prob(theta[:, None]))) > 0.1
 
 
+def test_uniform_mixture_is_the_flat_density_on_the_torus():
+    flat = TorsionMixture.uniform(3)
+    angles = flat.sample(20000, torch.Generator().manual_seed(2))
+    assert angles.shape == (20000, 3)
+    log_density = flat.log_prob(angles).double()
+    assert torch.allclose(log_density, torch.full_like(log_density, -3 * math.log(2 * math.pi)))
+    for histogram in torsion_histogram(angles, BINS):
+        assert js_divergence(histogram, torch.full((BINS,), 1.0 / BINS)).item() < 0.005
+
+
 def test_sampling_is_reproducible_with_a_generator():
     mixture = hand_mixture()
     first = mixture.sample(50, torch.Generator().manual_seed(3))
