@@ -4,15 +4,20 @@ For each benchmark molecule with a reference in ``data/conformer_references/`` (
 ``benchmarks/conformer_references.py``; none of these molecules is in the torsion model's training set), in one run:
 - molsamp in the ``smc`` (weighted), ``weighted`` (plain importance sampling), ``mh`` and ``md-jumps`` (Langevin MD
   of all coordinates with model torsion jumps) modes, ``--n`` conformers;
+- the same MD with jumps drawn from a flat proposal instead of the model (``md-uniform-jumps``: what the learned
+  model adds);
 - RDKit ETKDG, the same number of conformers, raw and after MMFF94 minimisation;
 - plain Langevin MD (same force field) run for the same wall time as molsamp's default ``md-jumps`` mode, a frame
   per ps.
 Figure of merit: Jensen-Shannon divergence (nats, 36 bins) of each heavy-atom rotatable torsion against the
 reference, averaged over torsions (``js``), and over the reference's converged torsions only (``js_converged``: the
-two halves of the reference agree within JS 0.02). Plain MD never leaves its starting state on some torsions
-(hindered N-alkyl rotors of amides, crowded aryl rotors) while its halves agree, so where
-``data/conformer_references/uniform_jumps/`` has a second reference (MD with model-free uniform torsion jumps and
-Metropolis-Hastings, which crosses those barriers), the divergence against it is reported too (``js_uniform_jumps``). Also wall time per conformer and per effective sample, against
+two halves of the reference agree within JS 0.02). Torsions of symmetric rotors (a phenyl ring flip maps the
+molecule onto itself) are compared modulo their symmetry turn (``Torsions.symmetry``,
+``molsamp.analysis.fold_torsions``): plain MD rarely flips such a ring, but the flipped states are the same
+conformers. Plain MD never leaves its starting state on some torsions (hindered N-alkyl rotors of amides, crowded
+aryl rotors) while its halves agree, so where ``data/conformer_references/uniform_jumps/`` has a second reference
+(MD with model-free uniform torsion jumps and Metropolis-Hastings, which crosses those barriers), the divergence
+against it is reported too (``js_uniform_jumps``). Also wall time per conformer and per effective sample, against
 the reference MD's wall time per effective sample (torsion ESS from autocorrelation). One JSON line per molecule
 and method, then a summary line. Usage: ``python benchmarks/conformers.py [--n 500]``.
 """
@@ -28,18 +33,20 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molsamp.analysis import compute_dihedrals, torsion_js
+from molsamp.analysis import compute_dihedrals, fold_torsions, torsion_js
 from molsamp.conformers import TorsionalTarget, read_smiles, sample_md_jumps, sample_torsions
 from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.generate import DEFAULT_MODEL
-from molsamp.conformers.model import load_model
+from molsamp.conformers.model import TorsionMixture, load_model
 from molsamp.systems import from_smiles
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "data" / "conformer_references"
 
 
-def js_per_torsion(angles: np.ndarray, reference: np.ndarray, log_weights=None) -> np.ndarray:
+def js_per_torsion(angles: np.ndarray, reference: np.ndarray, symmetry: np.ndarray, log_weights=None) -> np.ndarray:
+    """JS of each torsion against the reference, symmetric rotors folded to one period."""
+    angles, reference = fold_torsions(angles, symmetry), fold_torsions(reference, symmetry)
     return np.array([torsion_js(angles[:, [t]], reference[:, [t]], log_weights_a=log_weights)
                      for t in range(reference.shape[1])])
 
@@ -86,7 +93,7 @@ def main() -> None:
         if not (REFERENCES / f"{name}.npz").is_file() or (args.only and name not in args.only.split(",")):
             continue
         ref = np.load(REFERENCES / f"{name}.npz")
-        reference, quads, converged = ref["angles"], ref["torsions"], ref["half_js"] <= 0.02
+        reference, quads = ref["angles"], ref["torsions"]
         jumps_file = REFERENCES / "uniform_jumps" / f"{name}.npz"
         jumps_reference = np.load(jumps_file)["angles"] if jumps_file.is_file() else None
         md_seconds_per_ess = float(ref["md_wall_s"]) / float(ref["ess"].min())
@@ -94,16 +101,19 @@ def main() -> None:
         target = TorsionalTarget(system)
         heavy = np.flatnonzero(target.torsions.heavy)
         assert np.array_equal(target.torsions.atoms[heavy], quads), "reference torsions differ from the sampler's"
+        symmetry = target.torsions.symmetry[heavy]
+        half = len(reference) // 2
+        converged = js_per_torsion(reference[:half], reference[half:], symmetry) <= 0.02
 
         def record(method: str, angles: np.ndarray, seconds: float, ess: float | None, extra: dict | None = None,
                    log_weights=None) -> None:
-            js = js_per_torsion(angles, reference, log_weights)
+            js = js_per_torsion(angles, reference, symmetry, log_weights)
             row = {"benchmark": "conformers", "name": name, "method": method, "torsions": len(quads),
                    "js": round(float(js.mean()), 4),
                    "js_converged": round(float(js[converged].mean()), 4) if converged.any() else None,
                    "js_per_torsion": [round(float(v), 4) for v in js]}
             if jumps_reference is not None:
-                js = js_per_torsion(angles, jumps_reference, log_weights)
+                js = js_per_torsion(angles, jumps_reference, symmetry, log_weights)
                 row.update({"js_uniform_jumps": round(float(js.mean()), 4),
                             "js_uniform_jumps_per_torsion": [round(float(v), 4) for v in js]})
             row.update({"seconds": round(seconds, 2), "seconds_per_conformer": round(seconds / args.n, 5),
@@ -128,6 +138,11 @@ def main() -> None:
         record("molsamp-md-jumps", chains.angles[:, heavy], md_jumps_seconds, chains.ess,
                {"ess": round(chains.ess, 1), "energy_evaluations": chains.evaluations,
                 "acceptance": round(chains.acceptance, 3)})
+        start = time.perf_counter()
+        flat = sample_md_jumps(system, target.torsions, TorsionMixture.uniform(len(target.torsions)), args.n,
+                               seed=args.seed, platform="CPU")
+        record("md-uniform-jumps", flat.angles[:, heavy], time.perf_counter() - start, flat.ess,
+               {"ess": round(flat.ess, 1), "acceptance": round(flat.acceptance, 3)})
         for minimise in (False, True):
             angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
             record("etkdg-mmff" if minimise else "etkdg", angles, seconds, None)

@@ -7,7 +7,7 @@ their dtype. Importance weights are always given as log-weights (``log_weights=`
 mdtraj and matplotlib load only inside the functions that need them.
 """
 
-from molsamp.analysis.dihedrals import backbone_dihedral_indices, compute_dihedrals
+from molsamp.analysis.dihedrals import backbone_dihedral_indices, compute_dihedrals, fold_torsions
 from molsamp.analysis.divergence import js_divergence, ramachandran_js, torsion_js
 from molsamp.analysis.ess import (autocorrelation, integrated_autocorrelation_time, kish_ess, time_series_ess,
                                   torsion_ess)
@@ -19,6 +19,7 @@ from molsamp.analysis.states import RAMACHANDRAN_STATES, ramachandran_population
 __all__ = [
     "compute_dihedrals",
     "backbone_dihedral_indices",
+    "fold_torsions",
     "torsion_histogram",
     "ramachandran_histogram",
     "free_energy_surface",

@@ -9,7 +9,7 @@ from torch import Tensor
 from molsamp.analysis._tensor import as_tensor
 from molsamp.errors import InputError
 
-__all__ = ["compute_dihedrals", "backbone_dihedral_indices"]
+__all__ = ["compute_dihedrals", "backbone_dihedral_indices", "fold_torsions"]
 
 
 def compute_dihedrals(x, indices, device: torch.device | str | None = None) -> Tensor:
@@ -78,3 +78,13 @@ def backbone_dihedral_indices(topology) -> dict[str, np.ndarray]:
         "phi": np.asarray(indices_phi(topology), dtype=np.int64).reshape(-1, 4),
         "psi": np.asarray(indices_psi(topology), dtype=np.int64).reshape(-1, 4),
     }
+
+
+def fold_torsions(angles, symmetry) -> np.ndarray:
+    """Torsion angles ``[B, T]`` (rad) of rotors with rotational symmetry numbers ``[T]`` mapped to one period and
+    stretched over (-pi, pi]: the angle of exp(i n theta). Angles that differ by a symmetry turn (a phenyl ring
+    flip) become equal, so ensembles that differ only by such turns have the same folded histograms."""
+    angles, symmetry = np.asarray(angles, dtype=np.float64), np.asarray(symmetry)
+    if angles.shape[-1:] != symmetry.shape:
+        raise InputError(f"{angles.shape[-1]} torsions but {symmetry.size} symmetry numbers")
+    return np.angle(np.exp(1j * symmetry * angles))

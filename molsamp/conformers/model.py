@@ -33,6 +33,15 @@ class TorsionMixture:
         zeros = torch.zeros(n_torsions, 1)
         return cls(zeros, zeros, torch.zeros(n_torsions, 1))
 
+    def with_uniform(self, weight: float) -> TorsionMixture:
+        """This mixture blended with the flat density, which gets ``weight`` (in (0, 1)): a defensive proposal that
+        reaches every angle, including states the model misses."""
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"uniform weight must be in (0, 1), got {weight}")
+        flat = torch.zeros(self.n_torsions, 1, dtype=self.means.dtype)
+        return TorsionMixture(torch.cat([self.logits + math.log1p(-weight), flat + math.log(weight)], -1),
+                              torch.cat([self.means, flat], -1), torch.cat([self.concentrations, flat], -1))
+
     @property
     def n_torsions(self) -> int:
         return self.logits.shape[0]

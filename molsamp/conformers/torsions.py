@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = ["Torsions", "rotatable_torsions", "set_torsions", "rotate_torsion"]
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,11 +25,15 @@ class Torsions:
         atoms: ``[T, 4]`` atom indices (i, j, k, l) of each torsion; the bond j-k rotates.
         moving: for each torsion, the indices of the atoms on the k side of its bond (those that move with it).
         heavy: ``[T]`` True where all four atoms are heavy atoms (the torsions usually compared between ensembles).
+        symmetry: ``[T]`` rotational symmetry number of each torsion: turning it by 2 pi / symmetry maps the molecule
+            onto itself (2 for a phenyl ring flip, 3 for a tert-butyl, 6 for both ends; 1 for most), so its
+            Boltzmann marginal has that period (see :func:`molsamp.analysis.fold_torsions`).
     """
 
     atoms: np.ndarray
     moving: tuple[np.ndarray, ...]
     heavy: np.ndarray
+    symmetry: np.ndarray
 
     def __len__(self) -> int:
         return len(self.atoms)
@@ -43,6 +48,18 @@ def _is_symmetric_rotor(atom: Chem.Atom, exclude: int) -> bool:
     """True for a centre whose other neighbours are three identical terminal atoms (CH3, CF3, NH3+)."""
     others = [n for n in atom.GetNeighbors() if n.GetIdx() != exclude]
     return len(others) == 3 and all(n.GetDegree() == 1 for n in others) and len({n.GetAtomicNum() for n in others}) == 1
+
+
+def _end_symmetry(atom: Chem.Atom, exclude: int, ranks: list[int]) -> int:
+    """2 for a planar (sp2) end whose two other neighbours are equivalent, 3 for an sp3 end with three; else 1."""
+    from rdkit import Chem
+
+    others = {ranks[n.GetIdx()] for n in atom.GetNeighbors() if n.GetIdx() != exclude}
+    count, hybridisation = atom.GetDegree() - 1, atom.GetHybridization()
+    planar = hybridisation == Chem.HybridizationType.SP2 or atom.GetIsAromatic()
+    if len(others) == 1 and ((count == 2 and planar) or (count == 3 and hybridisation == Chem.HybridizationType.SP3)):
+        return count
+    return 1
 
 
 def _side(mol: Chem.Mol, j: int, k: int) -> np.ndarray:
@@ -66,7 +83,8 @@ def rotatable_torsions(mol: Chem.Mol) -> Torsions:
     """
     from rdkit import Chem
 
-    atoms, moving, heavy = [], [], []
+    ranks = list(Chem.CanonicalRankAtoms(mol, breakTies=False))
+    atoms, moving, heavy, symmetry = [], [], [], []
     for bond in mol.GetBonds():
         if bond.GetBondType() != Chem.BondType.SINGLE or bond.IsInRing():
             continue
@@ -86,7 +104,9 @@ def rotatable_torsions(mol: Chem.Mol) -> Torsions:
         atoms.append((i, j, k, l))
         moving.append(side_k)
         heavy.append(all(mol.GetAtomWithIdx(a).GetAtomicNum() > 1 for a in (i, j, k, l)))
-    return Torsions(np.array(atoms, dtype=np.int64).reshape(-1, 4), tuple(moving), np.array(heavy, dtype=bool))
+        symmetry.append(math.lcm(_end_symmetry(begin, end.GetIdx(), ranks), _end_symmetry(end, begin.GetIdx(), ranks)))
+    return Torsions(np.array(atoms, dtype=np.int64).reshape(-1, 4), tuple(moving), np.array(heavy, dtype=bool),
+                    np.array(symmetry, dtype=np.int64))
 
 
 def _rotate(x: torch.Tensor, origin: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:

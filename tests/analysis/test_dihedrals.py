@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
+from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals, fold_torsions
 from molsamp.errors import InputError
 
 # Alanine dipeptide (ACE-ALA-NME) in the atom order of the usual 22-atom PDB files.
@@ -95,3 +95,15 @@ def test_topology_without_backbone_gives_empty_indices():
 def test_bad_input_names_the_problem(x, indices, message):
     with pytest.raises(InputError, match=message):
         compute_dihedrals(x, indices)
+
+
+def test_folding_maps_symmetry_turns_together_and_fills_the_circle():
+    theta = np.random.default_rng(0).uniform(-math.pi, math.pi, (1000, 3))
+    symmetry = np.array([1, 2, 3])
+    folded = fold_torsions(theta, symmetry)
+    np.testing.assert_allclose(folded[:, 0], theta[:, 0], atol=1e-12)  # symmetry 1: unchanged
+    turned = theta + 2 * math.pi / symmetry
+    np.testing.assert_allclose(np.cos(fold_torsions(turned, symmetry) - folded), 1.0, atol=1e-9)
+    assert folded.min() < -3.0 and folded.max() > 3.0  # one period stretched over the whole circle
+    with pytest.raises(InputError, match="symmetry numbers"):
+        fold_torsions(theta, [1, 2])

@@ -96,6 +96,17 @@ def test_uniform_mixture_is_the_flat_density_on_the_torus():
         assert js_divergence(histogram, torch.full((BINS,), 1.0 / BINS)).item() < 0.005
 
 
+def test_blending_with_the_flat_density():
+    mixture = hand_mixture()
+    blended = mixture.with_uniform(0.25)
+    theta = torch.cartesian_prod(grid(60)[0], grid(60)[0])
+    expected = 0.75 * marginal(mixture, 0).log_prob(theta[:, :1]).exp() + 0.25 / (2 * math.pi)
+    assert torch.allclose(marginal(blended, 0).log_prob(theta[:, :1]).exp(), expected)
+    assert torch.allclose(blended.log_prob(theta).exp().sum() * grid(60)[1] ** 2, torch.tensor(1.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="uniform weight"):
+        mixture.with_uniform(1.0)
+
+
 def test_sampling_is_reproducible_with_a_generator():
     mixture = hand_mixture()
     first = mixture.sample(50, torch.Generator().manual_seed(3))

@@ -77,6 +77,36 @@ def test_excluded_bonds(smiles, expected):
         assert sp not in (molecule.GetAtomWithIdx(int(a)).GetHybridization() for a in quad[1:3])
 
 
+@pytest.mark.parametrize("smiles, symmetry", [
+    ("CCCC", [1]),
+    ("CCc1ccccc1", [2]),  # a ring flip maps the molecule onto itself
+    ("Fc1ccccc1CC", [1]),  # not with an ortho substituent
+    ("c1ccc(cc1)-c1ccccc1", [2]),  # both ends two-fold: still two-fold
+    ("CC(C)(C)c1ccccc1", [6]),  # three-fold tert-butyl on a two-fold ring
+    ("CC(C)CC", [1]),  # an isopropyl's two methyls are not three equivalent neighbours
+    ("CCN", [1]),  # a pyramidal NH2 has two equivalent hydrogens 120 degrees apart, not 180
+    ("Nc1ccccc1", [2]),  # a planar NH2 on a ring: both ends two-fold
+])
+def test_symmetry_numbers(smiles, symmetry):
+    torsions = rotatable_torsions(with_hydrogens(smiles))
+    assert torsions.symmetry.tolist() == symmetry
+
+
+def test_a_ring_flip_turns_a_symmetric_torsion_by_half_a_period():
+    """Swapping the ortho atoms of ethylbenzene's ring (a relabelling that leaves the molecule as it is) turns the
+    torsion by pi, one symmetry period."""
+    molecule, x = embedded("CCc1ccccc1")
+    torsions = rotatable_torsions(molecule)
+    (quad,) = torsions.atoms.tolist()
+    ipso = 1 if molecule.GetAtomWithIdx(quad[1]).GetIsAromatic() else 2
+    centre, outer = quad[ipso], quad[3 * (ipso - 1)]  # i with j, l with k
+    (other_ortho,) = [n.GetIdx() for n in molecule.GetAtomWithIdx(centre).GetNeighbors()
+                      if n.GetIdx() not in quad]
+    flipped = [other_ortho if a == outer else a for a in quad]
+    angles = compute_dihedrals(x[None], np.array([quad, flipped]))[0]
+    assert abs(wrapped(angles[1] - angles[0]).abs().item() - math.pi) < 0.1
+
+
 def test_set_torsions_reaches_the_requested_angles_and_keeps_bonds_and_angles():
     molecule, base = embedded(IBUPROFEN)
     torsions = rotatable_torsions(molecule)
