@@ -1,8 +1,8 @@
 """Conformers in full Cartesian space: Langevin MD with torsion jumps drawn from the torsion model.
 
 Each round of a chain runs ``md_steps`` of OpenMM Langevin dynamics, then offers every rotatable torsion, in random
-order, a jump to an angle drawn from the model's marginal for that torsion, accepted by Metropolis-Hastings on the
-full OpenMM energy. A jump rotates one side of the bond rigidly about it: bond lengths, bond angles (and
+order, a jump to an angle drawn from the model's marginal for that torsion (blended with the flat density, so that
+jumps reach states the model misses), accepted by Metropolis-Hastings on the full OpenMM energy. A jump rotates one side of the bond rigidly about it: bond lengths, bond angles (and
 constraints) are kept and the map preserves volume, so the acceptance probability is
 min(1, exp(-(U' - U)/kT) q(theta) / q(theta')) and the chain samples the Boltzmann density of every coordinate
 (bonds, angles and ring puckers too), up to the MD integrator's time-step error, which MD references share. MD moves
@@ -118,16 +118,20 @@ class _Chain:
 
 
 def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture, n: int, chains: int = 4,
-                    md_steps: int = 50, burn_in: int = 20, seed: int = 0, platform: str | None = None,
-                    progress: bool | None = None) -> ChainSamples:
+                    md_steps: int = 50, burn_in: int = 20, uniform_weight: float = 0.5, seed: int = 0,
+                    platform: str | None = None, progress: bool | None = None) -> ChainSamples:
     """``n`` frames from ``chains`` chains of Langevin MD (``md_steps`` per round) with model torsion jumps (one offer
-    per torsion per round), after ``burn_in`` rounds each. ``system`` is an OpenMM system made from SMILES."""
+    per torsion per round), after ``burn_in`` rounds each. ``system`` is an OpenMM system made from SMILES. Jumps
+    are drawn from the model's marginals blended with the flat density at ``uniform_weight`` (0: the model alone)."""
     from tqdm import tqdm
 
     if system.openmm_system is None:
         raise InputError(f"system {system.name!r} has no OpenMM system: MD with torsion jumps needs one")
     if n < 1 or chains < 1 or md_steps < 1 or burn_in < 0:
         raise InputError(f"need n, chains, md_steps >= 1 and burn_in >= 0; got {n}, {chains}, {md_steps}, {burn_in}")
+    if not 0.0 <= uniform_weight < 1.0:
+        raise InputError(f"uniform_weight must be in [0, 1), got {uniform_weight}")
+    proposal = mixture.with_uniform(uniform_weight) if uniform_weight else mixture
     platform = select_platform(platform)
     rounds = math.ceil(n / chains)
     show = sys.stderr.isatty() if progress is None else progress
@@ -135,7 +139,7 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     frames, accepted, offered, ess = [], 0, 0, torch.zeros(len(torsions), dtype=torch.float64)
     measurable = len(torsions) > 0 and rounds > 2  # torsion autocorrelation needs torsions and a few frames
     for c in range(chains):
-        chain = _Chain(system, torsions, mixture, seed * chains + c, platform)
+        chain = _Chain(system, torsions, proposal, seed * chains + c, platform)
         for _ in range(burn_in):
             chain.round(md_steps)
             bar.update()

@@ -69,12 +69,26 @@ def test_chains_reproduce_the_exact_torsion_density(three_well_butane):
     assert js_divergence(torsion_histogram(torch.as_tensor(chains.angles[:, 0]), BINS), exact).item() < 0.01
 
 
+def test_the_flat_blend_reaches_a_well_the_model_misses(three_well_butane):
+    """A model that knows only the trans well: its jumps alone never reach the gauche wells, a blend with
+    the flat density (here uniform_weight=0.2) does, and the chains reproduce the exact density."""
+    system, torsions = three_well_butane
+    trans_only = TorsionMixture(torch.tensor([[0.0]]), torch.tensor([[math.pi]]), torch.tensor([[20.0]]))
+    exact = exact_bin_masses()
+    runs = {weight: sample_md_jumps(system, torsions, trans_only, 4000, md_steps=10, uniform_weight=weight, seed=3,
+                                    platform="CPU", progress=False) for weight in (0.0, 0.2)}
+    js = {weight: js_divergence(torsion_histogram(torch.as_tensor(run.angles[:, 0]), BINS), exact).item()
+          for weight, run in runs.items()}
+    assert js[0.0] > 0.05
+    assert js[0.2] < 0.01
+
+
 def test_md_alone_stays_in_its_well(three_well_butane):
     """Without jumps the barriers hold: the jumps, not the MD, are what crosses them."""
     system, torsions = three_well_butane
     never = TorsionMixture(torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.tensor([[50.0]]))  # top of a barrier
-    chains = sample_md_jumps(system, torsions, never, 1000, chains=1, md_steps=10, burn_in=0, seed=2,
-                             platform="CPU", progress=False)
+    chains = sample_md_jumps(system, torsions, never, 1000, chains=1, md_steps=10, burn_in=0, uniform_weight=0.0,
+                             seed=2, platform="CPU", progress=False)
     assert chains.acceptance < 0.01
     assert js_divergence(torsion_histogram(torch.as_tensor(chains.angles[:, 0]), BINS), exact_bin_masses()) > 0.1
 
