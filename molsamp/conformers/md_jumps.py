@@ -2,13 +2,14 @@
 
 Each round of a chain runs ``md_steps`` of OpenMM Langevin dynamics, then offers every rotatable torsion, in random
 order, a jump to an angle drawn from the model's marginal for that torsion (blended with the flat density, so that
-jumps reach states the model misses), accepted by Metropolis-Hastings on the full OpenMM energy. A jump rotates one side of the bond rigidly about it: bond lengths, bond angles (and
-constraints) are kept and the map preserves volume, so the acceptance probability is
-min(1, exp(-(U' - U)/kT) q(theta) / q(theta')) and the chain samples the Boltzmann density of every coordinate
-(bonds, angles and ring puckers too), up to the MD integrator's time-step error, which MD references share. MD moves
-within the wells; the jumps cross the torsion barriers that MD crosses rarely. Each chain starts from one of
-``START_CANDIDATES`` model-drawn conformers picked by importance resampling, so the chains start spread over the
-torsion states roughly as the target is, rather than all in the state of one input geometry.
+jumps reach states the model misses), accepted by Metropolis-Hastings on the full OpenMM energy. A jump rotates one
+side of the bond rigidly about it: bond lengths, bond angles (and constraints) are kept and the map preserves
+volume, so the acceptance probability is min(1, exp(-(U' - U)/kT) q(theta) / q(theta')) and the chain samples the
+Boltzmann density of every coordinate (bonds, angles and ring puckers too), up to the MD integrator's time-step
+error, which MD references share. MD moves within the wells; the jumps cross the torsion barriers that MD crosses
+rarely. Each chain starts from one of ``START_CANDIDATES`` model-drawn conformers picked by importance resampling,
+so the chains start spread over the torsion states roughly as the target is, rather than all in the state of one
+input geometry.
 """
 
 from __future__ import annotations
