@@ -44,9 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "data" / "conformer_references"
 
 
-def js_per_torsion(angles: np.ndarray, reference: np.ndarray, symmetry: np.ndarray, log_weights=None) -> np.ndarray:
-    """JS of each torsion against the reference, symmetric rotors folded to one period."""
-    angles, reference = fold_torsions(angles, symmetry), fold_torsions(reference, symmetry)
+def js_per_torsion(angles: np.ndarray, reference: np.ndarray, log_weights=None) -> np.ndarray:
+    """JS of each torsion against the reference (both with symmetric rotors folded, see ``fold_torsions``)."""
     return np.array([torsion_js(angles[:, [t]], reference[:, [t]], log_weights_a=log_weights)
                      for t in range(reference.shape[1])])
 
@@ -94,26 +93,28 @@ def main() -> None:
             continue
         ref = np.load(REFERENCES / f"{name}.npz")
         reference, quads = ref["angles"], ref["torsions"]
-        jumps_file = REFERENCES / "uniform_jumps" / f"{name}.npz"
-        jumps_reference = np.load(jumps_file)["angles"] if jumps_file.is_file() else None
         md_seconds_per_ess = float(ref["md_wall_s"]) / float(ref["ess"].min())
         system = from_smiles(smiles, name=name)
         target = TorsionalTarget(system)
         heavy = np.flatnonzero(target.torsions.heavy)
         assert np.array_equal(target.torsions.atoms[heavy], quads), "reference torsions differ from the sampler's"
         symmetry = target.torsions.symmetry[heavy]
+        reference = fold_torsions(reference, symmetry)
+        jumps_file = REFERENCES / "uniform_jumps" / f"{name}.npz"
+        jumps_reference = fold_torsions(np.load(jumps_file)["angles"], symmetry) if jumps_file.is_file() else None
         half = len(reference) // 2
-        converged = js_per_torsion(reference[:half], reference[half:], symmetry) <= 0.02
+        converged = js_per_torsion(reference[:half], reference[half:]) <= 0.02
 
         def record(method: str, angles: np.ndarray, seconds: float, ess: float | None, extra: dict | None = None,
                    log_weights=None) -> None:
-            js = js_per_torsion(angles, reference, symmetry, log_weights)
+            angles = fold_torsions(angles, symmetry)
+            js = js_per_torsion(angles, reference, log_weights)
             row = {"benchmark": "conformers", "name": name, "method": method, "torsions": len(quads),
                    "js": round(float(js.mean()), 4),
                    "js_converged": round(float(js[converged].mean()), 4) if converged.any() else None,
                    "js_per_torsion": [round(float(v), 4) for v in js]}
             if jumps_reference is not None:
-                js = js_per_torsion(angles, jumps_reference, symmetry, log_weights)
+                js = js_per_torsion(angles, jumps_reference, log_weights)
                 row.update({"js_uniform_jumps": round(float(js.mean()), 4),
                             "js_uniform_jumps_per_torsion": [round(float(v), 4) for v in js]})
             row.update({"seconds": round(seconds, 2), "seconds_per_conformer": round(seconds / args.n, 5),

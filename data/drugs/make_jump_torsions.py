@@ -49,7 +49,8 @@ def main() -> None:
         print(json.dumps({"index": index, "name": name, "torsions": len(torsions), "ess": round(chains.ess, 1),
                           "acceptance": chains.acceptance, "seconds": round(time.perf_counter() - start, 1)}),
               flush=True)
-    done = {i: np.load(args.workdir / f"{i}.npz") for i in range(len(molecules)) if (args.workdir / f"{i}.npz").exists()}
+    paths = {i: args.workdir / f"{i}.npz" for i in range(len(molecules))}
+    done = {i: np.load(path) for i, path in paths.items() if path.exists()}
     np.savez_compressed(HERE / "jump_torsions.npz", smiles=np.array([s for _, s in molecules]),
                         **{f"angles_{i}": d["angles"] for i, d in done.items()})
     print(json.dumps({"molecules": len(molecules), "written": len(done)}))

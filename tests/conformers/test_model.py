@@ -99,10 +99,12 @@ def test_uniform_mixture_is_the_flat_density_on_the_torus():
 def test_blending_with_the_flat_density():
     mixture = hand_mixture()
     blended = mixture.with_uniform(0.25)
-    theta = torch.cartesian_prod(grid(60)[0], grid(60)[0])
+    angles, width = grid(60)
+    theta = torch.cartesian_prod(angles, angles)
     expected = 0.75 * marginal(mixture, 0).log_prob(theta[:, :1]).exp() + 0.25 / (2 * math.pi)
     assert torch.allclose(marginal(blended, 0).log_prob(theta[:, :1]).exp(), expected)
-    assert torch.allclose(blended.log_prob(theta).exp().sum() * grid(60)[1] ** 2, torch.tensor(1.0, dtype=torch.float64))
+    total = blended.log_prob(theta).exp().sum() * width**2
+    assert torch.allclose(total, torch.tensor(1.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="uniform weight"):
         mixture.with_uniform(1.0)
 
