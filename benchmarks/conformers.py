@@ -18,7 +18,8 @@ conformers. Plain MD never leaves its starting state on some torsions (hindered 
 aryl rotors) while its halves agree, so where ``data/conformer_references/uniform_jumps/`` has a second reference
 (MD with model-free uniform torsion jumps and Metropolis-Hastings, which crosses those barriers), the divergence
 against it is reported too (``js_uniform_jumps``). Also wall time per conformer and per effective sample, against
-the reference MD's wall time per effective sample (torsion ESS from autocorrelation). One JSON line per molecule
+the reference MD's wall time per effective sample (torsion ESS from autocorrelation; the reference's MD steps timed
+at the speed of the plain MD of this run, so both sides of the ratio come from the same machine and run). One JSON line per molecule
 and method, then a summary line. Usage: ``python benchmarks/conformers.py [--n 500]``.
 """
 
@@ -28,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import openmm
 import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
@@ -38,6 +38,8 @@ from molsamp.conformers import TorsionalTarget, read_smiles, sample_md_jumps, sa
 from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.generate import DEFAULT_MODEL
 from molsamp.conformers.model import TorsionMixture, load_model
+from molsamp.md import OpenMMEngine
+from molsamp.openmm_pool import select_platform
 from molsamp.systems import from_smiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,21 +64,18 @@ def etkdg_angles(molecule: Chem.Mol, quads: np.ndarray, n: int, seed: int, minim
     return compute_dihedrals(xyz, quads).numpy(), seconds
 
 
-def md_angles(system, quads: np.ndarray, seconds: float, seed: int) -> np.ndarray:
-    """Torsions every ps of Langevin MD run for ``seconds`` of wall time (minimisation and set-up included)."""
+def md_angles(system, quads: np.ndarray, seconds: float, seed: int) -> tuple[np.ndarray, float]:
+    """Torsions every ps of Langevin MD run for ``seconds`` of wall time (minimisation and set-up included), on the
+    platform molsamp picks for the molecule, and the wall time per MD step (s, set-up excluded)."""
     start = time.perf_counter()
-    integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
-    integrator.setRandomNumberSeed(seed + 1)
-    context = openmm.Context(system.openmm_system, integrator, openmm.Platform.getPlatformByName("CPU"),
-                             {"Threads": "1"})
-    context.setPositions(system.positions)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
-    context.setVelocitiesToTemperature(system.temperature, seed + 1)
-    frames = []
+    engine = OpenMMEngine(system, seed, select_platform(None, system.openmm_system), state=None)
+    steps_per_frame = round(1.0 / system.timestep)
+    frames, md_start = [], time.perf_counter()
     while time.perf_counter() - start < seconds or len(frames) < 2:
-        integrator.step(round(1.0 / system.timestep))
-        frames.append(context.getState(getPositions=True).getPositions(asNumpy=True)._value)
-    return compute_dihedrals(np.array(frames), quads).numpy()
+        engine.step(steps_per_frame)
+        frames.append(engine.observe()[0])
+    seconds_per_step = (time.perf_counter() - md_start) / (len(frames) * steps_per_frame)
+    return compute_dihedrals(np.array(frames), quads).numpy(), seconds_per_step
 
 
 def main() -> None:
@@ -93,7 +92,6 @@ def main() -> None:
             continue
         ref = np.load(REFERENCES / f"{name}.npz")
         reference, quads = ref["angles"], ref["torsions"]
-        md_seconds_per_ess = float(ref["md_wall_s"]) / float(ref["ess"].min())
         system = from_smiles(smiles, name=name)
         target = TorsionalTarget(system)
         heavy = np.flatnonzero(target.torsions.heavy)
@@ -104,6 +102,8 @@ def main() -> None:
         jumps_reference = fold_torsions(np.load(jumps_file)["angles"], symmetry) if jumps_file.is_file() else None
         half = len(reference) // 2
         converged = js_per_torsion(reference[:half], reference[half:]) <= 0.02
+
+        molecule_rows = []
 
         def record(method: str, angles: np.ndarray, seconds: float, ess: float | None, extra: dict | None = None,
                    log_weights=None) -> None:
@@ -119,10 +119,8 @@ def main() -> None:
                             "js_uniform_jumps_per_torsion": [round(float(v), 4) for v in js]})
             row.update({"seconds": round(seconds, 2), "seconds_per_conformer": round(seconds / args.n, 5),
                         "seconds_per_effective_sample": None if not ess else round(seconds / ess, 5),
-                        "ratio_to_reference_md_per_effective_sample": None if not ess else
-                        round(seconds / ess / md_seconds_per_ess, 5), **(extra or {})})
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+                        **(extra or {})})
+            molecule_rows.append(row)
 
         with torch.no_grad():
             mixture = model(molecule_graph(target.molecule, target.torsions))[0]
@@ -134,22 +132,30 @@ def main() -> None:
                    {"ess": round(samples.ess, 1), "energy_evaluations": samples.evaluations,
                     "acceptance": samples.acceptance}, samples.log_weights if mode != "mh" else None)
         start = time.perf_counter()
-        chains = sample_md_jumps(system, target.torsions, mixture, args.n, seed=args.seed, platform="CPU")
+        chains = sample_md_jumps(system, target.torsions, mixture, args.n, seed=args.seed)
         md_jumps_seconds = time.perf_counter() - start
         record("molsamp-md-jumps", chains.angles[:, heavy], md_jumps_seconds, chains.ess,
                {"ess": round(chains.ess, 1), "energy_evaluations": chains.evaluations,
                 "acceptance": round(chains.acceptance, 3)})
         start = time.perf_counter()
         flat = sample_md_jumps(system, target.torsions, TorsionMixture.uniform(len(target.torsions)), args.n,
-                               seed=args.seed, platform="CPU")
+                               seed=args.seed)
         record("md-uniform-jumps", flat.angles[:, heavy], time.perf_counter() - start, flat.ess,
                {"ess": round(flat.ess, 1), "acceptance": round(flat.acceptance, 3)})
         for minimise in (False, True):
             angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
             record("etkdg-mmff" if minimise else "etkdg", angles, seconds, None)
-        md = md_angles(system, quads, md_jumps_seconds, args.seed)
+        md, md_seconds_per_step = md_angles(system, quads, md_jumps_seconds, args.seed)
         record("md-same-wall-time", md, md_jumps_seconds, None, {"frames": len(md)})
         target.close()
+        reference_steps = float(ref["ns"]) * 1000.0 / system.timestep
+        md_seconds_per_ess = reference_steps * md_seconds_per_step / float(ref["ess"].min())
+        for row in molecule_rows:
+            seconds_per_ess = row["seconds_per_effective_sample"]
+            row["ratio_to_reference_md_per_effective_sample"] = (
+                None if seconds_per_ess is None else round(seconds_per_ess / md_seconds_per_ess, 5))
+            print(json.dumps(row), flush=True)
+        rows.extend(molecule_rows)
     methods = sorted({r["method"] for r in rows})
 
     def mean(key: str) -> dict:

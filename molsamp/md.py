@@ -188,15 +188,19 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
     Frame k is at time (k + 1) * save_every (the start is not a frame); energies are kJ/mol (kT-scaled reduced units
     for analytic systems). ``output`` ends in ``.h5`` or ``.dcd``. A partial folder ``<output>.partial`` is
     checkpointed every ``checkpoint_every`` frames and a rerun with the same system, seed, timestep, save_every and
-    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else CPU
-    (one thread, so the same seed gives the same frames); analytic systems run in torch.
+    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else the faster
+    of CPU and Reference for the system (one thread, so the same seed gives the same frames; a resumed run keeps the
+    platform it started on); analytic systems run in torch.
     """
     steps_per_frame = _count(save_every, system.timestep, "save_every", "the timestep")
     n_frames = _count(duration, steps_per_frame * system.timestep, "duration", "save_every")
     if system.openmm_system is not None:
         from molsamp.openmm_pool import select_platform
 
-        platform = select_platform(platform)
+        saved = Path(output).with_name(Path(output).name + ".partial") / "meta.json"
+        if platform is None and saved.is_file() and not overwrite:  # a resumed run keeps its platform
+            platform = json.loads(saved.read_text()).get("platform")
+        platform = select_platform(platform, system.openmm_system)
     else:
         platform = "torch"
     meta = {"system": system.name, "n_atoms": system.n_atoms, "timestep": system.timestep, "save_every": save_every,

@@ -66,9 +66,10 @@ class OpenMMTarget:
     Args:
         system: the OpenMM System (positions in nm, energies in kJ/mol).
         temperature: K.
-        n_workers: worker processes; default one per core on the CPU platform and 0 (evaluate in this process) on
-            GPU platforms.
-        platform: OpenMM platform name; default CUDA when present, else CPU.
+        n_workers: worker processes; default one per core on the CPU and Reference platforms and 0 (evaluate in
+            this process) on GPU platforms.
+        platform: OpenMM platform name; default CUDA when present, else the faster of CPU and Reference for
+            ``system``.
     """
 
     dim = 3

@@ -242,3 +242,22 @@ def test_relax_lowers_the_energy_and_holds_the_torsions(ala2, restrained_pools):
     np.testing.assert_allclose(worker_relaxed, relaxed, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(restrained_pools[0].relax(x, angles, steps=50)[0], energies)
     assert len(restrained_pools[1].pids) == 2
+
+
+def test_platform_is_the_one_named_else_the_faster_of_cpu_and_reference(ala2):
+    from molsamp.openmm_pool import select_platform
+
+    assert select_platform("Reference", ala2.openmm_system) == "Reference"
+    with pytest.raises(InputError, match="not available"):
+        select_platform("Abacus")
+    periodic = openmm.System()
+    periodic.setDefaultPeriodicBoxVectors(*np.eye(3) * 2.0)
+    nonbonded = openmm.NonbondedForce()
+    nonbonded.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    for _ in range(2):
+        periodic.addParticle(1.0)
+        nonbonded.addParticle(0.0, 0.3, 1.0)
+    periodic.addForce(nonbonded)
+    if "CUDA" not in {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}:
+        assert select_platform(None, periodic) == "CPU"  # Reference's PME and cell lists are slow
+        assert select_platform(None, ala2.openmm_system) in ("CPU", "Reference")

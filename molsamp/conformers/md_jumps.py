@@ -133,7 +133,7 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     if not 0.0 <= uniform_weight < 1.0:
         raise InputError(f"uniform_weight must be in [0, 1), got {uniform_weight}")
     proposal = mixture.with_uniform(uniform_weight) if uniform_weight else mixture
-    platform = select_platform(platform)
+    platform = select_platform(platform, system.openmm_system)
     rounds = math.ceil(n / chains)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=chains * (burn_in + rounds), disable=not show, unit="round", desc=system.name)
