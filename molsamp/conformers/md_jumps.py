@@ -78,7 +78,7 @@ class _Chain:
         u = []
         for candidate in candidates:
             self.context.setPositions(candidate)
-            u.append(self.state()[1])
+            u.append(self.energy())
         with torch.no_grad():
             log_w = torch.nan_to_num(-torch.tensor(u) - self.mixture.log_prob(angles).double(), nan=-math.inf)
         start = x.numpy()
@@ -86,6 +86,10 @@ class _Chain:
             start = candidates[torch.multinomial(torch.softmax(log_w, 0), 1, generator=self.generator).item()]
         self.context.setPositions(start)
         openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
+
+    def energy(self) -> float:
+        """Reduced energy of the current positions."""
+        return self.context.getState(getEnergy=True).getPotentialEnergy()._value / self.kT
 
     def state(self) -> tuple[np.ndarray, float]:
         """Positions (nm, float64) and reduced energy."""
@@ -99,19 +103,18 @@ class _Chain:
         x, u = self.state()
         angles = compute_dihedrals(x[None], self.torsions.atoms)[0].double()
         proposals = self.mixture.sample(1, self.generator)[0].double()
+        with torch.no_grad():
+            log_q, log_q_proposed = self.mixture.marginal_log_prob(torch.stack([angles, proposals])).double()
         for k in torch.randperm(len(self.torsions), generator=self.generator).tolist():
-            new_angles = angles.clone()
-            new_angles[k] = proposals[k]
             turn = (proposals[k] - angles[k]).reshape(1)
             new_x = rotate_torsion(torch.as_tensor(x)[None], self.torsions, k, turn)[0].numpy()
             self.context.setPositions(new_x)
-            new_u = self.state()[1]
-            with torch.no_grad():
-                log_q_new, log_q_old = self.mixture.log_prob(torch.stack([new_angles, angles])).double().tolist()
-            log_alpha = -(new_u - u) + log_q_old - log_q_new
+            new_u = self.energy()
+            log_alpha = -(new_u - u) + float(log_q[k] - log_q_proposed[k])
             self.offered += 1
             if math.isfinite(new_u) and math.log(1.0 - torch.rand(1, generator=self.generator).item()) < log_alpha:
-                x, u, angles = new_x, new_u, new_angles
+                x, u = new_x, new_u
+                angles[k], log_q[k] = proposals[k], log_q_proposed[k]
                 self.accepted += 1
             else:
                 self.context.setPositions(x)

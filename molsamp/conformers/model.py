@@ -48,10 +48,14 @@ class TorsionMixture:
 
     def log_prob(self, angles: Tensor) -> Tensor:
         """Log-density ``[B]`` of torsion angles ``[B, T]`` (rad) with respect to the flat measure on the torus."""
+        return self.marginal_log_prob(angles).sum(-1)
+
+    def marginal_log_prob(self, angles: Tensor) -> Tensor:
+        """Log-density ``[B, T]`` of each torsion's marginal at ``angles`` ``[B, T]`` (rad)."""
         kappa = self.concentrations
         log_normaliser = math.log(2 * math.pi) + torch.log(torch.special.i0e(kappa)) + kappa
         per_component = self.logits + kappa * torch.cos(angles[..., None] - self.means) - log_normaliser
-        return torch.logsumexp(per_component, dim=-1).sum(-1)
+        return torch.logsumexp(per_component, dim=-1)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
