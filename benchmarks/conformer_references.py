@@ -46,7 +46,8 @@ def uniform_jump_angles(system: System, torsions: Torsions, ns: float, save_ever
     md_steps = round(0.1 / system.timestep)
     rounds_per_frame = round(save_every / 0.1)
     chains = sample_md_jumps(system, torsions, TorsionMixture.uniform(len(torsions)),
-                             round(ns * 1000.0 / 0.1), chains=4, md_steps=md_steps, seed=seed, progress=True)
+                             round(ns * 1000.0 / 0.1), chains=4, md_steps=md_steps, burn_in=20, seed=seed,
+                             progress=True)
     return chains.angles[rounds_per_frame - 1::rounds_per_frame][:, torsions.heavy]
 
 

@@ -18,8 +18,9 @@ conformers. Plain MD never leaves its starting state on some torsions (hindered 
 aryl rotors) while its halves agree, so where ``data/conformer_references/uniform_jumps/`` has a second reference
 (MD with model-free uniform torsion jumps and Metropolis-Hastings, which crosses those barriers), the divergence
 against it is reported too (``js_uniform_jumps``). Also wall time per conformer and per effective sample, against
-the reference MD's wall time per effective sample (torsion ESS from autocorrelation; the reference's MD steps timed
-at the speed of the plain MD of this run, so both sides of the ratio come from the same machine and run). One JSON line per molecule
+the reference MD's wall time per effective sample (torsion ESS from autocorrelation, chains pooled as
+Stan pools them, the reference MD split into halves as Stan splits a chain; the reference's MD steps timed at the
+speed of the plain MD of this run, so both sides of the ratio come from the same machine and run). One JSON line per molecule
 and method, then a summary line. Usage: ``python benchmarks/conformers.py [--n 500]``.
 """
 
@@ -33,7 +34,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molsamp.analysis import compute_dihedrals, fold_torsions, torsion_js
+from molsamp.analysis import compute_dihedrals, fold_torsions, torsion_ess, torsion_js
 from molsamp.conformers import TorsionalTarget, read_smiles, sample_md_jumps, sample_torsions
 from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.generate import DEFAULT_MODEL
@@ -149,7 +150,8 @@ def main() -> None:
         record("md-same-wall-time", md, md_jumps_seconds, None, {"frames": len(md)})
         target.close()
         reference_steps = float(ref["ns"]) * 1000.0 / system.timestep
-        md_seconds_per_ess = reference_steps * md_seconds_per_step / float(ref["ess"].min())
+        halves = torch.as_tensor(ref["angles"][: 2 * half]).reshape(2, half, -1)  # Stan's split chains
+        md_seconds_per_ess = reference_steps * md_seconds_per_step / float(torsion_ess(halves).min())
         for row in molecule_rows:
             seconds_per_ess = row["seconds_per_effective_sample"]
             row["ratio_to_reference_md_per_effective_sample"] = (

@@ -41,7 +41,7 @@ def main() -> None:
             system = from_smiles(smiles, name=name)
             torsions = rotatable_torsions(system.molecule)
             chains = sample_md_jumps(system, torsions, TorsionMixture.uniform(len(torsions)), args.n,
-                                     seed=args.seed + index, progress=False)
+                                     chains=4, burn_in=20, seed=args.seed + index, progress=False)
         except Exception as error:  # one molecule's failure must not stop the rest
             print(json.dumps({"index": index, "name": name, "error": str(error)}), flush=True)
             continue

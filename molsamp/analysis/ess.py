@@ -54,29 +54,57 @@ def _centred_series(x, device: torch.device | str | None) -> Tensor:
 
 
 def autocorrelation(x, device: torch.device | str | None = None) -> Tensor:
-    """Normalised autocorrelation function rho(t) of a time series, via FFT.
+    """Normalised autocorrelation function rho(t) of a time series, or of several chains pooled, via FFT.
 
     Uses the standard (biased, 1/T) estimator of the autocovariance, which keeps rho positive
-    semi-definite; rho(0) = 1.
+    semi-definite; rho(0) = 1. Chains are pooled as Stan does (Vehtari et al. 2021, eq. 10):
+    rho(t) = 1 - (W - mean over chains of acov(t)) / var+, where W is the mean within-chain variance and
+    var+ = (T - 1) / T W + the variance of the chain means. Chains that sit in different states keep rho high, so
+    they count as few effective samples, however well each chain mixes within its state.
 
     Parameters
     ----------
-    x : array or Tensor, shape=(T,) or (T, D)
-        Time series; columns are separate observables.
+    x : array or Tensor, shape=(T,), (T, D) or (C, T, D)
+        Time series; columns are separate observables; a leading axis holds C chains of equal length.
     device : torch.device, optional
         Where to compute; default: the device of ``x``.
 
     Returns
     -------
-    rho : Tensor, same shape as ``x``
+    rho : Tensor, shape (T,), (T, D) or, for chains, (T, D)
         rho[t] for lags t = 0 .. T-1, per column.
     """
-    centred = _centred_series(x, device)
+    x = as_tensor(x, device, "x")
+    if x.ndim == 3:
+        return _pooled_autocorrelation(x)
+    acov = _lag_sums(_centred_series(x, device))
+    return acov / acov[0]
+
+
+def _lag_sums(centred: Tensor) -> Tensor:
+    """Sums over s of x[s] x[s + t] along the first axis of a centred series, for lags t = 0 .. T-1 (zero-padded
+    FFT)."""
     t = centred.shape[0]
     n = 1 << (2 * t - 1).bit_length()  # zero-pad to a power of two >= 2T: no circular wrap-around
     spectrum = torch.fft.rfft(centred, n=n, dim=0)
-    acov = torch.fft.irfft(spectrum * spectrum.conj(), n=n, dim=0)[:t]
-    return acov / acov[0]
+    return torch.fft.irfft(spectrum * spectrum.conj(), n=n, dim=0)[:t]
+
+
+def _pooled_autocorrelation(x: Tensor) -> Tensor:
+    """Stan's multi-chain autocorrelation ``[T, D]`` of chains ``x [C, T, D]`` (see :func:`autocorrelation`)."""
+    if x.shape[1] < 2 or x.shape[0] < 1:
+        raise InputError(f"x has shape {tuple(x.shape)}; expected chains (C, T, D) with C >= 1 and T >= 2")
+    if not torch.isfinite(x).all():
+        raise InputError("x contains NaN or inf")
+    t = x.shape[1]
+    means = x.mean(1, keepdim=True)
+    acov = _lag_sums((x - means).transpose(0, 1)) / t  # [T, C, D]
+    within = acov[0].mean(0) * t / (t - 1)
+    between = means[:, 0].var(0) if x.shape[0] > 1 else torch.zeros_like(within)
+    var_plus = within * (t - 1) / t + between
+    if (var_plus == 0).any():
+        raise InputError("x has a constant column: its autocorrelation is undefined")
+    return 1 - (within - acov.mean(1)) / var_plus
 
 
 def integrated_autocorrelation_time(x, c: float = 5.0, device: torch.device | str | None = None) -> float | Tensor:
@@ -90,8 +118,8 @@ def integrated_autocorrelation_time(x, c: float = 5.0, device: torch.device | st
 
     Parameters
     ----------
-    x : array or Tensor, shape=(T,) or (T, D)
-        Time series; columns are separate observables.
+    x : array or Tensor, shape=(T,), (T, D) or (C, T, D)
+        Time series; columns are separate observables; C chains pooled as in :func:`autocorrelation`.
     c : float
         Window constant; 5 is Sokal's recommendation.
     device : torch.device, optional
@@ -113,12 +141,12 @@ def integrated_autocorrelation_time(x, c: float = 5.0, device: torch.device | st
 
 
 def time_series_ess(x, c: float = 5.0, device: torch.device | str | None = None) -> float | Tensor:
-    """Effective number of independent samples T / tau of a correlated time series.
+    """Effective number of independent samples T / tau of a correlated time series (C T / tau for C chains).
 
     Parameters
     ----------
-    x : array or Tensor, shape=(T,) or (T, D)
-        Time series; columns are separate observables.
+    x : array or Tensor, shape=(T,), (T, D) or (C, T, D)
+        Time series; columns are separate observables; C chains pooled as in :func:`autocorrelation`.
     c : float
         Window constant of :func:`integrated_autocorrelation_time`.
     device : torch.device, optional
@@ -129,8 +157,9 @@ def time_series_ess(x, c: float = 5.0, device: torch.device | str | None = None)
     ess : float or Tensor, shape=(D,)
         A float for a 1D series, one value per column otherwise.
     """
+    x = as_tensor(x, device, "x")
     tau = integrated_autocorrelation_time(x, c, device)
-    return len(x) / tau
+    return x.shape[0] * x.shape[1] / tau if x.ndim == 3 else x.shape[0] / tau
 
 
 def torsion_ess(angles, c: float = 5.0, device: torch.device | str | None = None) -> Tensor:
@@ -141,8 +170,8 @@ def torsion_ess(angles, c: float = 5.0, device: torch.device | str | None = None
 
     Parameters
     ----------
-    angles : array or Tensor, shape=(T, M)
-        Torsion angles (rad), one column per torsion.
+    angles : array or Tensor, shape=(T, M) or (C, T, M)
+        Torsion angles (rad), one column per torsion; C chains pooled as in :func:`autocorrelation`.
     c : float
         Window constant of :func:`integrated_autocorrelation_time`.
     device : torch.device, optional
@@ -153,7 +182,8 @@ def torsion_ess(angles, c: float = 5.0, device: torch.device | str | None = None
     ess : Tensor, shape=(M,)
     """
     angles = as_tensor(angles, device, "angles")
-    if angles.ndim != 2:
-        raise InputError(f"angles has shape {tuple(angles.shape)}; expected (T, M)")
-    ess = time_series_ess(torch.cat([torch.sin(angles), torch.cos(angles)], dim=1), c)
-    return torch.minimum(ess[: angles.shape[1]], ess[angles.shape[1]:])
+    if angles.ndim not in (2, 3):
+        raise InputError(f"angles has shape {tuple(angles.shape)}; expected (T, M) or chains (C, T, M)")
+    m = angles.shape[-1]
+    ess = time_series_ess(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1), c)
+    return torch.minimum(ess[:m], ess[m:])

@@ -9,7 +9,9 @@ Boltzmann density of every coordinate (bonds, angles and ring puckers too), up t
 error, which MD references share. MD moves within the wells; the jumps cross the torsion barriers that MD crosses
 rarely. Each chain starts from one of ``START_CANDIDATES`` model-drawn conformers picked by importance resampling,
 so the chains start spread over the torsion states roughly as the target is, rather than all in the state of one
-input geometry.
+input geometry. The slowest torsions of drug-like molecules change state only a few times in hundreds of rounds, so
+many short chains give more effective samples per second than a few long ones; the ESS pools the chains (Stan's
+estimator), so chains stuck in different states are not counted as independent samples.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, select_platform
 
 START_CANDIDATES = 32
 """Model-drawn conformers among which each chain picks its start."""
+START_MINIMISATION_STEPS = 50
+"""Energy minimisation steps that take the clashes out of a chain's start."""
+MAX_CHAINS, FRAMES_PER_CHAIN = 32, 16
+"""Default number of chains: one per ``FRAMES_PER_CHAIN`` frames asked for, at most ``MAX_CHAINS``."""
 
 if TYPE_CHECKING:
     from molsamp.conformers.model import TorsionMixture
@@ -42,8 +48,9 @@ if TYPE_CHECKING:
 class ChainSamples:
     """Frames of the chains, one per round after burn-in: positions ``[n, N, 3]`` (nm), reduced energies ``[n]``
     (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate (None without rotatable torsions); the ESS
-    (smallest over torsions of the sum over chains of each chain's torsion ESS, at most one per frame; the number of
-    frames without rotatable torsions); and the force and energy evaluations spent."""
+    (smallest over torsions of the torsion ESS of the chains pooled, as Stan pools them, so chains that sample
+    different states count as few samples; at most one per frame; the number of frames without rotatable
+    torsions); and the force and energy evaluations spent (minimisation counted at its step limit)."""
 
     positions: np.ndarray
     u: np.ndarray
@@ -53,39 +60,42 @@ class ChainSamples:
     evaluations: int
 
 
-class _Chain:
-    """One Langevin chain in its own OpenMM Context, with torsion jumps."""
+class _Chains:
+    """Langevin chains with torsion jumps, run one after another in one OpenMM Context (the input geometry is
+    minimised once, each chain then starts afresh from the model)."""
 
     def __init__(self, system: System, torsions: Torsions, mixture: TorsionMixture, seed: int,
                  platform: str) -> None:
-        engine = OpenMMEngine(system, seed, platform, state=None)  # minimised, thermal velocities
+        engine = OpenMMEngine(system, seed, platform, state=None)  # minimised input geometry
         self.context, self.integrator = engine.context, engine.integrator
-        self.torsions, self.mixture = torsions, mixture
+        self.torsions, self.mixture, self.temperature = torsions, mixture, system.temperature
         self.kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
         self.generator = torch.Generator().manual_seed(seed)
+        self.base = self.state()[0]
         self.accepted = self.offered = 0
-        if len(torsions):
-            self.start_from_model()
 
-    def start_from_model(self) -> None:
-        """Move to one of :data:`START_CANDIDATES` conformers with model-drawn torsions, picked with probability
-        proportional to exp(-u)/q, and minimise it (the burn-in then equilibrates it)."""
+    def start(self) -> None:
+        """Begin a chain: with rotatable torsions, at one of :data:`START_CANDIDATES` conformers with model-drawn
+        torsions on the minimised input geometry, picked with probability proportional to exp(-u)/q and briefly
+        minimised (the burn-in then equilibrates it); fresh thermal velocities."""
         import openmm
 
-        x = torch.as_tensor(self.state()[0])
-        angles = self.mixture.sample(START_CANDIDATES, self.generator).double()
-        candidates = set_torsions(x, self.torsions, angles).numpy()
-        u = []
-        for candidate in candidates:
-            self.context.setPositions(candidate)
-            u.append(self.energy())
-        with torch.no_grad():
-            log_w = torch.nan_to_num(-torch.tensor(u) - self.mixture.log_prob(angles).double(), nan=-math.inf)
-        start = x.numpy()
-        if torch.isfinite(log_w).any():
-            start = candidates[torch.multinomial(torch.softmax(log_w, 0), 1, generator=self.generator).item()]
+        start = self.base
+        if len(self.torsions):
+            angles = self.mixture.sample(START_CANDIDATES, self.generator).double()
+            candidates = set_torsions(torch.as_tensor(self.base), self.torsions, angles).numpy()
+            u = []
+            for candidate in candidates:
+                self.context.setPositions(candidate)
+                u.append(self.energy())
+            with torch.no_grad():
+                log_w = torch.nan_to_num(-torch.tensor(u) - self.mixture.log_prob(angles).double(), nan=-math.inf)
+            if torch.isfinite(log_w).any():
+                start = candidates[torch.multinomial(torch.softmax(log_w, 0), 1, generator=self.generator).item()]
         self.context.setPositions(start)
-        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
+        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, START_MINIMISATION_STEPS)
+        velocity_seed = int(torch.randint(1, 2**30, (1,), generator=self.generator))
+        self.context.setVelocitiesToTemperature(self.temperature, velocity_seed)
 
     def energy(self) -> float:
         """Reduced energy of the current positions."""
@@ -121,46 +131,46 @@ class _Chain:
         return x, u, angles.numpy()
 
 
-def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture, n: int, chains: int = 4,
-                    md_steps: int = 50, burn_in: int = 20, uniform_weight: float = 0.5, seed: int = 0,
+def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture, n: int, chains: int | None = None,
+                    md_steps: int = 50, burn_in: int = 5, uniform_weight: float = 0.5, seed: int = 0,
                     platform: str | None = None, progress: bool | None = None) -> ChainSamples:
     """``n`` frames from ``chains`` chains of Langevin MD (``md_steps`` per round) with model torsion jumps (one offer
     per torsion per round), after ``burn_in`` rounds each. ``system`` is an OpenMM system made from SMILES. Jumps
-    are drawn from the model's marginals blended with the flat density at ``uniform_weight`` (0: the model alone)."""
+    are drawn from the model's marginals blended with the flat density at ``uniform_weight`` (0: the model alone).
+    By default there is a chain per :data:`FRAMES_PER_CHAIN` frames, at most :data:`MAX_CHAINS`: the slowest torsions
+    change state a few times in hundreds of rounds, so independent starts, not long chains, make most of the
+    effective samples."""
     from tqdm import tqdm
 
     if system.openmm_system is None:
         raise InputError(f"system {system.name!r} has no OpenMM system: MD with torsion jumps needs one")
+    if chains is None:
+        chains = min(MAX_CHAINS, max(1, n // FRAMES_PER_CHAIN))
     if n < 1 or chains < 1 or md_steps < 1 or burn_in < 0:
         raise InputError(f"need n, chains, md_steps >= 1 and burn_in >= 0; got {n}, {chains}, {md_steps}, {burn_in}")
     if not 0.0 <= uniform_weight < 1.0:
         raise InputError(f"uniform_weight must be in [0, 1), got {uniform_weight}")
     proposal = mixture.with_uniform(uniform_weight) if uniform_weight else mixture
-    platform = select_platform(platform, system.openmm_system)
     rounds = math.ceil(n / chains)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=chains * (burn_in + rounds), disable=not show, unit="round", desc=system.name)
-    frames, accepted, offered, ess = [], 0, 0, torch.zeros(len(torsions), dtype=torch.float64)
-    measurable = len(torsions) > 0 and rounds > 2  # torsion autocorrelation needs torsions and a few frames
-    for c in range(chains):
-        chain = _Chain(system, torsions, proposal, seed * chains + c, platform)
+    sampler = _Chains(system, torsions, proposal, seed, select_platform(platform, system.openmm_system))
+    frames = []
+    for _ in range(chains):
+        sampler.start()
         for _ in range(burn_in):
-            chain.round(md_steps)
+            sampler.round(md_steps)
             bar.update()
-        chain_frames = []
         for _ in range(rounds):
-            chain_frames.append(chain.round(md_steps))
+            frames.append(sampler.round(md_steps))
             bar.update()
-        accepted, offered = accepted + chain.accepted, offered + chain.offered
-        chain_angles = np.stack([f[2] for f in chain_frames]).reshape(rounds, len(torsions))
-        if measurable:
-            ess += torsion_ess(chain_angles).clamp(max=rounds)
-        frames.extend(chain_frames)
     bar.close()
+    angles = np.stack([f[2] for f in frames]).reshape(chains, rounds, len(torsions))
     frames = frames[:n]
-    n_ess = min(float(ess.min()), len(frames)) if measurable else float(len(frames))
+    measurable = len(torsions) > 0 and rounds > 2  # torsion autocorrelation needs torsions and a few frames
+    n_ess = min(float(torsion_ess(angles).min()), len(frames)) if measurable else float(len(frames))
+    starts = START_CANDIDATES * (len(torsions) > 0) + START_MINIMISATION_STEPS
     return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
                         angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
-                        acceptance=accepted / offered if offered else None, ess=n_ess,
-                        evaluations=chains * ((burn_in + rounds) * md_steps + START_CANDIDATES * (len(torsions) > 0))
-                        + offered)
+                        acceptance=sampler.accepted / sampler.offered if sampler.offered else None, ess=n_ess,
+                        evaluations=chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered)

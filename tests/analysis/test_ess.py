@@ -71,6 +71,22 @@ def test_time_series_ess_is_length_over_tau():
     assert time_series_ess(x[:, 0]) == pytest.approx(20_000 / 4.0, rel=0.15)
 
 
+def test_chains_that_mix_pool_to_the_sum_of_their_samples():
+    a, expected = 0.6, (1 + 0.6) / (1 - 0.6)
+    chains = np.stack([ar1(a, (5_000, 1), seed=10 + c) for c in range(4)])  # [C, T, D]
+    assert time_series_ess(chains).item() == pytest.approx(4 * 5_000 / expected, rel=0.15)
+    one = chains[:1]
+    assert time_series_ess(one).item() == pytest.approx(time_series_ess(one[0]).item(), rel=0.02)
+
+
+def test_chains_stuck_in_different_states_count_as_few_samples():
+    # Each chain mixes well around its own mean, 10 standard deviations from the others': the per-chain ESS sums to
+    # thousands, the pooled ESS knows there are only as many independent states as chains.
+    chains = np.stack([ar1(0.5, (2_000, 1), seed=20 + c) + 10.0 * c for c in range(4)])
+    per_chain = sum(time_series_ess(chain[:, 0]) for chain in chains)
+    assert per_chain > 2_000 and time_series_ess(chains).item() < 40
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -78,7 +94,9 @@ def test_time_series_ess_is_length_over_tau():
         (lambda: kish_ess([-np.inf, -np.inf]), "all -inf"),
         (lambda: kish_ess([0.0, np.nan]), "NaN"),
         (lambda: integrated_autocorrelation_time(np.ones(100)), "constant"),
-        (lambda: autocorrelation(np.zeros((3, 3, 3))), "time series"),
+        (lambda: autocorrelation(np.zeros((3, 3, 3, 3))), "time series"),
+        (lambda: autocorrelation(np.zeros((3, 1, 2))), "chains"),
+        (lambda: autocorrelation(np.ones((3, 5, 2))), "constant"),
     ],
 )
 def test_bad_input_names_the_problem(call, message):
