@@ -132,7 +132,7 @@ class _Chains:
 
 
 def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture, n: int, chains: int | None = None,
-                    md_steps: int = 50, burn_in: int = 20, uniform_weight: float = 0.5, seed: int = 0,
+                    md_steps: int = 50, burn_in: int = 10, uniform_weight: float = 0.5, seed: int = 0,
                     platform: str | None = None, progress: bool | None = None) -> ChainSamples:
     """``n`` frames from ``chains`` chains of Langevin MD (``md_steps`` per round) with model torsion jumps (one offer
     per torsion per round), after ``burn_in`` rounds each. ``system`` is an OpenMM system made from SMILES. Jumps
