@@ -50,7 +50,8 @@ class ChainSamples:
     (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate (None without rotatable torsions); the ESS
     (smallest over torsions of the torsion ESS of the chains pooled, as Stan pools them, so chains that sample
     different states count as few samples; at most one per frame; the number of frames without rotatable
-    torsions); and the force and energy evaluations spent (minimisation counted at its step limit)."""
+    torsions); the force and energy evaluations spent (minimisation counted at its step limit); and the pooled ESS of
+    each torsion ``[T]`` (NaN where too few frames were drawn to measure it)."""
 
     positions: np.ndarray
     u: np.ndarray
@@ -58,6 +59,7 @@ class ChainSamples:
     acceptance: float | None
     ess: float
     evaluations: int
+    torsion_ess: np.ndarray
 
 
 class _Chains:
@@ -168,9 +170,11 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     angles = np.stack([f[2] for f in frames]).reshape(chains, rounds, len(torsions))
     frames = frames[:n]
     measurable = len(torsions) > 0 and rounds > 2  # torsion autocorrelation needs torsions and a few frames
-    n_ess = min(float(torsion_ess(angles).min()), len(frames)) if measurable else float(len(frames))
+    per_torsion = torsion_ess(angles).clamp(max=len(frames)).numpy() if measurable else np.full(len(torsions), np.nan)
+    n_ess = float(per_torsion.min()) if measurable else float(len(frames))
     starts = START_CANDIDATES * (len(torsions) > 0) + START_MINIMISATION_STEPS
     return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
                         angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
                         acceptance=sampler.accepted / sampler.offered if sampler.offered else None, ess=n_ess,
-                        evaluations=chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered)
+                        evaluations=chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered,
+                        torsion_ess=per_torsion)
