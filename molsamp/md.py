@@ -188,10 +188,9 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
     Frame k is at time (k + 1) * save_every (the start is not a frame); energies are kJ/mol (kT-scaled reduced units
     for analytic systems). ``output`` ends in ``.h5`` or ``.dcd``. A partial folder ``<output>.partial`` is
     checkpointed every ``checkpoint_every`` frames and a rerun with the same system, seed, timestep, save_every and
-    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else the faster
-    of CPU and Reference for the system, as measured at start-up (a resumed run keeps the platform it started on).
-    Both run one thread, so a given platform and seed give the same frames; pass ``platform`` to pin it where runs
-    must repeat bitwise. Analytic systems run in torch.
+    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else Reference for
+    a small molecule and CPU otherwise (:func:`~molsamp.openmm_pool.select_platform`; a resumed run keeps the platform
+    it started on), with one thread, so the same seed gives the same frames; analytic systems run in torch.
     """
     steps_per_frame = _count(save_every, system.timestep, "save_every", "the timestep")
     n_frames = _count(duration, steps_per_frame * system.timestep, "duration", "save_every")

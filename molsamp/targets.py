@@ -68,8 +68,8 @@ class OpenMMTarget:
         temperature: K.
         n_workers: worker processes; default one per core on the CPU and Reference platforms and 0 (evaluate in
             this process) on GPU platforms.
-        platform: OpenMM platform name; default CUDA when present, else the faster of CPU and Reference for
-            ``system``.
+        platform: OpenMM platform name; default CUDA when present, else Reference for a small molecule and CPU
+            otherwise (:func:`~molsamp.openmm_pool.select_platform`).
     """
 
     dim = 3

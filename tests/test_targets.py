@@ -244,20 +244,21 @@ def test_relax_lowers_the_energy_and_holds_the_torsions(ala2, restrained_pools):
     assert len(restrained_pools[1].pids) == 2
 
 
-def test_platform_is_the_one_named_else_the_faster_of_cpu_and_reference(ala2):
-    from molsamp.openmm_pool import select_platform
+def test_platform_is_the_one_named_else_reference_for_small_molecules_with_built_in_forces(ala2):
+    from molsamp.openmm_pool import reference_is_faster, select_platform
 
     assert select_platform("Reference", ala2.openmm_system) == "Reference"
     with pytest.raises(InputError, match="not available"):
         select_platform("Abacus")
-    periodic = openmm.System()
-    periodic.setDefaultPeriodicBoxVectors(*np.eye(3) * 2.0)
+    small = openmm.System()
     nonbonded = openmm.NonbondedForce()
+    for _ in range(3):
+        small.addParticle(12.0)
+        nonbonded.addParticle(0.1, 0.3, 0.5)
+    small.addForce(nonbonded)
+    assert reference_is_faster(small)
+    assert not reference_is_faster(ala2.openmm_system)  # its implicit solvent is a CustomGBForce
     nonbonded.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
-    for _ in range(2):
-        periodic.addParticle(1.0)
-        nonbonded.addParticle(0.0, 0.3, 1.0)
-    periodic.addForce(nonbonded)
+    assert not reference_is_faster(small)  # Reference's cell lists and PME are slow
     if "CUDA" not in {openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())}:
-        assert select_platform(None, periodic) == "CPU"  # Reference's PME and cell lists are slow
-        assert select_platform(None, ala2.openmm_system) in ("CPU", "Reference")
+        assert select_platform(None, small) == "CPU" and select_platform(None, ala2.openmm_system) == "CPU"
