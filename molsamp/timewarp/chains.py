@@ -159,17 +159,26 @@ def chain_phi_psi(xyz: np.ndarray, topology: mdtraj.Topology) -> np.ndarray:
 def capped_ess(series_ess: Callable[[np.ndarray], float], values: np.ndarray) -> float:
     """Sum over the chains of ``values [T, C, ...]`` of ``series_ess(chain)``, each at most the number of moves the
     chain made (0 for a chain that never moved: the start all chains share is not a draw from the target), where
-    the autocorrelation of a chain that barely moved says little."""
+    the autocorrelation of a chain that barely moved says little. For per-chain estimators such as Timewarp's TICA
+    ESS; :func:`chain_ess` pools the chains instead."""
+    return float(sum(min(series_ess(values[:, c]), n) for c, n in enumerate(_chain_moves(values)) if n > 0))
+
+
+def _chain_moves(values: np.ndarray) -> np.ndarray:
+    """How many times each chain of ``values [T, C, ...]`` changed state ``[C]``."""
     steps = np.diff(values, axis=0).reshape(len(values) - 1, values.shape[1], -1)
-    moves = np.any(steps != 0, axis=2).sum(0)
-    return float(sum(min(series_ess(values[:, c]), n) for c, n in enumerate(moves) if n > 0))
+    return np.any(steps != 0, axis=2).sum(0)
 
 
 def chain_ess(angles: np.ndarray) -> np.ndarray:
-    """Effective sample size of phi and psi ``[2]`` of chains ``angles [T, C, 2]``: each chain's from its
-    autocorrelation (sine and cosine, see :func:`~molsamp.analysis.torsion_ess`), capped and summed by
-    :func:`capped_ess`."""
+    """Effective sample size of phi and psi ``[2]`` of chains ``angles [T, C, 2]``: the chains that moved pooled as
+    Stan pools them (sine and cosine, see :func:`~molsamp.analysis.torsion_ess`), so chains that sit in different
+    states count as few samples; at most the number of moves those chains made (0 if none moved: the start all
+    chains share is not a draw from the target)."""
     from molsamp.analysis import torsion_ess
 
-    return np.array([capped_ess(lambda series: torsion_ess(series).item(), angles[:, :, [k]])
-                     for k in range(angles.shape[2])])
+    moves = _chain_moves(angles)
+    if not moves.any():
+        return np.zeros(angles.shape[2])
+    pooled = torsion_ess(np.ascontiguousarray(angles[:, moves > 0].transpose(1, 0, 2))).numpy()
+    return np.minimum(pooled, moves.sum())

@@ -67,13 +67,15 @@ def test_an_interrupted_run_resumes_to_the_same_chain(tmp_path, ala2, monkeypatc
         run_chains(ala2, small_flow(), tmp_path / "straight.h5", **options)
 
 
-def test_chain_ess_counts_independent_draws_and_distrusts_stuck_chains():
+def test_chain_ess_counts_independent_draws_and_distrusts_stuck_or_separated_chains():
     rng = np.random.default_rng(0)
     independent = rng.uniform(-np.pi, np.pi, size=(400, 4, 2))
     assert 0.7 * 1600 < chain_ess(independent).min() <= 1600
     stuck = np.broadcast_to(independent[:1], (400, 4, 2)).copy()
     stuck[200:, 0] = independent[1, 0]  # one chain moves once
     np.testing.assert_array_equal(chain_ess(stuck), [1.0, 1.0])  # the start they share is not a sample
+    apart = np.linspace(-2.5, 2.5, 4)[None, :, None] + 0.05 * rng.normal(size=(400, 4, 2))
+    assert chain_ess(apart).max() < 10  # each chain moves every step, but only within its own state
 
 
 def test_constrained_systems_are_refused(tmp_path):
