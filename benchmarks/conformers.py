@@ -23,7 +23,8 @@ Stan pools them, the reference MD split into halves as Stan splits a chain; the 
 speed of the plain MD of this run, so both sides of the ratio come from the same machine and run). Where plain MD
 never leaves one state of a torsion, its ESS counts the wiggle within that state, so the chain samplers also get
 the ratio on the torsions that MD samples right (``ratio_on_torsions_md_samples_right``: those where the MD and
-uniform-jump references agree within JS 0.02). One JSON line per molecule and method, then a summary line. Usage: ``python benchmarks/conformers.py [--n 500]``.
+uniform-jump references agree within JS 0.02). One JSON line per molecule and method, then a summary line.
+Usage: ``python benchmarks/conformers.py [--n 500]``.
 """
 
 import argparse
@@ -145,7 +146,8 @@ def main() -> None:
                                seed=args.seed)
         record("md-uniform-jumps", flat.angles[:, heavy], time.perf_counter() - start, flat.ess,
                {"ess": round(flat.ess, 1), "acceptance": round(flat.acceptance, 3)})
-        chain_torsion_ess = {"molsamp-md-jumps": chains.torsion_ess[heavy], "md-uniform-jumps": flat.torsion_ess[heavy]}
+        chain_torsion_ess = {"molsamp-md-jumps": chains.torsion_ess[heavy],
+                             "md-uniform-jumps": flat.torsion_ess[heavy]}
         for minimise in (False, True):
             angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
             record("etkdg-mmff" if minimise else "etkdg", angles, seconds, None)
@@ -155,7 +157,11 @@ def main() -> None:
         reference_steps = float(ref["ns"]) * 1000.0 / system.timestep
         halves = torch.as_tensor(ref["angles"][: 2 * half]).reshape(2, half, -1)  # Stan's split chains
         md_ess = torsion_ess(halves).numpy()
-        md_seconds_per_ess = reference_steps * md_seconds_per_step / float(md_ess.min())
+
+        def md_seconds_per_ess(torsions: np.ndarray | slice = slice(None)) -> float:
+            """The reference MD's wall time per effective sample of the slowest of ``torsions`` (default: all)."""
+            return reference_steps * md_seconds_per_step / float(md_ess[torsions].min())
+
         # Torsions that plain MD samples right (its reference agrees with the barrier-crossing one): there its ESS
         # counts samples of the right distribution, elsewhere only the wiggle within one state.
         md_right = (js_per_torsion(jumps_reference, reference) <= 0.02 if jumps_reference is not None
@@ -163,13 +169,12 @@ def main() -> None:
         for row in molecule_rows:
             seconds_per_ess = row["seconds_per_effective_sample"]
             row["ratio_to_reference_md_per_effective_sample"] = (
-                None if seconds_per_ess is None else round(seconds_per_ess / md_seconds_per_ess, 5))
+                None if seconds_per_ess is None else round(seconds_per_ess / md_seconds_per_ess(), 5))
             if row["method"] in chain_torsion_ess:
                 ess_right = chain_torsion_ess[row["method"]][md_right]
                 row["torsions_md_samples_right"] = int(md_right.sum())
                 row["ratio_on_torsions_md_samples_right"] = None if not md_right.any() else round(
-                    row["seconds"] / float(ess_right.min())
-                    / (reference_steps * md_seconds_per_step / float(md_ess[md_right].min())), 5)
+                    row["seconds"] / float(ess_right.min()) / md_seconds_per_ess(md_right), 5)
             print(json.dumps(row), flush=True)
         rows.extend(molecule_rows)
     methods = sorted({r["method"] for r in rows})

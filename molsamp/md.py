@@ -139,6 +139,11 @@ def _check_output(output: Path) -> None:
         raise InputError(f"output {str(output)!r} is a folder")
 
 
+def _partial_folder(output: Path) -> Path:
+    """Where the checkpoints of a run writing ``output`` live: ``<output>.partial``."""
+    return output.with_name(output.name + ".partial")
+
+
 def _resume_point(partial: Path, meta: dict, n_frames: int, frame_bytes: int) -> tuple[int, bytes] | None:
     """Frames done and engine state of a matching partial run, None if there is none; InputError if it differs."""
     if not (partial / "meta.json").is_file():  # killed before its first checkpoint: nothing to keep
@@ -188,16 +193,17 @@ def run_md(system: System, output: str | os.PathLike, duration: float, save_ever
     Frame k is at time (k + 1) * save_every (the start is not a frame); energies are kJ/mol (kT-scaled reduced units
     for analytic systems). ``output`` ends in ``.h5`` or ``.dcd``. A partial folder ``<output>.partial`` is
     checkpointed every ``checkpoint_every`` frames and a rerun with the same system, seed, timestep, save_every and
-    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else Reference for
-    a small molecule and CPU otherwise (:func:`~molsamp.openmm_pool.select_platform`; a resumed run keeps the platform
-    it started on), with one thread, so the same seed gives the same frames; analytic systems run in torch.
+    platform resumes from it (possibly with a longer ``duration``). OpenMM runs pick CUDA when present, else
+    Reference for a small molecule and CPU otherwise (:func:`~molsamp.openmm_pool.select_platform`; a resumed run
+    keeps the platform it started on), with one thread, so the same seed gives the same frames; analytic systems run
+    in torch.
     """
     steps_per_frame = _count(save_every, system.timestep, "save_every", "the timestep")
     n_frames = _count(duration, steps_per_frame * system.timestep, "duration", "save_every")
     if system.openmm_system is not None:
         from molsamp.openmm_pool import select_platform
 
-        saved = Path(output).with_name(Path(output).name + ".partial") / "meta.json"
+        saved = _partial_folder(Path(output)) / "meta.json"
         if platform is None and saved.is_file() and not overwrite:  # a resumed run keeps its platform
             platform = json.loads(saved.read_text()).get("platform")
         platform = select_platform(platform, system.openmm_system)
@@ -231,7 +237,7 @@ def run_resumable(make_engine: Callable[[bytes | None], Engine], output: str | o
         raise InputError(f"checkpoint_every must be a positive number of frames, got {checkpoint_every!r}")
     _check_output(output)
     n_atoms = topology.n_atoms
-    partial, frame_bytes = output.with_name(output.name + ".partial"), n_atoms * 3 * 4
+    partial, frame_bytes = _partial_folder(output), n_atoms * 3 * 4
     if overwrite and partial.exists():
         shutil.rmtree(partial)
     resume = _resume_point(partial, meta, n_frames, frame_bytes) if partial.exists() else None

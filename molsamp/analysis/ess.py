@@ -40,13 +40,17 @@ def kish_ess(log_weights, device: torch.device | str | None = None) -> float:
     return float(1.0 / (w * w).sum())
 
 
+def _check_finite(x: Tensor) -> None:
+    if not torch.isfinite(x).all():
+        raise InputError("x contains NaN or inf")
+
+
 def _centred_series(x, device: torch.device | str | None) -> Tensor:
     """``x`` [T] or [T, D] minus its mean over time, after checking its shape and variance."""
     x = as_tensor(x, device, "x")
     if x.ndim not in (1, 2) or x.shape[0] < 2:
         raise InputError(f"x has shape {tuple(x.shape)}; expected a time series (T,) or (T, D) with T >= 2")
-    if not torch.isfinite(x).all():
-        raise InputError("x contains NaN or inf")
+    _check_finite(x)
     centred = x - x.mean(0)
     if (centred.abs().amax(0) == 0).any():
         raise InputError("x has a constant column: its autocorrelation is undefined")
@@ -94,8 +98,7 @@ def _pooled_autocorrelation(x: Tensor) -> Tensor:
     """Stan's multi-chain autocorrelation ``[T, D]`` of chains ``x [C, T, D]`` (see :func:`autocorrelation`)."""
     if x.shape[1] < 2 or x.shape[0] < 1:
         raise InputError(f"x has shape {tuple(x.shape)}; expected chains (C, T, D) with C >= 1 and T >= 2")
-    if not torch.isfinite(x).all():
-        raise InputError("x contains NaN or inf")
+    _check_finite(x)
     t = x.shape[1]
     means = x.mean(1, keepdim=True)
     acov = _lag_sums((x - means).transpose(0, 1)) / t  # [T, C, D]
