@@ -174,7 +174,7 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     n_ess = float(per_torsion.min()) if measurable else float(len(frames))
     starts = START_CANDIDATES * (len(torsions) > 0) + START_MINIMISATION_STEPS
     return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
-                        angles=np.stack([f[2] for f in frames]).reshape(len(frames), len(torsions)),
+                        angles=angles.reshape(-1, len(torsions))[:n],
                         acceptance=sampler.accepted / sampler.offered if sampler.offered else None, ess=n_ess,
                         evaluations=chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered,
                         torsion_ess=per_torsion)
