@@ -53,7 +53,7 @@ class LennardJonesSolute:
         """Minimum-image distances ``[B, N, N]``."""
         d = x[:, :, None, :] - x[:, None, :, :]
         d = d - self.box * torch.round(d / self.box)
-        return torch.sqrt((d**2).sum(-1) + torch.eye(x.shape[1], dtype=x.dtype))  # 1 on the diagonal, masked later
+        return torch.sqrt((d**2).sum(-1) + torch.eye(x.shape[1], dtype=x.dtype, device=x.device))  # 1 on the diagonal, masked later
 
     def _pair_energy(self, r: torch.Tensor, sigma: float, epsilon: float, softness: torch.Tensor,
                      scale: torch.Tensor) -> torch.Tensor:
@@ -69,11 +69,11 @@ class LennardJonesSolute:
                solute_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
         """Reduced energy ``[B]`` of positions ``[B, N, 3]``; the alchemical parameters are scalars or ``[B]``."""
         def per_batch(value):
-            return torch.as_tensor(value, dtype=x.dtype).reshape(-1, 1)
+            return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1, 1)
 
         r = self.distances(x)
         n = x.shape[1]
-        upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+        upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=x.device), diagonal=1)
         solvent_pairs = r[:, 1:, 1:][:, upper[1:, 1:]]
         solute_pairs = r[:, 0, 1:]
         sigma, epsilon = self.pair_sigma_epsilon
@@ -85,10 +85,10 @@ class LennardJonesSolute:
     def coupled_energy(self, x: torch.Tensor, coupling: torch.Tensor | float) -> torch.Tensor:
         """The standard alchemical path: solute-solvent scale ``coupling`` and soft core ``alpha (1 - coupling)``
         (0: decoupled, 1: coupled)."""
-        coupling = torch.as_tensor(coupling, dtype=x.dtype)
+        coupling = torch.as_tensor(coupling, dtype=x.dtype, device=x.device)
         return self.energy(x, solute_softness=self.softcore_alpha * (1 - coupling), solute_scale=coupling)
 
-    def lattice(self, batch: int) -> torch.Tensor:
+    def lattice(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[batch, N, 3]`` starting positions: the solute at the origin, solvent on the sites of a cubic lattice
         farthest from it."""
         side = math.ceil(self.n_atoms ** (1 / 3))
@@ -96,18 +96,19 @@ class LennardJonesSolute:
         grid = (grid - 0.5) * self.box
         far = grid[np.argsort(-np.linalg.norm(grid, axis=1), kind="stable")[: self.n_solvent]]
         x = np.concatenate([np.zeros((1, 3)), far])
-        return torch.as_tensor(x, dtype=torch.float64).expand(batch, -1, -1).clone()
+        return torch.as_tensor(x, dtype=torch.float64, device=device).expand(batch, -1, -1).clone()
 
     def sample(self, coupling: float, n_chains: int, n_samples: int, steps_between: int = 50,
                equilibration_steps: int = 2000, timestep: float = 0.005, friction: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[n_chains * n_samples, N, 3]`` samples at ``coupling`` from parallel BAOAB Langevin chains (unit
-        masses), wrapped into the box."""
+        masses), wrapped into the box, on ``device`` (``generator``, if given, must be on it too)."""
         def energy(x):
             return self.coupled_energy(x, coupling)
 
-        x = self.lattice(n_chains)
-        state = LangevinState(x, torch.randn(x.shape, generator=generator, dtype=x.dtype) * self.temperature**0.5,
+        x = self.lattice(n_chains, device)
+        velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        state = LangevinState(x, velocity * self.temperature**0.5,
                               energy_gradient(energy, x))
         kwargs = dict(timestep=timestep, friction=friction, kT=self.temperature, generator=generator)
         state = langevin_baoab(state, energy, equilibration_steps, **kwargs)
@@ -126,9 +127,10 @@ class LennardJonesSolute:
 
         x0, x1 = self._centre(x0), self._centre(x1)
         d = x0[:, 1:, None, :] - x1[:, None, 1:, :]
-        cost = ((d - self.box * torch.round(d / self.box)) ** 2).sum(-1).numpy()
-        order = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]) + 1)
-        index = torch.cat([torch.zeros(len(x1), 1, dtype=torch.long), order], 1)[..., None].expand(-1, -1, 3)
+        cost = ((d - self.box * torch.round(d / self.box)) ** 2).sum(-1).cpu().numpy()
+        order = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]) + 1, device=x1.device)
+        index = torch.cat([torch.zeros(len(x1), 1, dtype=torch.long, device=x1.device), order], 1)
+        index = index[..., None].expand(-1, -1, 3)
         return x0, grad0, torch.gather(x1, 1, index), torch.gather(grad1, 1, index)
 
     def _centre(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +184,7 @@ class LennardJonesInterpolant(torch.nn.Module):
         base = system.energy(x, **self.alchemical_parameters(t))
         r = system.distances(x)
         n = x.shape[1]
-        i, j = torch.triu_indices(n, n, offset=1)
+        i, j = torch.triu_indices(n, n, offset=1, device=x.device)
         batch, pair = torch.nonzero(r[:, i, j] < system.cutoff, as_tuple=True)  # only pairs inside the cutoff
         i, j = i[pair], j[pair]
         rij = r[batch, i, j]
@@ -190,5 +192,5 @@ class LennardJonesInterpolant(torch.nn.Module):
         features = torch.cat([self._basis(rij), near[batch, i] + near[batch, j], (i == 0).to(x.dtype)[:, None],
                               t[batch, None]], -1)
         envelope = 0.5 * (torch.cos(math.pi * rij / system.cutoff) + 1)
-        correction = torch.zeros(len(x), dtype=x.dtype).index_add(0, batch, self.pair(features)[:, 0] * envelope)
+        correction = torch.zeros(len(x), dtype=x.dtype, device=x.device).index_add(0, batch, self.pair(features)[:, 0] * envelope)
         return base + t * (1 - t) * correction

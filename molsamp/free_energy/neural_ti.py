@@ -33,7 +33,8 @@ _CLIP = 0.1
 
 @dataclasses.dataclass(frozen=True)
 class EndStates:
-    """Samples of the two end states with the gradients of their reduced energies (``[n, ...]`` each)."""
+    """Samples of the two end states with the gradients of their reduced energies (``[n, ...]`` each). Training and
+    estimation run on these tensors' device; a generator passed along must be on the same device."""
 
     x0: torch.Tensor
     grad0: torch.Tensor
@@ -83,8 +84,9 @@ class Interpolant:
     def pairs(self, ends: EndStates, n: int, generator: torch.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` aligned pairs of independently drawn end-state samples: x0, grad0, x1, grad1."""
-        i = torch.randint(len(ends.x0), (n,), generator=generator)
-        j = torch.randint(len(ends.x1), (n,), generator=generator)
+        device = ends.x0.device
+        i = torch.randint(len(ends.x0), (n,), generator=generator, device=device)
+        j = torch.randint(len(ends.x1), (n,), generator=generator, device=device)
         return self.align(ends.x0[i], ends.grad0[i], ends.x1[j], ends.grad1[j])
 
     def gamma(self, t: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,8 @@ class Interpolant:
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t and the noise z that was added."""
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype) if self.noise else torch.zeros_like(x0)
+        z = (torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device) if self.noise
+             else torch.zeros_like(x0))
         return self.path(x0, x1, t) + self.gamma(t).reshape(-1, *([1] * (x0.ndim - 1))) * z, z
 
 
@@ -136,7 +139,7 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, steps: int = 20
     show = sys.stderr.isatty() if progress is None else progress
     for _ in tqdm(range(steps), disable=not show, unit="step", desc="neural TI"):
         x0, grad0, x1, grad1 = interpolant.pairs(ends, batch_size, generator)
-        t = torch.rand(batch_size, generator=generator, dtype=x0.dtype)
+        t = torch.rand(batch_size, generator=generator, dtype=x0.dtype, device=x0.device)
         loss, _ = score_matching_loss(potential, x0, grad0, x1, grad1, t, interpolant, generator)
         optimiser.zero_grad()
         loss.backward()
@@ -161,12 +164,12 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
     values = np.empty((n_t, pairs_per_t))
     for k, t_value in enumerate(t_nodes):
         x0, _, x1, _ = interpolant.pairs(ends, pairs_per_t, generator)
-        t = torch.full((pairs_per_t,), float(t_value), dtype=x0.dtype, requires_grad=True)
+        t = torch.full((pairs_per_t,), float(t_value), dtype=x0.dtype, device=x0.device, requires_grad=True)
         xt, _ = interpolant.sample(x0, x1, t.detach(), generator)
         if refine_steps:
             xt = _refine(potential, xt, t.detach(), refine_steps, refine_timestep, generator)
         (grad_t,) = torch.autograd.grad(potential(xt, t).sum(), t)
-        values[k] = grad_t.numpy()
+        values[k] = grad_t.cpu().numpy()
     integrand = values.mean(1)
     rng = np.random.default_rng(0 if generator is None else int(generator.initial_seed()) % 2**32)
     resampled = values[:, rng.integers(0, pairs_per_t, (n_bootstrap, pairs_per_t))].mean(2)  # [n_t, n_bootstrap]
@@ -179,6 +182,6 @@ def _refine(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, 
     def energy(y):
         return potential(y, t)
 
-    velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     state = LangevinState(x, velocity, energy_gradient(energy, x))
     return langevin_baoab(state, energy, steps, timestep=timestep, friction=1.0, generator=generator).x.detach()

@@ -84,3 +84,24 @@ def test_cutoff_beyond_half_the_box_is_refused():
     with pytest.raises(ValueError, match="exceeds half the box"):
         LennardJonesSolute(n_solvent=30, cutoff=2.5)
     assert math.isclose(LennardJonesSolute(n_solvent=100).box, (100 / 0.7) ** (1 / 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sampling_training_and_estimate_run_on_the_gpu():
+    from molsamp.free_energy.neural_ti import EndStates, Interpolant, neural_ti_estimate, train_neural_ti
+
+    generator = torch.Generator("cuda").manual_seed(0)
+    x0, x1 = (SYSTEM.sample(c, n_chains=2, n_samples=3, steps_between=10, equilibration_steps=50,
+                            generator=generator, device="cuda") for c in (0.0, 1.0))
+    ends = EndStates.from_energies(x0, lambda x: SYSTEM.coupled_energy(x, 0.0), x1,
+                                   lambda x: SYSTEM.coupled_energy(x, 1.0))
+    potential = LennardJonesInterpolant(SYSTEM)
+    t = torch.full((len(x0),), 0.3, dtype=torch.float64)
+    on_cpu = potential(x0.cpu(), t)
+    potential.cuda()
+    assert torch.allclose(potential(x0, t.cuda()).cpu(), on_cpu)
+    interpolant = Interpolant(path=SYSTEM.interpolate, align=SYSTEM.align)
+    train_neural_ti(potential, ends, steps=3, batch_size=4, interpolant=interpolant, generator=generator)
+    result = neural_ti_estimate(potential, ends, n_t=4, pairs_per_t=4, interpolant=interpolant, generator=generator)
+    assert math.isfinite(result.delta_f)
