@@ -1,17 +1,21 @@
-"""Timewarp benchmark: learned MH proposals against plain MD on ala2 and held-out dipeptides, in one run.
+"""Timewarp benchmark: learned MH proposals and MD with torsion jumps against plain MD on ala2 and held-out
+dipeptides, in one run.
 
 For each system with a reference in ``data/peptides/references/`` (made by ``data/peptides/make_md.py``: 20 ns MD,
 phi/psi every ps):
-- molsamp Timewarp: ``--chains`` chains of ``--steps`` MH steps with ``--model``, wall time measured;
-- plain OpenMM Langevin MD for the same wall time, set up as the reference (no constraints, hydrogen mass 3 amu,
-  2 fs, one CPU thread, a frame per ps).
+- molsamp Timewarp (with ``--model``): ``--chains`` chains of ``--steps`` MH steps, wall time measured;
+- molsamp MD with torsion jumps (:mod:`molsamp.peptide_jumps`): ``--chains`` chains of ``--jump-rounds`` rounds of
+  ``--md-steps`` MD steps and a uniform jump offer per torsion, on the reference's dynamics;
+- after each, plain OpenMM Langevin MD for the same wall time, set up as the reference (no constraints, hydrogen
+  mass 3 amu, 2 fs, one CPU thread, a frame per ps).
 Reported per method: ESS of phi and psi (autocorrelation, summed over chains) and ESS per second (the smaller of the
 two), the 2D Ramachandran JS divergence (36 x 36 bins, nats) against the reference, and the JS of a random subsample
 of the reference of the same size (the noise floor at that sample count); the acceptance rate; and the ESS of the
 slowest TICA component (TICA of (sin, cos) phi/psi fitted on the reference at a 100 ps lag, ESS with the
-autocorrelation truncated at its first zero, as Timewarp does). Each chain's ESS is at most the number of states it
-moved to (the start all chains share is not a sample). One JSON line per system and method.
-Usage: ``python benchmarks/timewarp.py --model models/timewarp-peptides.pt [--steps 2000] [--chains 16]``.
+autocorrelation truncated at its first zero, as Timewarp does); the Ramachandran basin populations. Each chain's ESS
+is at most the number of states it moved to (the start all chains share is not a sample). One JSON line per system
+and method.
+Usage: ``python benchmarks/timewarp.py [--model models/timewarp-peptides.pt] [--steps 2000] [--chains 16]``.
 """
 
 import argparse
@@ -24,8 +28,9 @@ import numpy as np
 import openmm
 import torch
 
-from molsamp.analysis import first_zero_ess, fit_tica, ramachandran_js
+from molsamp.analysis import first_zero_ess, fit_tica, ramachandran_js, ramachandran_populations
 from molsamp.openmm_pool import create_context, openmm_seed
+from molsamp.peptide_jumps import run_jump_chains
 from molsamp.systems import load, repartition_hydrogen_mass
 from molsamp.timewarp.chains import capped_ess, chain_ess, chain_phi_psi, load_chains, run_chains
 from molsamp.timewarp.model import load_model
@@ -40,10 +45,15 @@ def features(angles: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], -1)
 
 
+def reference_dynamics(system_name: str):
+    """The system as the reference MD ran it: no constraints, hydrogen mass 3 amu, 2 fs."""
+    return repartition_hydrogen_mass(load(system_name, constraints=None), 3.0, timestep=0.002)
+
+
 def md_for(system_name: str, seconds: float, seed: int) -> np.ndarray:
     """phi/psi ``[frames, 1, 2]`` of plain MD run for ``seconds`` of wall time (set-up included), a frame per ps."""
     start = time.perf_counter()
-    system = repartition_hydrogen_mass(load(system_name, constraints=None), 3.0, timestep=0.002)
+    system = reference_dynamics(system_name)
     integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
     integrator.setRandomNumberSeed(openmm_seed(seed))
     context = create_context(system.openmm_system, integrator, "CPU", threads=1)
@@ -71,19 +81,22 @@ def report(system: str, method: str, angles: np.ndarray, seconds: float, referen
             "tica_ess_per_s": slow / seconds,
             "rama_js": ramachandran_js(flat[:, 0], flat[:, 1], reference[:, 0], reference[:, 1]),
             "rama_js_noise_floor": ramachandran_js(noise[:, 0], noise[:, 1], reference[:, 0], reference[:, 1]),
+            "populations": {k: round(v, 4) for k, v in ramachandran_populations(flat[:, 0], flat[:, 1]).items()},
             **extra}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--model", type=Path, help="Timewarp checkpoint (without it, no Timewarp rows).")
+    parser.add_argument("--steps", type=int, default=2000, help="Timewarp steps per chain.")
     parser.add_argument("--chains", type=int, default=16)
+    parser.add_argument("--jump-rounds", type=int, default=640, help="Torsion-jump rounds per chain (0: none).")
+    parser.add_argument("--md-steps", type=int, default=50, help="MD steps per torsion-jump round.")
     parser.add_argument("--systems", default="", help="Comma-separated subset (default: every reference).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = load_model(args.model)
+    model = load_model(args.model) if args.model else None
     rng = np.random.default_rng(args.seed)
     chosen = set(filter(None, args.systems.split(",")))
     for path in sorted(REFERENCES.glob("*.npz")):
@@ -93,17 +106,24 @@ def main() -> None:
         with np.load(path) as data:
             reference = np.stack([data["phi"], data["psi"]], 1).astype(np.float64)
         tica = fit_tica(torch.as_tensor(features(reference)), lag=TICA_LAG, dim=1)
-        system = load(name, constraints=None)
-        with tempfile.TemporaryDirectory() as folder:
-            start = time.perf_counter()
-            summary = run_chains(system, model, Path(folder) / "chain.h5", n_steps=args.steps, n_chains=args.chains,
-                                 seed=args.seed, progress=False)
-            seconds = time.perf_counter() - start
-            angles = chain_phi_psi(load_chains(Path(folder) / "chain.h5", args.chains), system.topology)
-        print(json.dumps(report(name, "timewarp", angles, seconds, reference, tica, rng,
-                                acceptance=summary["acceptance"])), flush=True)
-        md = md_for(name, seconds, args.seed)
-        print(json.dumps(report(name, "md", md, seconds, reference, tica, rng)), flush=True)
+        runs = []
+        if model is not None:
+            runs.append(("timewarp", load(name, constraints=None), lambda system, path: run_chains(
+                system, model, path, n_steps=args.steps, n_chains=args.chains, seed=args.seed, progress=False)))
+        if args.jump_rounds:
+            runs.append(("torsion-jumps", reference_dynamics(name), lambda system, path: run_jump_chains(
+                system, path, args.jump_rounds, n_chains=args.chains, md_steps=args.md_steps, seed=args.seed,
+                progress=False)))
+        for method, system, run in runs:
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                summary = run(system, Path(folder) / "chain.h5")
+                seconds = time.perf_counter() - start
+                angles = chain_phi_psi(load_chains(Path(folder) / "chain.h5", args.chains), system.topology)
+            print(json.dumps(report(name, method, angles, seconds, reference, tica, rng,
+                                    acceptance=summary["acceptance"])), flush=True)
+            md = md_for(name, seconds, args.seed)
+            print(json.dumps(report(name, "md", md, seconds, reference, tica, rng, compared_with=method)), flush=True)
 
 
 if __name__ == "__main__":

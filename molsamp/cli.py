@@ -225,36 +225,53 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
 
 @cli.command()
 @click.argument("system")
+@click.option("--sampler", type=click.Choice(["torsion-jumps", "timewarp"]),
+              help="MD with uniform phi/psi/chi jumps, or learned Timewarp proposals; both exact through "
+                   "Metropolis-Hastings (default: timewarp with --model, else torsion-jumps).")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path),
               help="Timewarp checkpoint (default: the shipped models/timewarp-peptides.pt).")
-@click.option("--steps", type=int, default=1000, show_default=True, help="Steps of every chain.")
+@click.option("--steps", type=int, default=1000, show_default=True,
+              help="Steps of every chain (torsion-jumps: rounds of MD and jumps).")
 @click.option("--chains", type=int, default=16, show_default=True, help="Parallel chains.")
+@click.option("--md-steps", type=int, default=50, show_default=True, help="torsion-jumps: MD steps per round.")
 @click.option("--explore", type=float, metavar="KT",
-              help="BIASED exploration: accept every proposal whose energy rises by less than KT (no MH).")
+              help="timewarp: BIASED exploration, accepting every proposal whose energy rises by less than KT.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, help="OpenMM energy worker processes (default: one per core).")
+@click.option("--workers", type=int, help="timewarp: OpenMM energy worker processes (default: one per core).")
 @click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output and discard an unfinished run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Chain trajectory (.h5): one frame per step holding every chain; a .json summary and a "
                    "Ramachandran plot are written beside it.")
-def accelerate(system: str, model: Path | None, steps: int, chains: int, explore: float | None, seed: int,
-               workers: int | None, platform: str | None, overwrite: bool, quiet: bool, output: Path) -> None:
-    """Sample the peptide SYSTEM with learned Timewarp proposals and Metropolis-Hastings (exact); an interrupted
-    run resumes when run again."""
+def accelerate(system: str, sampler: str | None, model: Path | None, steps: int, chains: int, md_steps: int,
+               explore: float | None, seed: int, workers: int | None, platform: str | None, overwrite: bool,
+               quiet: bool, output: Path) -> None:
+    """Sample the peptide SYSTEM with parallel chains that stay exact through Metropolis-Hastings: MD with torsion
+    jumps, or learned Timewarp proposals. An interrupted run resumes when run again."""
     from molsamp.analysis import plot_ramachandran, ramachandran_populations
     from molsamp.files import atomic_write
     from molsamp.systems import load
     from molsamp.timewarp.chains import DEFAULT_MODEL, chain_ess, chain_phi_psi, load_chains, run_chains
-    from molsamp.timewarp.model import load_model
 
     if output.suffix != ".h5":
         raise _UserError(f"output {str(output)!r}: chains are written as HDF5; use a .h5 name")
-    flow = load_model(model or DEFAULT_MODEL)
-    peptide = load(system, constraints=None)
-    summary = run_chains(peptide, flow, output, n_steps=steps, n_chains=chains, seed=seed, exploration=explore,
-                         n_workers=workers, platform=platform, progress=False if quiet else None, overwrite=overwrite)
+    progress = False if quiet else None
+    if (sampler or ("timewarp" if model else "torsion-jumps")) == "timewarp":
+        from molsamp.timewarp.model import load_model
+
+        flow = load_model(model or DEFAULT_MODEL)
+        peptide = load(system, constraints=None)
+        summary = run_chains(peptide, flow, output, n_steps=steps, n_chains=chains, seed=seed, exploration=explore,
+                             n_workers=workers, platform=platform, progress=progress, overwrite=overwrite)
+    else:
+        from molsamp.peptide_jumps import run_jump_chains
+
+        if model is not None or explore is not None or workers is not None:
+            raise _UserError("--model, --explore and --workers belong to --sampler timewarp")
+        peptide = load(system)
+        summary = run_jump_chains(peptide, output, steps, n_chains=chains, md_steps=md_steps, seed=seed,
+                                  platform=platform, progress=progress, overwrite=overwrite)
     angles = chain_phi_psi(load_chains(output, chains), peptide.topology)
     ess = chain_ess(angles)
     plot = plot_ramachandran(angles[..., 0].ravel(), angles[..., 1].ravel(), output.with_suffix(".png"),

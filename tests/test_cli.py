@@ -214,3 +214,15 @@ def test_accelerate_with_a_broken_checkpoint(tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
     result = molsamp("accelerate", "ala2", "--model", "broken.pt", "-o", "chain.h5", cwd=tmp_path)
     assert_one_line_error(result, "broken.pt: not a readable checkpoint")
+
+
+def test_accelerate_with_torsion_jumps(tmp_path):
+    result = molsamp("accelerate", "ala2", "--steps", "6", "--chains", "2", "--md-steps", "10", "-q", "-o",
+                     "chain.h5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sampler"] == "MD + torsion jumps (MH)" and summary["torsions"] == 2
+    assert 0.0 <= summary["acceptance"] <= 1.0 and len(summary["ess_phi_psi"]) == 2
+    assert (tmp_path / "chain.png").is_file() and (tmp_path / "chain.h5.json").is_file()
+    wrong = molsamp("accelerate", "ala2", "--sampler", "torsion-jumps", "--explore", "5", "-o", "x.h5", cwd=tmp_path)
+    assert_one_line_error(wrong, "--model, --explore and --workers belong to --sampler timewarp")

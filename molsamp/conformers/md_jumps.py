@@ -16,7 +16,7 @@ estimator), so chains stuck in different states are not counted as independent s
 
 from __future__ import annotations
 
-__all__ = ["ChainSamples", "sample_md_jumps"]
+__all__ = ["ChainSamples", "TorsionJumpChain", "sample_md_jumps"]
 
 import dataclasses
 import math
@@ -62,9 +62,9 @@ class ChainSamples:
     torsion_ess: np.ndarray
 
 
-class _Chains:
-    """Langevin chains with torsion jumps, run one after another in one OpenMM Context (the input geometry is
-    minimised once, each chain then starts afresh from the model)."""
+class TorsionJumpChain:
+    """Langevin MD with torsion jumps in one OpenMM Context; :meth:`start` begins a chain afresh from the model (the
+    input geometry is minimised once), so one object can run several chains one after another."""
 
     def __init__(self, system: System, torsions: Torsions, mixture: TorsionMixture, seed: int,
                  platform: str) -> None:
@@ -98,6 +98,17 @@ class _Chains:
         openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, START_MINIMISATION_STEPS)
         velocity_seed = int(torch.randint(1, 2**30, (1,), generator=self.generator))
         self.context.setVelocitiesToTemperature(self.temperature, velocity_seed)
+
+    def save_state(self) -> dict:
+        """Everything :meth:`load_state` needs to continue the chain exactly: the Context's checkpoint (positions,
+        velocities, integrator random state), the jump random state and the acceptance counts."""
+        return {"context": self.context.createCheckpoint(), "rng": self.generator.get_state(),
+                "accepted": self.accepted, "offered": self.offered}
+
+    def load_state(self, state: dict) -> None:
+        self.context.loadCheckpoint(state["context"])
+        self.generator.set_state(state["rng"])
+        self.accepted, self.offered = state["accepted"], state["offered"]
 
     def energy(self) -> float:
         """Reduced energy of the current positions."""
@@ -156,7 +167,7 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     rounds = math.ceil(n / chains)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=chains * (burn_in + rounds), disable=not show, unit="round", desc=system.name)
-    sampler = _Chains(system, torsions, proposal, seed, select_platform(platform, system.openmm_system))
+    sampler = TorsionJumpChain(system, torsions, proposal, seed, select_platform(platform, system.openmm_system))
     frames = []
     for _ in range(chains):
         sampler.start()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["Torsions", "rotatable_torsions", "set_torsions", "rotate_torsion"]
+__all__ = ["Torsions", "rotatable_torsions", "peptide_torsions", "PEPTIDE_TORSIONS", "set_torsions", "rotate_torsion"]
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,7 +15,11 @@ import torch
 from molsamp.analysis import compute_dihedrals
 
 if TYPE_CHECKING:
+    import mdtraj
     from rdkit import Chem
+
+PEPTIDE_TORSIONS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4")
+"""The peptide torsions mdtraj names: backbone phi and psi, side-chain chi1 to chi4."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +67,14 @@ def _end_symmetry(atom: Chem.Atom, exclude: int, ranks: list[int]) -> int:
     return 1
 
 
-def _side(mol: Chem.Mol, j: int, k: int) -> np.ndarray:
-    """Atoms reachable from k without crossing the bond j-k."""
+def _side(neighbours: Sequence[Sequence[int]], j: int, k: int) -> np.ndarray:
+    """Atoms reachable from k without crossing the bond j-k (``neighbours[a]``: the atoms bonded to a); it holds j
+    when the bond is in a ring."""
     seen, frontier = {k}, [k]
     while frontier:
-        for neighbour in mol.GetAtomWithIdx(frontier.pop()).GetNeighbors():
-            index = neighbour.GetIdx()
-            if index != j and index not in seen:
+        atom = frontier.pop()
+        for index in neighbours[atom]:
+            if index not in seen and not (atom == k and index == j):
                 seen.add(index)
                 frontier.append(index)
     return np.array(sorted(seen))
@@ -84,6 +90,7 @@ def rotatable_torsions(mol: Chem.Mol) -> Torsions:
     from rdkit import Chem
 
     ranks = list(Chem.CanonicalRankAtoms(mol, breakTies=False))
+    neighbours = [[n.GetIdx() for n in atom.GetNeighbors()] for atom in mol.GetAtoms()]
     atoms, moving, heavy, symmetry = [], [], [], []
     for bond in mol.GetBonds():
         if bond.GetBondType() != Chem.BondType.SINGLE or bond.IsInRing():
@@ -96,7 +103,7 @@ def rotatable_torsions(mol: Chem.Mol) -> Torsions:
         if _is_symmetric_rotor(begin, end.GetIdx()) or _is_symmetric_rotor(end, begin.GetIdx()):
             continue
         j, k = begin.GetIdx(), end.GetIdx()
-        side_k, side_j = _side(mol, j, k), _side(mol, k, j)
+        side_k, side_j = _side(neighbours, j, k), _side(neighbours, k, j)
         if len(side_k) > len(side_j):  # move the smaller side
             j, k, side_k = k, j, side_j
         i = min((n for n in mol.GetAtomWithIdx(j).GetNeighbors() if n.GetIdx() != k), key=_priority).GetIdx()
@@ -107,6 +114,31 @@ def rotatable_torsions(mol: Chem.Mol) -> Torsions:
         symmetry.append(math.lcm(_end_symmetry(begin, end.GetIdx(), ranks), _end_symmetry(end, begin.GetIdx(), ranks)))
     return Torsions(np.array(atoms, dtype=np.int64).reshape(-1, 4), tuple(moving), np.array(heavy, dtype=bool),
                     np.array(symmetry, dtype=np.int64))
+
+
+def peptide_torsions(topology: mdtraj.Topology, kinds: Sequence[str] = PEPTIDE_TORSIONS) -> Torsions:
+    """The ``kinds`` of torsions of a peptide (see :data:`PEPTIDE_TORSIONS`), with mdtraj's atom quadruples, in
+    that order and residue by residue; each turns the atoms on its k side. Torsions about ring bonds (proline's phi
+    and chi) cannot turn and are left out."""
+    from mdtraj.geometry import dihedral
+
+    unknown = set(kinds) - set(PEPTIDE_TORSIONS)
+    if unknown:
+        raise ValueError(f"unknown peptide torsions {sorted(unknown)}; known: {', '.join(PEPTIDE_TORSIONS)}")
+    neighbours = [[] for _ in range(topology.n_atoms)]
+    for a, b in topology.bonds:
+        neighbours[a.index].append(b.index)
+        neighbours[b.index].append(a.index)
+    atoms, moving = [], []
+    for kind in kinds:
+        for quad in np.asarray(getattr(dihedral, f"indices_{kind}")(topology), dtype=np.int64).reshape(-1, 4):
+            side = _side(neighbours, int(quad[1]), int(quad[2]))
+            if quad[1] not in side:
+                atoms.append(quad)
+                moving.append(side)
+    heavy = np.array([all(topology.atom(int(a)).element.symbol != "H" for a in quad) for quad in atoms], dtype=bool)
+    return Torsions(np.array(atoms, dtype=np.int64).reshape(-1, 4), tuple(moving), heavy,
+                    np.ones(len(atoms), dtype=np.int64))
 
 
 def _rotate(x: torch.Tensor, origin: torch.Tensor, axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ from rdkit.Chem import AllChem
 
 from molsamp.analysis import compute_dihedrals
 from molsamp.conformers import rotatable_torsions, set_torsions
+from molsamp.conformers.torsions import peptide_torsions, rotate_torsion
+from molsamp.systems import load
 
 IBUPROFEN = "CC(C)Cc1ccc(cc1)C(C)C(=O)O"
 
@@ -136,3 +138,29 @@ def test_no_torsions_gives_copies_of_the_base():
     molecule, base = embedded("C1CCCCC1")
     x = set_torsions(base, rotatable_torsions(molecule), torch.zeros(3, 0))
     assert x.shape == (3, *base.shape) and torch.equal(x[2], base)
+
+
+def test_peptide_torsions_turn_one_side_of_each_backbone_and_side_chain_bond():
+    system = load("peptide:M")
+    torsions = peptide_torsions(system.topology)
+    names = [[system.topology.atom(int(a)).name for a in quad] for quad in torsions.atoms]
+    assert names == [["C", "N", "CA", "C"], ["N", "CA", "C", "N"], ["N", "CA", "CB", "CG"],
+                     ["CA", "CB", "CG", "SD"], ["CB", "CG", "SD", "CE"]]  # phi, psi, chi1-chi3
+    x = torch.as_tensor(system.positions, dtype=torch.float64)[None]
+    for t, quad in enumerate(torsions.atoms):
+        turned = rotate_torsion(x, torsions, t, torch.tensor([0.7], dtype=torch.float64))
+        change = compute_dihedrals(turned, torsions.atoms) - compute_dihedrals(x, torsions.atoms)
+        change = torch.remainder(change + math.pi, 2 * math.pi) - math.pi
+        expected = torch.zeros(len(torsions), dtype=torch.float64)
+        expected[t] = 0.7
+        assert torch.allclose(change[0], expected, atol=1e-9)  # that torsion alone turns
+        moved = (turned[0] - x[0]).norm(dim=-1) > 1e-9
+        assert set(np.flatnonzero(moved.numpy())) <= set(torsions.moving[t]) and quad[2] in torsions.moving[t]
+
+
+def test_proline_ring_torsions_are_left_out():
+    topology = load("peptide:P").topology
+    assert [[topology.atom(int(a)).name for a in quad] for quad in peptide_torsions(topology).atoms] == [
+        ["N", "CA", "C", "N"]]
+    with pytest.raises(ValueError, match="unknown peptide torsions"):
+        peptide_torsions(topology, kinds=("omega",))
