@@ -60,11 +60,11 @@ def test_bad_options_are_refused(tmp_path, ala2):
 
 @pytest.mark.slow
 def test_ala2_ramachandran_matches_the_md_reference(tmp_path, ala2):
-    """16 chains x 400 rounds of 0.1 ps: 6,400 samples whose 36 x 36 Ramachandran histogram is within JS 0.05 of
-    20 ns of plain MD (the noise floor at this sample count is about 0.02; the jumps also reach alpha_L, which the
-    reference never visits)."""
+    """16 chains x 400 rounds of 0.1 ps: 6,400 samples whose 36 x 36 Ramachandran histogram is within JS 0.03 of
+    20 ns of plain MD (10,240 samples measured 0.0125 in benchmarks/timewarp.py; part of it is alpha_L, which the
+    jumps reach and the reference never visits)."""
     run_jump_chains(ala2, tmp_path / "chain.h5", 400, n_chains=16, progress=False)
     angles = chain_phi_psi(load_chains(tmp_path / "chain.h5", 16), ala2.topology).reshape(-1, 2)
     with np.load(REFERENCE) as reference:
         js = ramachandran_js(angles[:, 0], angles[:, 1], reference["phi"], reference["psi"])
-    assert js < 0.05
+    assert js < 0.03, js
