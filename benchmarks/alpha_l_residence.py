@@ -19,7 +19,7 @@ import torch
 from molsamp.analysis import compute_dihedrals
 from molsamp.conformers.torsions import peptide_torsions, set_torsions
 from molsamp.openmm_pool import create_context, openmm_seed
-from molsamp.systems import load, repartition_hydrogen_mass
+from molsamp.systems import load_flexible
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for name in args.systems.split(","):
         start = time.perf_counter()
-        system = repartition_hydrogen_mass(load(name, constraints=None), 3.0, timestep=0.002)
+        system = load_flexible(name)
         backbone = peptide_torsions(system.topology, kinds=("phi", "psi"))
         x = set_torsions(torch.as_tensor(system.positions, dtype=torch.float64), backbone,
                          torch.tensor([[math.radians(60.0), math.radians(40.0)]], dtype=torch.float64))[0]
@@ -41,14 +41,15 @@ def main() -> None:
         context.setPositions(x.numpy())
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 500)
         context.setVelocitiesToTemperature(system.temperature, openmm_seed(args.seed))
-        phi_quad = backbone.atoms[:1]
-        start_phi = float(compute_dihedrals(context.getState(getPositions=True).getPositions(asNumpy=True)._value[None],
-                                            phi_quad)[0, 0])
+        def phi() -> float:
+            xyz = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+            return float(compute_dihedrals(np.asarray(xyz)[None], backbone.atoms[:1])[0, 0])
+
+        start_phi = phi()
         exit_ps, frames = None, round(args.ns * 1000)
         for frame in range(1, frames + 1):
             integrator.step(round(1.0 / system.timestep))
-            xyz = context.getState(getPositions=True).getPositions(asNumpy=True)._value
-            if float(compute_dihedrals(np.asarray(xyz)[None], phi_quad)[0, 0]) < 0:
+            if phi() < 0:
                 exit_ps = frame
                 break
         print(json.dumps({"system": name, "start_phi_deg": round(math.degrees(start_phi), 1),

@@ -31,7 +31,7 @@ import torch
 from molsamp.analysis import first_zero_ess, fit_tica, ramachandran_js, ramachandran_populations
 from molsamp.openmm_pool import create_context, openmm_seed
 from molsamp.peptide_jumps import run_jump_chains
-from molsamp.systems import load, repartition_hydrogen_mass
+from molsamp.systems import load, load_flexible
 from molsamp.timewarp.chains import capped_ess, chain_ess, chain_phi_psi, load_chains, run_chains
 from molsamp.timewarp.model import load_model
 
@@ -45,15 +45,10 @@ def features(angles: np.ndarray) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], -1)
 
 
-def reference_dynamics(system_name: str):
-    """The system as the reference MD ran it: no constraints, hydrogen mass 3 amu, 2 fs."""
-    return repartition_hydrogen_mass(load(system_name, constraints=None), 3.0, timestep=0.002)
-
-
 def md_for(system_name: str, seconds: float, seed: int) -> np.ndarray:
     """phi/psi ``[frames, 1, 2]`` of plain MD run for ``seconds`` of wall time (set-up included), a frame per ps."""
     start = time.perf_counter()
-    system = reference_dynamics(system_name)
+    system = load_flexible(system_name)
     integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
     integrator.setRandomNumberSeed(openmm_seed(seed))
     context = create_context(system.openmm_system, integrator, "CPU", threads=1)
@@ -111,7 +106,7 @@ def main() -> None:
             runs.append(("timewarp", load(name, constraints=None), lambda system, path: run_chains(
                 system, model, path, n_steps=args.steps, n_chains=args.chains, seed=args.seed, progress=False)))
         if args.jump_rounds:
-            runs.append(("torsion-jumps", reference_dynamics(name), lambda system, path: run_jump_chains(
+            runs.append(("torsion-jumps", load_flexible(name), lambda system, path: run_jump_chains(
                 system, path, args.jump_rounds, n_chains=args.chains, md_steps=args.md_steps, seed=args.seed,
                 progress=False)))
         for method, system, run in runs:

@@ -251,7 +251,7 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
     jumps, or learned Timewarp proposals. An interrupted run resumes when run again."""
     from molsamp.analysis import plot_ramachandran, ramachandran_populations
     from molsamp.files import atomic_write
-    from molsamp.systems import load, repartition_hydrogen_mass
+    from molsamp.systems import load, load_flexible
     from molsamp.timewarp.chains import DEFAULT_MODEL, chain_ess, chain_phi_psi, load_chains, run_chains
 
     if output.suffix != ".h5":
@@ -269,8 +269,7 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 
         if model is not None or explore is not None or workers is not None:
             raise _UserError("--model, --explore and --workers belong to --sampler timewarp")
-        # Flexible bonds (a jump then needs no constraint projection); hydrogens of 3 amu allow a 2 fs step.
-        peptide = repartition_hydrogen_mass(load(system, constraints=None), 3.0, timestep=0.002)
+        peptide = load_flexible(system)  # a jump then needs no constraint projection
         summary = run_jump_chains(peptide, output, steps, n_chains=chains, md_steps=md_steps, seed=seed,
                                   platform=platform, progress=progress, overwrite=overwrite)
     angles = chain_phi_psi(load_chains(output, chains), peptide.topology)

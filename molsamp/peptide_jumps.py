@@ -39,7 +39,7 @@ class _JumpChainsEngine:
                  state: bytes | None) -> None:
         torsions = peptide_torsions(system.topology)
         proposal = TorsionMixture.uniform(len(torsions))
-        self.md_steps = md_steps
+        self.md_steps, self.n_torsions = md_steps, len(torsions)
         self.chains = [TorsionJumpChain(system, torsions, proposal, seed + c, platform) for c in range(n_chains)]
         if state is None:
             for chain in self.chains:
@@ -104,10 +104,11 @@ def run_jump_chains(system: System, output: str | os.PathLike, n_rounds: int, n_
     run_resumable(make_engine, output, n_rounds, 1, md_steps * system.timestep,
                   chain_topology(system.topology, n_chains), meta, checkpoint_every=checkpoint_every,
                   progress=progress, overwrite=overwrite, rate_unit="rounds/s")
-    acceptance = engines[-1].acceptance
+    engine = engines[-1]
+    acceptance = engine.acceptance
     summary = {"system": system.name, "sampler": "MD + torsion jumps (MH)", "n_chains": n_chains,
                "n_steps": n_rounds, "md_steps": md_steps, "seed": seed,
-               "torsions": len(peptide_torsions(system.topology)), "acceptance": float(np.mean(acceptance)),
+               "torsions": engine.n_torsions, "acceptance": float(np.mean(acceptance)),
                "acceptance_per_chain": acceptance, "wall_time_s": time.perf_counter() - start,
                "trajectory": str(output)}
     atomic_write(Path(str(output) + ".json"), json.dumps(summary, indent=1) + "\n")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["System", "load", "from_smiles", "available", "repartition_hydrogen_mass", "SYSTEMS_DIR", "SOLVENTS"]
+__all__ = ["System", "load", "load_flexible", "from_smiles", "available", "repartition_hydrogen_mass", "SYSTEMS_DIR",
+           "SOLVENTS"]
 
 import dataclasses
 import os
@@ -277,6 +278,12 @@ def repartition_hydrogen_mass(system: System, hydrogen_mass: float = 3.0, timest
         openmm_system.setParticleMass(index, mass)
     return dataclasses.replace(system, openmm_system=openmm_system, masses=masses,
                                timestep=system.timestep if timestep is None else timestep)
+
+
+def load_flexible(name_or_path: str | os.PathLike) -> System:
+    """:func:`load` with every bond flexible and hydrogens of 3 amu for a 2 fs step: each bond keeps its energy term
+    (as moves outside MD need) and MD stays stable. The dynamics of the project's peptide reference MD."""
+    return repartition_hydrogen_mass(load(name_or_path, constraints=None), 3.0, timestep=0.002)
 
 
 def _lattice_positions(n: int, dim: int, spacing: float = 1.0) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 
 from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
 from molsamp.md import load_trajectory, run_md
-from molsamp.systems import load, repartition_hydrogen_mass
+from molsamp.systems import load_flexible
 
 HERE = Path(__file__).resolve().parent
 TRAIN = ["ala2", "peptide:G", "peptide:V", "peptide:L", "peptide:S", "peptide:T", "peptide:N", "peptide:D",
@@ -39,7 +39,7 @@ def trajectory(system: str, ns: float, folder: Path, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{file_name(system)}.h5"
     if not path.exists():
-        flexible = repartition_hydrogen_mass(load(system, constraints=None), 3.0, timestep=0.002)
+        flexible = load_flexible(system)
         run_md(flexible, path, duration=ns * 1000.0, save_every=1.0, seed=seed, platform="CPU", checkpoint_every=500)
     return path
 

@@ -53,7 +53,8 @@ class LennardJonesSolute:
         """Minimum-image distances ``[B, N, N]``."""
         d = x[:, :, None, :] - x[:, None, :, :]
         d = d - self.box * torch.round(d / self.box)
-        return torch.sqrt((d**2).sum(-1) + torch.eye(x.shape[1], dtype=x.dtype, device=x.device))  # 1 on the diagonal, masked later
+        diagonal = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)  # 1 on the diagonal, masked later
+        return torch.sqrt((d**2).sum(-1) + diagonal)
 
     def _pair_energy(self, r: torch.Tensor, sigma: float, epsilon: float, softness: torch.Tensor,
                      scale: torch.Tensor) -> torch.Tensor:
@@ -108,8 +109,7 @@ class LennardJonesSolute:
 
         x = self.lattice(n_chains, device)
         velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        state = LangevinState(x, velocity * self.temperature**0.5,
-                              energy_gradient(energy, x))
+        state = LangevinState(x, velocity * self.temperature**0.5, energy_gradient(energy, x))
         kwargs = dict(timestep=timestep, friction=friction, kT=self.temperature, generator=generator)
         state = langevin_baoab(state, energy, equilibration_steps, **kwargs)
         samples = []
@@ -192,5 +192,6 @@ class LennardJonesInterpolant(torch.nn.Module):
         features = torch.cat([self._basis(rij), near[batch, i] + near[batch, j], (i == 0).to(x.dtype)[:, None],
                               t[batch, None]], -1)
         envelope = 0.5 * (torch.cos(math.pi * rij / system.cutoff) + 1)
-        correction = torch.zeros(len(x), dtype=x.dtype, device=x.device).index_add(0, batch, self.pair(features)[:, 0] * envelope)
+        per_pair = self.pair(features)[:, 0] * envelope
+        correction = torch.zeros(len(x), dtype=x.dtype, device=x.device).index_add(0, batch, per_pair)
         return base + t * (1 - t) * correction
