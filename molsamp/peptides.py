@@ -33,14 +33,18 @@ FORCEFIELD = ("amber14-all.xml", "implicit/obc2.xml")
 _BACKBONE = ("N", "CA", "C", "O")
 
 
-def openmm_constraints(name: str | None):
-    """OpenMM's constraint option for ``None``/``"None"``, ``"HBonds"``, ``"AllBonds"`` or ``"HAngles"``."""
+def openmm_constraints(name: str | None) -> dict:
+    """``createSystem`` keyword arguments for the constraints ``None``/``"None"``, ``"HBonds"``, ``"AllBonds"`` or
+    ``"HAngles"``: MD applies them, and every constrained bond and angle keeps its energy term
+    (``flexibleConstraints``), so the System's energy is the full force field."""
     import openmm.app as app
 
     options = {None: None, "None": None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
     if name not in options:
         raise InputError(f"constraints must be one of {list(options)[1:]}, got {name!r}")
-    return options[name]
+    if options[name] is None:
+        return {"constraints": None}
+    return {"constraints": options[name], "flexibleConstraints": True}
 
 
 def check_sequence(sequence: str) -> str:
@@ -125,8 +129,8 @@ def from_sequence(
     ``sequence`` is 1 to :data:`MAX_RESIDUES` one-letter codes of :data:`AMINO_ACIDS` (``"A"`` gives alanine
     dipeptide with the atoms, names and bonds of the built-in ``ala2``). ``seed`` seeds RDKit's ETKDG conformer and the
     hydrogens' starting positions.
-    The OpenMM System has no cutoff and HBonds ``constraints`` (None: every bond flexible, as a Metropolis-Hastings
-    target needs, since constrained bonds lose their energy terms); positions (nm) are minimised in it. Temperature in K;
+    The OpenMM System has no cutoff and HBonds ``constraints`` for MD (None: none); either way every bond keeps its
+    energy term, so the target is the full force field. Positions (nm) are minimised in it. Temperature in K;
     time step 0.002 ps, friction 1/ps. Protonation is that of pH 7 (see the module docstring; His is HIE).
     The name is ``"peptide:" + sequence`` unless given.
 
@@ -153,7 +157,7 @@ def from_sequence(
     finally:
         random.setstate(state)
     openmm_system = forcefield.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff,
-                                            constraints=openmm_constraints(constraints))
+                                            **openmm_constraints(constraints))
 
     # One CPU thread: deterministic, and quick (a second or less) at this size.
     context = openmm.Context(openmm_system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from molsamp import shipped
 from molsamp.errors import InputError, SystemFileError, UnknownSystemError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from molsamp.targets import Target
 
-SYSTEMS_DIR = Path(__file__).resolve().parent.parent / "systems"
+SYSTEMS_DIR = shipped.SYSTEMS_DIR
 """Built-in system files; ``MOLSAMP_SYSTEMS_PATH`` (colon-separated folders) adds more."""
 
 SOLVENTS = ("obc2", "vacuum")
@@ -45,6 +46,8 @@ class System:
         description: one line for listings.
         molecule: for systems made from SMILES, the RDKit molecule (explicit hydrogens, one conformer in Å) in the
             system's atom order; else None.
+        smiles: for systems made from SMILES, the fully assigned canonical isomeric SMILES sampled (see
+            :func:`from_smiles`); else None.
     """
 
     name: str
@@ -58,6 +61,7 @@ class System:
     friction: float = 1.0
     description: str = ""
     molecule: Chem.Mol | None = None
+    smiles: str | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -137,6 +141,11 @@ def _parse(path: Path) -> _SystemFile:
         if not isinstance(value, _FIELD_TYPES[key]) or isinstance(value, bool):
             raise SystemFileError(f"{path}: key {key!r} has the wrong type ({type(value).__name__}: {value!r})")
     spec = _SystemFile(**raw)
+    for key, zero_ok in (("temperature", False), ("timestep", False), ("friction", True)):
+        value = getattr(spec, key)
+        if not (np.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+            raise SystemFileError(f"{path}: key {key!r} must be a {'non-negative' if zero_ok else 'positive'} "
+                                  f"number, got {value!r}")
     if sum(source is not None for source in (spec.structure, spec.analytic, spec.smiles)) != 1:
         raise SystemFileError(f"{path}: give exactly one of 'structure' (with 'forcefield'), 'analytic' or 'smiles'")
     if spec.structure is not None and not spec.forcefield:
@@ -154,7 +163,8 @@ def _parse(path: Path) -> _SystemFile:
         if spec.solvent not in (None, *SOLVENTS):
             raise SystemFileError(f"{path}: key 'solvent' must be one of {list(SOLVENTS)}, got {spec.solvent!r}")
         if spec.constraints is not None:
-            raise SystemFileError(f"{path}: key 'constraints' does not apply with 'smiles' (always HBonds)")
+            raise SystemFileError(f"{path}: key 'constraints' does not apply with 'smiles' (always HBonds for MD; "
+                                  "the energy keeps every bond)")
     return spec
 
 
@@ -174,7 +184,7 @@ def _openmm_system(path: Path, spec: _SystemFile) -> System:
         raise SystemFileError(f"{path}: key {error}") from None
     try:
         forcefield = app.ForceField(*spec.forcefield)
-        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=constraints)
+        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, **constraints)
     except (ValueError, OSError) as error:
         raise SystemFileError(f"{path}: key 'forcefield': {error}") from None
     masses = np.array([openmm_system.getParticleMass(i)._value for i in range(openmm_system.getNumParticles())])
@@ -227,14 +237,21 @@ def from_smiles(
     name: str | None = None,
     description: str | None = None,
     charges: str = "am1bcc-fast",
+    stereo: str = "first",
 ) -> System:
     """A small organic molecule from SMILES: GAFF2 (or ``forcefield="gaff"``) with AM1-BCC charges.
 
+    A system is one stereoisomer, stored as ``System.smiles`` (canonical isomeric SMILES). Where ``smiles`` leaves
+    stereocentres or stereo double bonds unassigned, ``stereo="first"`` samples the first of
+    :func:`molsamp.stereo.stereoisomers` and warns (:class:`~molsamp.stereo.StereoWarning`); ``stereo="all"``
+    raises :class:`InputError` (enumerate the isomers with :func:`molsamp.stereo.expand_stereo`).
+
     Parameters come from :func:`molsamp.forcefields.parametrize` (AmberTools, cached in ``cache_dir``; ``seed``
-    seeds the conformer). ``charges`` defaults to ``"am1bcc-fast"`` (no AM1 geometry optimisation), so a new
-    drug-sized molecule is ready in seconds; ``"am1bcc"`` is the standard method. The OpenMM System has no cutoff,
-    HBonds constraints and, for ``solvent="obc2"``, OBC2 implicit water; positions (nm) are the cached conformer's.
-    Temperature in K; time step 0.002 ps, friction 1/ps.
+    seeds the conformer, which has the stereo sampled). ``charges`` defaults to ``"am1bcc-fast"`` (no AM1 geometry
+    optimisation), so a new drug-sized molecule is ready in seconds; ``"am1bcc"`` is the standard method. The OpenMM
+    System has no cutoff and, for ``solvent="obc2"``, OBC2 implicit water; its X-H bond constraints are for MD, and
+    every bond keeps its energy term (``flexibleConstraints=True``), so the target is the full force field.
+    Positions (nm) are the cached conformer's. Temperature in K; time step 0.002 ps, friction 1/ps.
     """
     if solvent not in SOLVENTS:
         raise InputError(f"solvent must be one of {list(SOLVENTS)}, got {solvent!r}")
@@ -242,17 +259,19 @@ def from_smiles(
     import openmm.app as app
 
     from molsamp.forcefields import parametrize
+    from molsamp.stereo import resolve_stereo
 
-    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
+    isomeric = resolve_stereo(smiles, stereo)
+    parameters = parametrize(isomeric, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
     prmtop = app.AmberPrmtopFile(str(parameters.prmtop))
-    openmm_system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
+    openmm_system = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=app.HBonds, flexibleConstraints=True,
                                         implicitSolvent=app.OBC2 if solvent == "obc2" else None)
     masses = np.array([openmm_system.getParticleMass(i)._value for i in range(openmm_system.getNumParticles())])
     return System(
         name=name or smiles, topology=mdtraj.Topology.from_openmm(prmtop.topology),
         positions=parameters.molecule.GetConformer().GetPositions() / 10.0, temperature=float(temperature),
-        masses=masses, openmm_system=openmm_system, molecule=parameters.molecule,
-        description=description or f"{smiles}: {forcefield.upper()}/AM1-BCC, {solvent}",
+        masses=masses, openmm_system=openmm_system, molecule=parameters.molecule, smiles=isomeric,
+        description=description or f"{isomeric}: {forcefield.upper()}/AM1-BCC, {solvent}",
     )
 
 
@@ -305,8 +324,8 @@ def load(name_or_path: str | os.PathLike, constraints: str | None = "default") -
     ``"peptide:SEQ"`` builds the capped peptide ACE-SEQ-NME from 1 to 4 one-letter amino-acid codes (``"peptide:AK"``)
     in amber ff14SB with OBC2 implicit water, like ``ala2``; see :func:`molsamp.peptides.from_sequence`.
 
-    ``constraints`` overrides the constraints of structure and peptide systems (``None``: all bonds flexible, the
-    right target for Metropolis-Hastings moves in Cartesian space, whose energy must include the bonds to hydrogen).
+    ``constraints`` overrides the constraints MD applies to structure and peptide systems (``None``: all bonds
+    flexible in MD too). The energy (``system.target()``) keeps every bond term whatever the constraints.
     """
     if isinstance(name_or_path, str) and name_or_path.startswith("peptide:"):
         from molsamp.peptides import check_sequence, from_sequence

@@ -1,5 +1,8 @@
 """GAFF/GAFF2 + AM1-BCC through AmberTools: real parameters, charges, solvent models, cache and clear errors."""
 
+import os
+import re
+import shutil
 import subprocess
 
 import numpy as np
@@ -9,13 +12,15 @@ import pytest
 import torch
 
 from molsamp.errors import InputError
-from molsamp.forcefields import amber_tool, parametrize
+from molsamp import forcefields
+from molsamp.forcefields import amber_tool, parametrize, solvate
 from molsamp.systems import from_smiles
 
 
 def direct_energy(prmtop, positions, implicit_solvent=app.OBC2):
-    """Potential energy (kJ/mol) from a plain OpenMM Context on the Reference platform."""
-    system = app.AmberPrmtopFile(str(prmtop)).createSystem(nonbondedMethod=app.NoCutoff, constraints=app.HBonds,
+    """Potential energy (kJ/mol) of every term, bonds to hydrogen included, from a plain OpenMM Context on the
+    Reference platform."""
+    system = app.AmberPrmtopFile(str(prmtop)).createSystem(nonbondedMethod=app.NoCutoff, constraints=None,
                                                            implicitSolvent=implicit_solvent)
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     context.setPositions(positions)
@@ -40,7 +45,7 @@ def test_ethanol_gaff2_obc2_energy_matches_openmm(tmp_path):
     ethanol = from_smiles("CCO", cache_dir=tmp_path)
     assert ethanol.n_atoms == 9 and ethanol.positions.shape == (9, 3) and ethanol.name == "CCO"
     assert [a.GetSymbol() for a in ethanol.molecule.GetAtoms()] == [a.element.symbol for a in ethanol.topology.atoms]
-    assert ethanol.openmm_system.getNumConstraints() == 6  # X-H bonds
+    assert ethanol.openmm_system.getNumConstraints() == 6  # X-H bonds, for MD; their stretch energy is kept
     np.testing.assert_allclose(ethanol.masses.sum(), 46.07, atol=0.01)
     with ethanol.target(n_workers=0, platform="Reference") as target:
         u = target.energy(torch.as_tensor(ethanol.positions[None], dtype=torch.float64)).item()
@@ -85,7 +90,7 @@ def test_obc2_has_a_gb_force_and_vacuum_has_none(tmp_path):
 
 def test_standard_am1bcc_optimises_the_geometry_first(tmp_path):
     fast, standard = (parametrize("CN", cache_dir=tmp_path, charges=method) for method in ("am1bcc-fast", "am1bcc"))
-    assert standard.charge_method == "am1bcc" and standard.prmtop.parent.name.endswith("-gaff2-am1bcc")
+    assert standard.charge_method == "am1bcc" and f"-gaff2-am1bcc-{standard.recipe}" in standard.prmtop.parent.name
     assert standard.prmtop.parent != fast.prmtop.parent
     nitrogen = [a.GetIdx() for a in fast.molecule.GetAtoms() if a.GetSymbol() == "N"][0]
     assert standard.charges[nitrogen] < fast.charges[nitrogen] - 0.005  # more polar at the AM1 geometry
@@ -101,7 +106,8 @@ def test_prmtop_has_mbondi2_radii(tmp_path):
 def test_cache_is_reused_for_any_spelling(tmp_path, monkeypatch):
     first = parametrize("CCO", cache_dir=tmp_path)
     entry = first.prmtop.parent
-    assert entry.parent == tmp_path / "forcefields" and entry.name == f"{first.inchikey}-gaff2-am1bcc-fast"
+    assert entry.parent == tmp_path / "forcefields"
+    assert entry.name == f"{first.inchikey}-gaff2-am1bcc-fast-{first.recipe}" and len(first.recipe) == 8
     assert sorted(p.name for p in entry.iterdir()) == ["molecule.frcmod", "molecule.inpcrd", "molecule.mol2",
                                                        "molecule.prmtop", "molecule.sdf", "smiles.txt"]
     assert (entry / "smiles.txt").read_text().strip() == "CCO"
@@ -167,3 +173,89 @@ def test_tool_failure_names_molecule_tool_and_output(tmp_path, monkeypatch):
         parametrize("CCO", cache_dir=tmp_path)
     assert "sqm.out:" in str(error.value)
     assert not list((tmp_path / "forcefields").iterdir())  # neither an entry nor a build folder is left
+
+
+def frcmod_sections(path):
+    """Lines of each section (MASS, BOND, ANGLE, DIHE, IMPROPER, NONBON) of a frcmod file."""
+    sections, name = {}, None
+    for line in path.read_text().splitlines()[1:]:
+        if line.strip() in ("MASS", "BOND", "ANGLE", "DIHE", "IMPROPER", "NONBON"):
+            name = line.strip()
+            sections[name] = []
+        elif line.strip():
+            sections[name].append(line)
+    return sections
+
+
+def torsion_terms(prmtop, atoms):
+    """(periodicity, k in kcal/mol) of every term of the proper torsion ``atoms``, in either direction."""
+    system = app.AmberPrmtopFile(str(prmtop)).createSystem(nonbondedMethod=app.NoCutoff)
+    force = next(f for f in system.getForces() if isinstance(f, openmm.PeriodicTorsionForce))
+    terms = []
+    for index in range(force.getNumTorsions()):
+        *quartet, periodicity, _, k = force.getTorsionParameters(index)
+        if tuple(quartet) in (tuple(atoms), tuple(reversed(atoms))):
+            terms.append((periodicity, round(k.value_in_unit(openmm.unit.kilocalorie_per_mole), 4)))
+    return sorted(terms)
+
+
+def test_gaff2_parameters_are_the_same_on_every_build_and_never_gaff1(tmp_path, monkeypatch):
+    """Acetanilide's amide N has the GAFF2-only type ns. ``parmchk2 -s gaff2`` read GAFF 1 in about 1 run of 5,
+    giving ns the parameters of n ("same as n") and the c-ns-ca-ca torsion the generic X-ca-n-X (0.45 kcal/mol)."""
+    calls = []
+    run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda args, **kwargs: calls.append(args) or run(args, **kwargs))
+    builds = [parametrize("CC(=O)Nc1ccccc1", cache_dir=tmp_path / str(i)) for i in range(5)]
+    assert [args[-2:] for args in calls if args[0].endswith("parmchk2")] == [["-s", "2"]] * 5
+    for name in ("molecule.mol2", "molecule.frcmod", "molecule.sdf"):
+        assert len({(b.prmtop.parent / name).read_bytes() for b in builds}) == 1, name
+    undated = {re.sub(r"DATE = .*\n", "", b.prmtop.read_text()) for b in builds}  # %VERSION carries the time
+    assert len(undated) == 1 and len({b.inpcrd.read_bytes() for b in builds}) == 1
+
+    parameters = builds[0]
+    assert parameters.atom_types[3] == "ns"
+    sections = frcmod_sections(parameters.prmtop.with_suffix(".frcmod"))
+    assert not any(sections[name] for name in ("MASS", "BOND", "ANGLE", "NONBON"))  # all of them in gaff2.dat
+    assert not [line for line in sections["DIHE"] if line.startswith(("ca-ca-ns-c ", "c -ns-ca-ca"))]
+    # carbonyl C, N, ipso C, each ortho C: gaff2.dat's ca-ca-ns-c, 1.41 kcal/mol with periodicity 2
+    assert torsion_terms(parameters.prmtop, (1, 3, 4, 5)) == torsion_terms(parameters.prmtop, (1, 3, 4, 9)) \
+        == [(2, 1.41)]
+
+
+def test_cache_entry_changes_with_the_recipe(tmp_path, monkeypatch):
+    first = parametrize("CO", cache_dir=tmp_path)
+    stale = tmp_path / "forcefields" / f"{first.inchikey}-gaff2-am1bcc-fast"  # an entry of the recipe before hashes
+    shutil.copytree(first.prmtop.parent, stale)
+    monkeypatch.setattr(forcefields, "_ambertools_version", lambda: "0.0-other")
+    other_tools = parametrize("CO", cache_dir=tmp_path)
+    monkeypatch.setattr(forcefields, "_TLEAP", forcefields._TLEAP.replace("quit", "check MOL\nquit"))
+    other_script = parametrize("CO", cache_dir=tmp_path)
+    entries = [first.prmtop.parent, other_tools.prmtop.parent, other_script.prmtop.parent]
+    assert len({first.recipe, other_tools.recipe, other_script.recipe}) == 3 and len(set(entries)) == 3
+    assert all(entry.name.startswith(f"{first.inchikey}-gaff2-am1bcc-fast-") for entry in entries)
+    assert stale not in entries and all(entry.is_dir() for entry in entries)
+
+
+@pytest.mark.parametrize("blocked", ["a file", "a read-only folder"])
+def test_unwritable_cache_is_a_one_line_error(tmp_path, monkeypatch, blocked):
+    if blocked == "a file":
+        (tmp_path / "cache").write_text("not a folder")
+        expected = rf"cache folder \(MOLSAMP_CACHE or cache_dir\) '{tmp_path}/cache/forcefields' cannot be created"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only folders")
+        (tmp_path / "cache").mkdir(mode=0o555)
+        expected = rf"'{tmp_path}/cache/forcefields' cannot be created: Permission denied"
+    monkeypatch.setenv("MOLSAMP_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(InputError, match=expected) as error:
+        parametrize("CO")
+    assert "\n" not in str(error.value)
+
+
+def test_read_only_cache_serves_its_entries(tmp_path, monkeypatch):
+    """Cache hits need no write access; a solvated box that is not cached yet does, and says so."""
+    parameters = parametrize("C", cache_dir=tmp_path)
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
+    assert parametrize("C", cache_dir=tmp_path).prmtop == parameters.prmtop
+    with pytest.raises(InputError, match=f"'{parameters.prmtop.parent}' is not writable"):
+        solvate(parameters)

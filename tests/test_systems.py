@@ -101,14 +101,15 @@ def test_smiles_yaml_file_loads(tmp_path, monkeypatch):
     acetate = load(path)
     assert (acetate.name, acetate.description, acetate.n_atoms) == ("acetate", "acetate in vacuum", 7)
     assert (acetate.temperature, acetate.timestep, acetate.friction) == (310.0, 0.001, 1.0)
-    assert acetate.molecule.GetNumAtoms() == 7 and acetate.positions.shape == (7, 3)
+    assert acetate.molecule.GetNumAtoms() == 7 and acetate.positions.shape == (7, 3) and acetate.smiles == "CC(=O)[O-]"
     assert "GBSAOBCForce" not in forces_by_name(acetate)
     assert (tmp_path / "cache" / "forcefields").is_dir()
 
 
-def test_from_smiles_defaults_to_gaff2_in_obc2(tmp_path):
-    ethanol = from_smiles("CCO", cache_dir=tmp_path, name="ethanol")
-    assert ethanol.name == "ethanol" and "GAFF2/AM1-BCC" in ethanol.description
+def test_from_smiles_defaults_to_gaff2_in_obc2(tmp_path, recwarn):
+    ethanol = from_smiles("OCC", cache_dir=tmp_path, name="ethanol")
+    assert ethanol.name == "ethanol" and ethanol.description == "CCO: GAFF2/AM1-BCC, obc2"
+    assert ethanol.smiles == "CCO" and not recwarn.list  # the canonical SMILES sampled; no stereo to decide
     assert "GBSAOBCForce" in forces_by_name(ethanol)
     assert (ethanol.temperature, ethanol.timestep, ethanol.friction) == (300.0, 0.002, 1.0)
     assert [r.name for r in ethanol.topology.residues] == ["MOL"]
@@ -134,3 +135,22 @@ def test_hydrogen_mass_repartitioning_keeps_the_total():
     assert heavy_hydrogens.masses.sum() == pytest.approx(ala2.masses.sum())
     assert heavy_hydrogens.openmm_system.getParticleMass(hydrogens[0])._value == pytest.approx(3.0)
     assert ala2.openmm_system.getParticleMass(hydrogens[0])._value == pytest.approx(1.008)  # the original is kept
+
+
+@pytest.mark.parametrize("key, value, rule", [
+    ("timestep", "0", "positive"), ("timestep", "-1", "positive"), ("timestep", ".inf", "positive"),
+    ("temperature", "-300", "positive"), ("temperature", "0", "positive"), ("temperature", ".nan", "positive"),
+    ("friction", "-1", "non-negative"),
+])
+def test_nonphysical_numbers_in_yaml_name_file_and_key(tmp_path, key, value, rule):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"analytic: lennard-jones\n{key}: {value}\n")
+    with pytest.raises(SystemFileError, match=f"key '{key}' must be a {rule} number") as error:
+        load(path)
+    assert str(path) in str(error.value)
+
+
+def test_zero_friction_is_allowed(tmp_path):
+    path = tmp_path / "newtonian.yaml"
+    path.write_text("analytic: lennard-jones\nfriction: 0\n")
+    assert load(path).friction == 0.0

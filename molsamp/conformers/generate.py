@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["TORSION_MODES", "MODES", "DEFAULT_MODEL", "TorsionSamples", "sample_torsions", "generate"]
+__all__ = ["TORSION_MODES", "MODES", "DEFAULT_MODEL", "TorsionSamples", "sample_torsions", "check_options", "generate"]
 
 import dataclasses
 import math
@@ -21,6 +21,7 @@ from molsamp.errors import InputError
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 from molsamp.samplers import annealed_smc, independence_metropolis
 from molsamp.samples import systematic_resample
+from molsamp.shipped import MODELS_DIR
 
 if TYPE_CHECKING:
     from rdkit import Chem
@@ -32,12 +33,14 @@ TORSION_MODES = ("smc", "weighted", "mh", "unweighted")
 """Samplers of the torsional density on one base geometry. ``smc``: model samples annealed to the Boltzmann density
 by sequential Monte Carlo with torsion moves (weighted, the most accurate); ``weighted``: importance-weighted model
 samples; ``mh``: an independence Metropolis-Hastings chain with the model as proposal (equal weights);
-``unweighted``: weighted samples resampled to equal weights."""
+``unweighted``: weighted samples resampled to equal weights. A molecule without rotatable torsions (benzene,
+methane, acetate) has a single geometry in these modes, so its ``n`` conformers are copies of that one geometry
+(equal weights, ESS ``n``, no acceptance rate); the ``md-jumps`` mode samples it by MD."""
 MODES = ("md-jumps", *TORSION_MODES)
 """``md-jumps`` (the default of :func:`generate`): Langevin MD of all coordinates with model torsion jumps accepted by
 Metropolis-Hastings (equal weights; bonds, angles and rings flexible; see :mod:`molsamp.conformers.md_jumps`); and
 the :data:`TORSION_MODES`."""
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "torsion-mixture.pt"
+DEFAULT_MODEL = MODELS_DIR / "torsion-mixture.pt"
 """The shipped pretrained torsion model."""
 SMC_STEPS = 8
 """Annealing steps of the ``smc`` mode (beta_k = (k / SMC_STEPS)^2), each with two moves per torsion and particle."""
@@ -84,13 +87,20 @@ def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, 
 
 def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mode: str = "smc",
                     seed: int = 0, batch_size: int = 256) -> TorsionSamples:
-    """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`TORSION_MODES`."""
+    """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`TORSION_MODES`; without
+    rotatable torsions, ``n`` copies of the target's one geometry (exact samples of a point mass)."""
     if mode not in TORSION_MODES:
         raise InputError(f"mode must be one of {TORSION_MODES}, got {mode!r}")
     if n < 1:
         raise InputError(f"the number of conformers must be positive, got {n}")
     generator = torch.Generator().manual_seed(seed)
     evaluations_before = target.n_evaluations
+    if target.n_torsions == 0:
+        angles = torch.zeros(n, 0, dtype=torch.float64)
+        u = target.energy(angles[:1]).expand(n).clone()
+        log_weights = torch.full((n,), -math.log(n), dtype=torch.float64)
+        return TorsionSamples(angles, u, torch.zeros(n, dtype=torch.float64), log_weights, float(n), None, 0,
+                              target.n_evaluations - evaluations_before)
     draws = n * _OVERSAMPLE if mode == "unweighted" else n
     angles, u, log_q, attempts = _clash_free_draws(mixture, target, draws, generator, batch_size)
     log_w = -u - log_q
@@ -133,10 +143,9 @@ def _torsion_ensemble(system: System, model: TorsionMixtureNet, n: int, mode: st
         with torch.no_grad():
             mixture = model(molecule_graph(target.molecule, target.torsions))[0]
         samples = sample_torsions(mixture, target, n, mode=mode, seed=seed)
-        if relax_steps:
-            positions = target.relaxed_conformers(samples.angles)[1]
-        else:
-            positions = target.conformers(samples.angles)
+        angles = samples.angles if target.n_torsions else samples.angles[:1]  # no torsions: one geometry, n copies
+        positions = target.relaxed_conformers(angles)[1] if relax_steps else target.conformers(angles)
+        positions = positions.expand(n, -1, -1)
     finally:
         target.close()
     return _Ensemble(positions.numpy() * 10.0, samples.u.numpy() * target.kT, samples.log_weights.tolist(),
@@ -154,6 +163,22 @@ def _md_jump_ensemble(system: System, model: TorsionMixtureNet, n: int, seed: in
                      [-math.log(n)] * n, chains.ess, chains.acceptance, len(torsions))
 
 
+def check_options(n: int, mode: str, temperature: float, relax_steps: int = 0) -> None:
+    """Raise :class:`~molsamp.errors.InputError` unless ``n >= 1`` conformers, ``mode`` is one of :data:`MODES`,
+    ``temperature > 0`` (K) and ``relax_steps >= 0`` (torsion modes only): the checks :func:`generate` makes before
+    any work, for callers that want them before a batch."""
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
+    if n < 1:
+        raise InputError(f"the number of conformers must be at least 1, got {n}")
+    if not temperature > 0:
+        raise InputError(f"temperature must be positive (K), got {temperature}")
+    if relax_steps < 0:
+        raise InputError(f"relax_steps must be >= 0, got {relax_steps}")
+    if mode == "md-jumps" and relax_steps:
+        raise InputError("relax_steps applies to the torsion modes; md-jumps relaxes every coordinate by MD")
+
+
 def generate(
     smiles: str,
     n: int = 300,
@@ -166,16 +191,22 @@ def generate(
     cache_dir: str | Path | None = None,
     name: str | None = None,
     relax_steps: int = 0,
+    stereo: str = "first",
 ) -> Chem.Mol:
     """A conformer ensemble of ``smiles`` following its Boltzmann distribution at ``temperature`` (K).
 
     Returns an RDKit Mol (explicit hydrogens) with ``n`` conformers (Å). Each conformer carries
     ``molsamp_energy_kJ_mol`` and ``molsamp_log_weight`` (normalised log importance weight; equal weights in the
     ``mh``, ``unweighted`` and ``md-jumps`` modes); the molecule carries ``molsamp_ess`` (see
-    :class:`TorsionSamples`; for ``md-jumps`` from the chains' torsion autocorrelation), ``molsamp_mode``,
-    ``molsamp_acceptance`` (``mh``, ``smc``, ``md-jumps`` with torsions), ``molsamp_torsions`` and ``molsamp_seed``.
-    ``relax_steps > 0`` samples the relaxed torsional energy and writes the relaxed geometries (see
-    :class:`~molsamp.conformers.target.TorsionalTarget`); 0 keeps one rigid base geometry.
+    :class:`TorsionSamples`; for ``md-jumps`` from the chains' torsion autocorrelation, or their energy
+    autocorrelation without rotatable torsions), ``molsamp_mode``, ``molsamp_acceptance`` (``mh``, ``smc``,
+    ``md-jumps`` with torsions), ``molsamp_torsions``, ``molsamp_seed``, ``molsamp_input_smiles`` (``smiles``) and
+    ``molsamp_isomeric_smiles`` (the stereoisomer sampled: an unassigned stereocentre is fixed as
+    :func:`molsamp.systems.from_smiles` fixes it with ``stereo``, with a
+    :class:`~molsamp.stereo.StereoWarning`). ``relax_steps > 0`` samples the relaxed torsional energy and writes the
+    relaxed geometries (see :class:`~molsamp.conformers.target.TorsionalTarget`); 0 keeps one rigid base geometry.
+    A molecule without rotatable torsions gets plain MD in the ``md-jumps`` mode and ``n`` copies of its one
+    geometry in the :data:`TORSION_MODES`.
     """
     from rdkit import Chem
     from rdkit.Geometry import Point3D
@@ -183,14 +214,11 @@ def generate(
     from molsamp.conformers.model import load_model
     from molsamp.systems import from_smiles
 
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "md-jumps" and relax_steps:
-        raise InputError("relax_steps applies to the torsion modes; md-jumps relaxes every coordinate by MD")
+    check_options(n, mode, temperature, relax_steps)
     if not isinstance(model, torch.nn.Module):
         model = load_model(model or DEFAULT_MODEL)
     system = from_smiles(smiles, forcefield=forcefield, solvent=solvent, temperature=temperature,
-                         cache_dir=cache_dir, name=name)
+                         cache_dir=cache_dir, name=name, stereo=stereo)
     if mode == "md-jumps":
         ensemble = _md_jump_ensemble(system, model, n, seed)
     else:
@@ -210,6 +238,8 @@ def generate(
     molecule.SetProp("molsamp_mode", mode)
     molecule.SetIntProp("molsamp_torsions", n_torsions)
     molecule.SetIntProp("molsamp_seed", seed)
+    molecule.SetProp("molsamp_input_smiles", smiles)
+    molecule.SetProp("molsamp_isomeric_smiles", system.smiles)
     if acceptance is not None:
         molecule.SetDoubleProp("molsamp_acceptance", acceptance)
     return molecule

@@ -59,8 +59,10 @@ def hydration_legs(smiles: str, forcefield: str = "gaff2", padding: float = PADD
                    cache_dir: str | os.PathLike | None = None, seed: int = 0, charges: str = "am1bcc"
                    ) -> tuple[Leg, Leg]:
     """The solvent and vacuum legs for ``smiles``: GAFF/GAFF2 with AM1-BCC charges (``charges``, see
-    :data:`molsamp.forcefields.CHARGE_METHODS`), TIP3P with at least ``padding``
-    (nm) of water around the solute, PME with a 0.9 nm cutoff, HBonds constraints, rigid water, hydrogen mass 3 amu.
+    :data:`molsamp.forcefields.CHARGE_METHODS`), TIP3P with at least ``padding`` (nm) of water around the solute,
+    PME with a 0.9 nm cutoff, rigid water, hydrogen mass 3 amu. X-H bonds are constrained in MD, and every bond keeps
+    its energy term (``flexibleConstraints=True``). ``smiles`` is parametrised as given: fix unassigned stereo
+    first (:func:`molsamp.stereo.resolve_stereo`), or the conformer embedding decides it.
     """
     import openmm
     import openmm.app as app
@@ -70,7 +72,8 @@ def hydration_legs(smiles: str, forcefield: str = "gaff2", padding: float = PADD
     parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
     n_solute = parameters.molecule.GetNumAtoms()
     solute = tuple(range(n_solute))
-    options = dict(constraints=app.HBonds, rigidWater=True, hydrogenMass=HYDROGEN_MASS * openmm.unit.amu)
+    options = dict(constraints=app.HBonds, rigidWater=True, flexibleConstraints=True,
+                   hydrogenMass=HYDROGEN_MASS * openmm.unit.amu)
 
     prmtop_path, inpcrd_path = solvate(parameters, padding)
     prmtop, inpcrd = app.AmberPrmtopFile(str(prmtop_path)), app.AmberInpcrdFile(str(inpcrd_path))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 __all__ = ["DEFAULT_MODEL", "run_chains", "load_chains", "chain_topology", "chain_phi_psi", "chain_ess",
-           "capped_ess"]
+           "capped_ess", "write_chain_summary"]
 
 import io
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from molsamp.shipped import MODELS_DIR
 from molsamp.timewarp.features import atom_features
 from molsamp.timewarp.model import TimewarpFlow
 from molsamp.timewarp.sampler import exploration_step, mh_step
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from molsamp.targets import OpenMMTarget
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "timewarp-peptides.pt"
+DEFAULT_MODEL = MODELS_DIR / "timewarp-peptides.pt"
 """The shipped pretrained checkpoint (see its model card beside it)."""
 
 
@@ -97,14 +97,16 @@ def chain_topology(topology: mdtraj.Topology, n_chains: int) -> mdtraj.Topology:
 def run_chains(system: System, model: TimewarpFlow, output: str | os.PathLike, n_steps: int, n_chains: int = 16,
                seed: int = 0, exploration: float | None = None, n_workers: int | None = None,
                platform: str | None = None, checkpoint_every: int = 100, progress: bool | None = None,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, plot: bool = False) -> dict:
     """``n_chains`` chains of ``n_steps`` Metropolis-Hastings steps with the flow as proposal, exact for the
     Boltzmann distribution of ``system`` (OpenMM energies through :class:`~molsamp.targets.OpenMMTarget`).
 
     ``exploration`` = a threshold (kT) replaces Metropolis-Hastings by accepting every proposal whose energy rises
     by less than it: fast discovery of states, BIASED, labelled so in the summary. ``output`` (.h5) gets one frame
-    per step holding every chain (see :func:`load_chains`); ``<output>.json`` gets the summary (acceptance, wall
-    time). An interrupted run resumes from ``<output>.partial`` when called again with the same settings.
+    per step holding every chain (see :func:`load_chains`); ``<output>.json`` gets the summary
+    (:func:`write_chain_summary`: acceptance, wall time, phi/psi ESS, Ramachandran populations; ``plot`` adds a PNG).
+    An interrupted run resumes from ``<output>.partial`` when called again with the same settings; Ctrl-C
+    checkpoints and raises :class:`~molsamp.md.RunInterrupted`.
     """
     from molsamp.errors import InputError
     from molsamp.md import run_resumable
@@ -113,7 +115,6 @@ def run_chains(system: System, model: TimewarpFlow, output: str | os.PathLike, n
         raise InputError(f"system {system.name!r}: Timewarp chains need an OpenMM system without constraints (a "
                          "constrained bond has no energy term, so Metropolis-Hastings would let it drift); load it "
                          "with constraints=None")
-    start = time.perf_counter()
     meta = {"system": system.name, "n_atoms": system.n_atoms, "n_chains": n_chains, "seed": int(seed),
             "exploration": exploration, "model": model.config, "sampler": "timewarp"}
     engines: list[_ChainEngine] = []
@@ -122,17 +123,38 @@ def run_chains(system: System, model: TimewarpFlow, output: str | os.PathLike, n
             engines.append(_ChainEngine(system, model, target, n_chains, seed, exploration, state))
             return engines[-1]
 
-        run_resumable(make_engine, output, n_steps, 1, 1.0, chain_topology(system.topology, n_chains), meta,
-                      checkpoint_every=checkpoint_every, progress=progress, overwrite=overwrite, rate_unit="steps/s")
+        run = run_resumable(make_engine, output, n_steps, 1, 1.0, chain_topology(system.topology, n_chains), meta,
+                            checkpoint_every=checkpoint_every, progress=progress, overwrite=overwrite,
+                            rate_unit="steps/s")
     engine = engines[-1]
     summary = {"system": system.name, "sampler": "timewarp exploration (BIASED)" if exploration else "timewarp MH",
                "n_chains": n_chains, "n_steps": n_steps, "seed": seed,
                "acceptance": float(engine.accepted.sum()) / max(engine.steps * n_chains, 1),
                "acceptance_per_chain": (engine.accepted.double() / max(engine.steps, 1)).tolist(),
-               "wall_time_s": time.perf_counter() - start, "trajectory": str(output)}
+               "wall_time_s": run.wall_time_s, "trajectory": str(output)}
+    return write_chain_summary(summary, system.topology, plot)
+
+
+def write_chain_summary(summary: dict, topology: mdtraj.Topology, plot: bool = False) -> dict:
+    """``summary`` of a chain run (with its ``trajectory``, ``n_chains``, ``system``, ``sampler`` and
+    ``wall_time_s``) completed from the chains and written to ``<trajectory>.json``: the pooled phi/psi ESS
+    (:func:`chain_ess`, of the first residue with both, ``topology`` being one chain's), ESS per second of sampling
+    wall time (the smaller of the two; every session of a resumed run counts), the Ramachandran populations and,
+    with ``plot``, the path of a Ramachandran plot written as ``<trajectory stem>.png``."""
+    from molsamp.analysis import plot_ramachandran, ramachandran_populations
     from molsamp.files import atomic_write
 
-    atomic_write(Path(str(output) + ".json"), json.dumps(summary, indent=1) + "\n")
+    trajectory = Path(summary["trajectory"])
+    angles = chain_phi_psi(load_chains(trajectory, summary["n_chains"]), topology)
+    phi, psi = angles[..., 0].ravel(), angles[..., 1].ravel()
+    ess = chain_ess(angles)
+    summary = {**summary, "ess_phi_psi": ess.tolist(), "ess_per_s": float(ess.min()) / summary["wall_time_s"],
+               "populations": ramachandran_populations(phi, psi)}
+    if plot:
+        path = plot_ramachandran(phi, psi, trajectory.with_suffix(".png"),
+                                 title=f"{summary['system']}: {summary['sampler']}")
+        summary["plot"] = str(path)
+    atomic_write(Path(str(trajectory) + ".json"), json.dumps(summary, indent=1) + "\n")
     return summary
 
 
