@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from molsamp.analysis import compute_dihedrals, fold_torsions, torsion_ess, torsion_js
 from molsamp.conformers import TorsionalTarget, read_smiles, sample_md_jumps, sample_torsions
 from molsamp.conformers.features import molecule_graph
+from molsamp.conformers.etkdg import etkdg_conformers
 from molsamp.conformers.generate import DEFAULT_MODEL
 from molsamp.conformers.model import TorsionMixture, load_model
 from molsamp.md import OpenMMEngine
@@ -58,13 +58,8 @@ def js_per_torsion(angles: np.ndarray, reference: np.ndarray, log_weights=None) 
 
 def etkdg_angles(molecule: Chem.Mol, quads: np.ndarray, n: int, seed: int, minimise: bool) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
-    mol = Chem.Mol(molecule)
-    mol.RemoveAllConformers()
-    ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=n, randomSeed=seed + 1))  # seed 0: n identical conformers
-    if minimise:
-        AllChem.MMFFOptimizeMoleculeConfs(mol)
+    xyz = etkdg_conformers(molecule, n, seed, minimise) / 10.0
     seconds = time.perf_counter() - start
-    xyz = np.stack([mol.GetConformer(i).GetPositions() for i in ids]) / 10.0
     return compute_dihedrals(xyz, quads).numpy(), seconds
 
 

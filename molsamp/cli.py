@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -12,6 +14,14 @@ import click
 from molsamp.errors import MolsampError
 from molsamp.free_energy.legs import PADDING
 from molsamp.free_energy.windows import Protocol
+
+
+PARTIAL_FAILURE = 3
+"""Exit status of a batch in which some molecules failed (their errors are printed; the others are written)."""
+
+
+_POSITIVE_INT = click.IntRange(min=1)
+_POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 
 
 class _UserError(click.ClickException):
@@ -26,6 +36,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MolsampError as error:
             raise _UserError(str(error)) from None
+        except click.BadParameter as error:  # a value out of range or of the wrong type: one line too
+            if isinstance(error, click.MissingParameter):
+                raise  # with the usage, which says what is missing
+            raise _UserError(error.format_message()) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,6 +57,23 @@ def systems() -> None:
         click.echo(f"{name:<14} {description}")
 
 
+INTERRUPTED = 130
+"""Exit status of a run stopped by Ctrl-C after it saved a checkpoint (128 + SIGINT, as a shell reports it)."""
+
+
+@contextlib.contextmanager
+def _resumable_run():
+    """Turn a run stopped by Ctrl-C (:class:`~molsamp.md.RunInterrupted`, raised after its checkpoint) into its
+    one-line message on stderr and exit status :data:`INTERRUPTED`."""
+    from molsamp.md import RunInterrupted
+
+    try:
+        yield
+    except RunInterrupted as stop:
+        click.echo(str(stop), err=True)
+        raise SystemExit(INTERRUPTED) from None
+
+
 @cli.command()
 @click.argument("system")
 @click.option("--ns", type=float, help="Simulated time in ns.")
@@ -56,15 +87,19 @@ def systems() -> None:
               help="Trajectory file: .h5 (default format, with energies) or .dcd (energies in a .csv beside it).")
 def md(system: str, ns: float | None, ps: float | None, save_every: float, seed: int, platform: str | None,
        overwrite: bool, quiet: bool, output: Path) -> None:
-    """Langevin MD of SYSTEM (a built-in name or a YAML file); an interrupted run resumes when run again."""
+    """Langevin MD of SYSTEM (a built-in name or a YAML file); an interrupted run resumes when run again.
+
+    Ctrl-C finishes the frame in progress, saves a checkpoint and exits with status 130; run the same command again
+    to resume."""
     if ns is not None and ps is not None:
         raise _UserError("give either --ns or --ps, not both")
     duration = ns * 1000.0 if ns is not None else (ps if ps is not None else 100.0)
     from molsamp.md import run_md
     from molsamp.systems import load
 
-    path = run_md(load(system), output, duration=duration, save_every=save_every, seed=seed, platform=platform,
-                  progress=False if quiet else None, overwrite=overwrite)
+    with _resumable_run():
+        path = run_md(load(system), output, duration=duration, save_every=save_every, seed=seed, platform=platform,
+                      progress=False if quiet else None, overwrite=overwrite)
     click.echo(f"wrote {path}")
 
 
@@ -74,17 +109,22 @@ def md(system: str, ns: float | None, ps: float | None, save_every: float, seed:
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Reference trajectory: report the Jensen-Shannon divergence against it.")
 @click.option("--top", help="Topology for DCD input: a system name, YAML or PDB file.")
-@click.option("--bins", type=int, default=36, show_default=True, help="Histogram bins per angle.")
+@click.option("--bins", type=_POSITIVE_INT, default=36, show_default=True, help="Histogram bins per angle.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing plot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot to write.")
 def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: str | None, bins: int,
-            output: Path | None) -> None:
+            overwrite: bool, output: Path | None) -> None:
     """Summarise TRAJECTORY: frames, energies, phi/psi statistics; prints one JSON line."""
+    from molsamp.files import check_output
     from molsamp.md import load_trajectory
 
     if output is not None and not ramachandran:
         raise _UserError("-o/--output needs a plot to write: add --ramachandran")
+    if output is not None:
+        check_output(output, overwrite)
     topology = _topology(top)
-    traj, energies = load_trajectory(trajectory, top=topology)
+    with _c_stdout_discarded():
+        traj, energies = load_trajectory(trajectory, top=topology)
     summary: dict = {"trajectory": str(trajectory), "frames": traj.n_frames}
     if energies is not None:
         summary["mean_potential_energy_kJ_mol"] = float(energies.mean())
@@ -97,7 +137,8 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
         summary["ess_phi"], summary["ess_psi"] = (float(e) for e in torsion_ess(angles))
         reference_angles = None
         if reference is not None:
-            ref_traj, _ = load_trajectory(reference, top=topology)
+            with _c_stdout_discarded():
+                ref_traj, _ = load_trajectory(reference, top=topology)
             reference_angles = tuple(_phi_psi(ref_traj, reference).T)
             summary["ramachandran_js"] = float(ramachandran_js(phi, psi, *reference_angles, bins=bins))
         if output is not None:
@@ -121,43 +162,115 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)
 @click.option("--relax-steps", type=int, default=0, show_default=True,
               help="Minimiser steps per conformer with the torsions restrained (relaxed energies and geometries).")
+@click.option("--stereo", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="Unassigned stereocentres: sample the first stereoisomer (said on stderr), or every isomer, each "
+                   "its own ensemble named 'NAME [isomer i/k]'.")
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), help="Torsion model checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output and discard an unfinished run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="SDF to write.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG of each heavy-atom rotatable torsion's distribution against as many RDKit ETKDG conformers; "
+                   "for a batch, one PNG per molecule, PLOT's name with '-<k>' (k = 1, 2, ...) added.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="SDF to write; a JSON summary (one record per molecule) is written beside it as OUTPUT.json.")
 def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: str, forcefield: str,
-               relax_steps: int, model: Path | None, seed: int, quiet: bool, output: Path) -> None:
-    """Boltzmann conformer ensembles of MOLECULES (a SMILES, or a .smi/.csv file) as SDF."""
+               relax_steps: int, stereo: str, model: Path | None, seed: int, overwrite: bool, quiet: bool,
+               plot: Path | None, output: Path) -> None:
+    """Boltzmann conformer ensembles of MOLECULES (a SMILES, or a .smi/.csv file) as SDF.
+
+    Every record carries the input SMILES and the isomeric SMILES sampled. Each molecule is written as soon as it
+    is done (to OUTPUT.partial); an interrupted run resumes after its last finished molecule when the same command
+    is run again. Exit status: 0 when every molecule was sampled; 3 when some failed (the others are written, the
+    failures listed on stderr); 2 when none could be sampled, or on a usage error; 130 when interrupted.
+    """
+    import hashlib
+
     from tqdm import tqdm
 
-    from molsamp.conformers import generate, read_smiles, write_sdf
-    from molsamp.conformers.generate import DEFAULT_MODEL
+    from molsamp.conformers import generate, read_smiles
+    from molsamp.conformers.generate import DEFAULT_MODEL, check_options
+    from molsamp.conformers.etkdg import plot_torsions_against_etkdg
+    from molsamp.conformers.io import ResumableSDF, sdf_text
     from molsamp.conformers.model import load_model
+    from molsamp.files import check_output
+    from molsamp.stereo import expand_stereo, stereoisomers
 
-    if not output.parent.is_dir():
-        raise _UserError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
     if relax_steps and mode == "md-jumps":
         raise _UserError("--relax-steps applies to the rigid torsion modes (--smc, --weighted, --mh, --unweighted)")
-    pairs = read_smiles(molecules)
-    network = load_model(model or DEFAULT_MODEL)
-    ensembles, failures = [], 0
-    for name, smiles in tqdm(pairs, disable=quiet or len(pairs) == 1 or not sys.stderr.isatty(), unit="molecule"):
-        try:
-            ensemble = generate(smiles, n=n, mode=mode, model=network, temperature=temperature, solvent=solvent,
-                                forcefield=forcefield, seed=seed, name=name, relax_steps=relax_steps)
-        except MolsampError as error:
-            failures += 1
-            click.echo(f"failed {name}: {error}", err=True)
-            continue
-        ensembles.append(ensemble)
-        acceptance = ensemble.GetPropsAsDict().get("molsamp_acceptance")
-        click.echo(f"{name}: {n} conformers, {ensemble.GetIntProp('molsamp_torsions')} torsions, "
-                   f"ESS {ensemble.GetDoubleProp('molsamp_ess'):.1f}"
-                   + (f", MH acceptance {acceptance:.2f}" if acceptance is not None else ""))
-    if not ensembles:
-        raise _UserError(f"no molecule of {molecules!r} could be sampled")
-    write_sdf(ensembles, output)
-    click.echo(f"wrote {output}" + (f" ({failures} of {len(pairs)} molecules failed)" if failures else ""))
+    check_options(n, mode, temperature, relax_steps)
+    writer = ResumableSDF(output, overwrite)
+    batch = expand_stereo(read_smiles(molecules), stereo)
+    plots = [_numbered(plot, k, len(batch)) for k in range(len(batch))] if plot is not None else []
+    model = model or DEFAULT_MODEL
+    network = load_model(model)
+    settings = {"n": n, "mode": mode, "temperature": temperature, "solvent": solvent, "forcefield": forcefield,
+                "relax_steps": relax_steps, "seed": seed, "stereo": stereo, "molecules": batch,
+                "model_sha256": hashlib.sha256(Path(model).read_bytes()).hexdigest()}
+    finished = len(writer.start(settings))
+    for path in plots[finished:]:
+        check_output(path, overwrite)
+    bar = tqdm(batch[finished:], initial=finished, total=len(batch), unit="molecule",
+               disable=quiet or len(batch) == 1 or not sys.stderr.isatty())
+    try:
+        for index, (name, input_smiles, isomeric_smiles) in enumerate(bar, start=finished):
+            record = {"name": name, "input_smiles": input_smiles, "isomeric_smiles": isomeric_smiles, "mode": mode}
+            try:
+                ensemble = generate(isomeric_smiles, n=n, mode=mode, model=network, temperature=temperature,
+                                    solvent=solvent, forcefield=forcefield, seed=seed, name=name,
+                                    relax_steps=relax_steps)
+            except MolsampError as error:
+                writer.add({**record, "n": 0, "error": str(error)})
+                if len(batch) > 1:
+                    click.echo(f"failed {name}: {error}", err=True)
+                continue
+            ensemble.SetProp("molsamp_input_smiles", input_smiles)
+            properties = ensemble.GetPropsAsDict()
+            record.update(isomeric_smiles=properties["molsamp_isomeric_smiles"], n=n, ess=properties["molsamp_ess"],
+                          acceptance=properties.get("molsamp_acceptance"), torsions=properties["molsamp_torsions"])
+            writer.add(record, sdf_text(ensemble))
+            _report_ensemble(record, len(stereoisomers(input_smiles, "all")) if stereo == "first" else 1)
+            if plots:
+                try:
+                    click.echo(f"wrote {plot_torsions_against_etkdg(ensemble, plots[index], seed=seed)}")
+                except MolsampError as error:
+                    click.echo(f"no plot for {name}: {error}", err=True)
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"interrupted: {writer.saved()} of {len(batch)} molecules are kept in {writer.partial}; "
+                   "run the same command again to resume", err=True)
+        click.get_current_context().exit(INTERRUPTED)
+    failures = sum("error" in record for record in writer.records)
+    if failures == len(batch):
+        writer.discard()
+        raise _UserError(writer.records[0]["error"] if len(batch) == 1
+                         else f"none of the {len(batch)} molecules of {molecules!r} could be sampled")
+    writer.finish()
+    click.echo(f"wrote {output} and {writer.summary}"
+               + (f" ({failures} of {len(batch)} molecules failed)" if failures else ""))
+    if failures:
+        click.get_current_context().exit(PARTIAL_FAILURE)
+
+
+def _numbered(path: Path, index: int, count: int) -> Path:
+    """``path`` itself for a single molecule, else ``<stem>-<index + 1><suffix>``."""
+    return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def _report_ensemble(record: dict, isomers: int) -> None:
+    """The one-line summary of a conformer ensemble on stdout; on stderr, which stereoisomer was sampled where the
+    input has ``isomers > 1``, and what a molecule without rotatable torsions gets."""
+    name, mode = record["name"], record["mode"]
+    click.echo(f"{name}: {record['n']} conformers, {record['torsions']} torsions, ESS {record['ess']:.1f}"
+               + (f", MH acceptance {record['acceptance']:.2f}" if record["acceptance"] is not None else "")
+               + (" (MD alone)" if record["torsions"] == 0 and mode == "md-jumps" else ""))
+    if isomers > 1:
+        click.echo(f"stereo {name}: {record['input_smiles']} leaves stereo unassigned; sampled "
+                   f"{record['isomeric_smiles']}, the first of its {isomers} stereoisomers (--stereo all enumerates "
+                   "them)", err=True)
+    if record["torsions"] == 0 and mode != "md-jumps":
+        click.echo(f"note {name}: no rotatable torsion, so --{mode} keeps one rigid geometry: its {record['n']} "
+                   "conformers are identical (the default --md-jumps samples bonds, angles and rings by MD)", err=True)
 
 
 @cli.command()
@@ -170,7 +283,7 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
               help="am1bcc: standard AM1-BCC (AM1-optimised geometry); am1bcc-fast: at the MMFF94 geometry, no AM1 "
                    "optimisation.")
 @click.option("--scheduler", help="Address of a running Dask scheduler (tcp://host:8786); default: a local pool.")
-@click.option("--workers", type=int, help="Local worker processes (default: one per core).")
+@click.option("--workers", type=int, help="Local worker processes, at least 1 (default: one per core).")
 @click.option("--temperature", type=float, default=Protocol.temperature, show_default=True, help="K.")
 @click.option("--padding", type=float, default=PADDING, show_default=True, help="Water around the solute (nm).")
 @click.option("--equilibration-ps", type=float, default=Protocol.equilibration, show_default=True,
@@ -179,38 +292,53 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
               help="Discarded start of each lambda window.")
 @click.option("--production-ps", type=float, default=Protocol.production, show_default=True,
               help="Sampling per lambda window.")
+@click.option("--stereo", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="Unassigned stereocentres: compute the first stereoisomer (said on stderr), or every isomer, each "
+                   "its own record named 'NAME [isomer i/k]'.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Where finished windows are kept for resuming (default: the molsamp cache).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file: one record (or a list of records for a batch).")
 def solvation(molecules: str, method: str, forcefield: str, charges: str, scheduler: str | None,
               workers: int | None, temperature: float, padding: float, equilibration_ps: float,
-              window_equilibration_ps: float, production_ps: float, seed: int, platform: str | None,
-              workdir: Path | None, quiet: bool, output: Path | None) -> None:
+              window_equilibration_ps: float, production_ps: float, stereo: str, seed: int, platform: str | None,
+              workdir: Path | None, overwrite: bool, quiet: bool, output: Path | None) -> None:
     """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, by alchemical
-    decoupling in TIP3P water; an interrupted run resumes window by window when run again."""
-    from molsamp.files import atomic_write
+    decoupling in TIP3P water; an interrupted run resumes window by window when run again.
+
+    Every record carries the input SMILES and the isomeric SMILES computed. Exit status: 0 when every molecule was
+    computed; 3 when some failed (the others are written, the failures listed on stderr); 2 when none could be
+    computed, or on a usage error.
+    """
+    from molsamp.files import atomic_write, check_output
     from molsamp.free_energy import PoorOverlapWarning, hydration_free_energies
     from molsamp.io import read_smiles
+    from molsamp.stereo import expand_stereo, stereoisomers
 
-    if output is not None and not output.parent.is_dir():
-        raise _UserError(f"cannot write {str(output)!r}: folder {str(output.parent)!r} does not exist")
-    pairs = read_smiles(molecules)
+    if output is not None:
+        check_output(output, overwrite)
     protocol = Protocol(temperature=temperature, equilibration=equilibration_ps,
                         window_equilibration=window_equilibration_ps, production=production_ps)
+    batch = expand_stereo(read_smiles(molecules), stereo)
+    for name, smiles, isomeric_smiles in batch:  # (an unreadable SMILES comes back as it was, to fail later)
+        if stereo == "first" and isomeric_smiles != smiles and (isomers := len(stereoisomers(smiles, "all"))) > 1:
+            click.echo(f"stereo {name}: {smiles} leaves stereo unassigned; computing {isomeric_smiles}, the first "
+                       f"of its {isomers} stereoisomers (--stereo all enumerates them)", err=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
-        records = hydration_free_energies([smiles for _, smiles in pairs], method=method, forcefield=forcefield,
-                                          charges=charges, protocol=protocol, padding=padding, seed=seed,
-                                          workdir=workdir, scheduler=scheduler, n_workers=workers, platform=platform,
-                                          progress=False if quiet else None)
-    for (name, _), record in zip(pairs, records):
-        record["name"] = name
+        records = hydration_free_energies([isomeric for _, _, isomeric in batch], method=method,
+                                          forcefield=forcefield, charges=charges, protocol=protocol, padding=padding,
+                                          seed=seed, workdir=workdir, scheduler=scheduler, n_workers=workers,
+                                          platform=platform, progress=False if quiet else None)
+    for (name, smiles, _), record in zip(batch, records):
+        record.update(name=name, smiles=smiles)  # the library's record holds the isomeric SMILES it computed
         if "error" in record:
-            click.echo(f"failed {name}: {record['error']}", err=True)
+            if len(records) > 1:
+                click.echo(f"failed {name}: {record['error']}", err=True)
         else:
             for note in record["warnings"]:
                 click.echo(f"warning {name}: {note}", err=True)
@@ -219,8 +347,12 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
     if output is not None:
         atomic_write(output, json.dumps(records[0] if len(records) == 1 else records, indent=1) + "\n")
         click.echo(f"wrote {output}")
-    if all("error" in record for record in records):
-        raise _UserError(f"no hydration free energy of {molecules!r} could be computed")
+    failures = sum("error" in record for record in records)
+    if failures == len(records):
+        raise _UserError(records[0]["error"] if len(records) == 1
+                         else f"no hydration free energy of {molecules!r} could be computed")
+    if failures:
+        click.get_current_context().exit(PARTIAL_FAILURE)
 
 
 @cli.command()
@@ -248,11 +380,12 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
                explore: float | None, seed: int, workers: int | None, platform: str | None, overwrite: bool,
                quiet: bool, output: Path) -> None:
     """Sample the peptide SYSTEM with parallel chains that stay exact through Metropolis-Hastings: MD with torsion
-    jumps, or learned Timewarp proposals. An interrupted run resumes when run again."""
-    from molsamp.analysis import plot_ramachandran, ramachandran_populations
-    from molsamp.files import atomic_write
+    jumps, or learned Timewarp proposals. An interrupted run resumes when run again.
+
+    Ctrl-C finishes the step in progress, saves a checkpoint and exits with status 130; run the same command again
+    to resume. The summary's ess_per_s counts the wall time of every session of a resumed run."""
     from molsamp.systems import load, load_flexible
-    from molsamp.timewarp.chains import DEFAULT_MODEL, chain_ess, chain_phi_psi, load_chains, run_chains
+    from molsamp.timewarp.chains import DEFAULT_MODEL, run_chains
 
     if output.suffix != ".h5":
         raise _UserError(f"output {str(output)!r}: chains are written as HDF5; use a .h5 name")
@@ -262,24 +395,19 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 
         flow = load_model(model or DEFAULT_MODEL)
         peptide = load(system, constraints=None)
-        summary = run_chains(peptide, flow, output, n_steps=steps, n_chains=chains, seed=seed, exploration=explore,
-                             n_workers=workers, platform=platform, progress=progress, overwrite=overwrite)
+        with _resumable_run():
+            summary = run_chains(peptide, flow, output, n_steps=steps, n_chains=chains, seed=seed,
+                                 exploration=explore, n_workers=workers, platform=platform, progress=progress,
+                                 overwrite=overwrite, plot=True)
     else:
         from molsamp.peptide_jumps import run_jump_chains
 
         if model is not None or explore is not None or workers is not None:
             raise _UserError("--model, --explore and --workers belong to --sampler timewarp")
         peptide = load_flexible(system)  # a jump then needs no constraint projection
-        summary = run_jump_chains(peptide, output, steps, n_chains=chains, md_steps=md_steps, seed=seed,
-                                  platform=platform, progress=progress, overwrite=overwrite)
-    angles = chain_phi_psi(load_chains(output, chains), peptide.topology)
-    ess = chain_ess(angles)
-    plot = plot_ramachandran(angles[..., 0].ravel(), angles[..., 1].ravel(), output.with_suffix(".png"),
-                             title=f"{peptide.name}: {summary['sampler']}")
-    summary.update({"ess_phi_psi": ess.tolist(), "ess_per_s": float(ess.min()) / summary["wall_time_s"],
-                    "populations": ramachandran_populations(angles[..., 0].ravel(), angles[..., 1].ravel()),
-                    "plot": str(plot)})
-    atomic_write(Path(str(output) + ".json"), json.dumps(summary, indent=1) + "\n")
+        with _resumable_run():
+            summary = run_jump_chains(peptide, output, steps, n_chains=chains, md_steps=md_steps, seed=seed,
+                                      platform=platform, progress=progress, overwrite=overwrite, plot=True)
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "acceptance_per_chain"}))
 
 
@@ -291,31 +419,36 @@ def train() -> None:
 @train.command("conformers")
 @click.option("--smiles", "smiles_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Training molecules: a .smi or .csv file.")
-@click.option("--steps", type=int, default=3000, show_default=True, help="Optimisation steps.")
-@click.option("--molecules-per-step", type=int, default=8, show_default=True)
-@click.option("--samples", type=int, default=64, show_default=True, help="Torsion samples per molecule and step.")
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
-@click.option("--hidden", type=int, default=64, show_default=True, help="Width of the graph network.")
-@click.option("--components", type=int, default=6, show_default=True, help="Von Mises components per torsion.")
-@click.option("--temperature", type=float, default=300.0, show_default=True, help="K.")
+@click.option("--steps", type=_POSITIVE_INT, default=3000, show_default=True, help="Optimisation steps.")
+@click.option("--molecules-per-step", type=_POSITIVE_INT, default=8, show_default=True)
+@click.option("--samples", type=_POSITIVE_INT, default=64, show_default=True,
+              help="Torsion samples per molecule and step.")
+@click.option("--learning-rate", type=_POSITIVE_FLOAT, default=1e-3, show_default=True)
+@click.option("--hidden", type=_POSITIVE_INT, default=64, show_default=True, help="Width of the graph network.")
+@click.option("--components", type=_POSITIVE_INT, default=6, show_default=True,
+              help="Von Mises components per torsion.")
+@click.option("--temperature", type=_POSITIVE_FLOAT, default=300.0, show_default=True, help="K.")
 @click.option("--solvent", type=click.Choice(["obc2", "vacuum"]), default="obc2", show_default=True)
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, samples: int, learning_rate: float,
                      hidden: int, components: int, temperature: float, solvent: str, forcefield: str, seed: int,
-                     output: Path) -> None:
+                     overwrite: bool, output: Path) -> None:
     """Train the von Mises torsion model by reverse KL against GAFF/AM1-BCC torsional Boltzmann densities."""
     import torch
     from tqdm import tqdm
 
+    from molsamp.files import check_output
     from molsamp.io import read_smiles
     from molsamp.conformers.model import TorsionMixtureNet
     from molsamp.conformers.target import TorsionalTarget
     from molsamp.conformers.training import train_reverse_kl
     from molsamp.systems import from_smiles
 
+    check_output(output, overwrite)
     torch.manual_seed(seed)
     targets = []
     for name, smiles in tqdm(read_smiles(smiles_file), desc="parametrising", disable=not sys.stderr.isatty()):
@@ -341,22 +474,23 @@ def train_conformers(smiles_file: Path, steps: int, molecules_per_step: int, sam
 @click.option("--md-folder", type=click.Path(file_okay=False, path_type=Path), default=Path("data/peptides/md"),
               show_default=True, help="Folder of the MD trajectories (made by data/peptides/make_md.py).")
 @click.option("--tau", default="100ps", show_default=True, help="Time between the paired frames (ps or ns).")
-@click.option("--steps", type=int, default=5000, show_default=True, help="Optimisation steps.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=5e-4, show_default=True)
-@click.option("--hidden", type=int, default=64, show_default=True, help="Transformer width.")
-@click.option("--couplings", type=int, default=6, show_default=True, help="Affine coupling layers.")
-@click.option("--acceptance-weight", type=float, default=0.0, show_default=True,
+@click.option("--steps", type=_POSITIVE_INT, default=5000, show_default=True, help="Optimisation steps.")
+@click.option("--batch-size", type=_POSITIVE_INT, default=32, show_default=True)
+@click.option("--learning-rate", type=_POSITIVE_FLOAT, default=5e-4, show_default=True)
+@click.option("--hidden", type=_POSITIVE_INT, default=64, show_default=True, help="Transformer width.")
+@click.option("--couplings", type=_POSITIVE_INT, default=6, show_default=True, help="Affine coupling layers.")
+@click.option("--acceptance-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of Timewarp's acceptance loss (Metropolis-Hastings acceptance under each peptide's "
                    "OpenMM energy, no constraints) added to the likelihood; 0 trains by likelihood alone.")
 @click.option("--init", "initial", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Start from this checkpoint (its --hidden and --couplings) instead of a new model.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, steps: int, batch_size: int,
                    learning_rate: float, hidden: int, couplings: int, acceptance_weight: float,
-                   initial: Path | None, seed: int, output: Path) -> None:
+                   initial: Path | None, seed: int, overwrite: bool, output: Path) -> None:
     """Train a Timewarp proposal p(x(t + tau) | x(t)) on MD pairs of several peptides: by maximum likelihood, and
     with --acceptance-weight also for Metropolis-Hastings acceptance (Timewarp's second stage)."""
     import torch
@@ -364,8 +498,10 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
     from molsamp.systems import load
     from molsamp.timewarp.data import pairs_from_md
     from molsamp.timewarp.model import TimewarpFlow, load_model
+    from molsamp.files import check_output
     from molsamp.timewarp.training import train_timewarp as fit
 
+    check_output(output, overwrite)
     tau_ps = _picoseconds(tau)
 
     def pairs(names: str) -> list:
@@ -410,9 +546,29 @@ def _topology(top: str | None):
     """A topology for DCD input from a PDB path (kept as a path) or a system name/YAML file."""
     if top is None or top.endswith(".pdb"):
         return top
+    if Path(top).suffix not in ("", ".yaml", ".yml"):
+        raise _UserError(f"--top {top!r}: give a system name, a system YAML file or a PDB file")
     from molsamp.systems import load
 
     return load(top).topology
+
+
+@contextlib.contextmanager
+def _c_stdout_discarded():
+    """Discard what C code prints on file descriptor 1 meanwhile (mdtraj's DCD reader announces every file), so
+    that stdout holds only the command's own output."""
+    import ctypes
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+    try:
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers what it printed into a pipe: out with it, still to devnull
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _phi_psi(traj, path: Path):

@@ -151,8 +151,10 @@ _OPERATIONS = {"evaluate": _evaluate, "relax": _relax}
 def _worker_main(fd: int, platform: str) -> None:
     """Serve ``(operation, arguments)`` requests on socket ``fd`` until told to stop (None) or the parent goes away
     (EOF)."""
+    import signal
     from multiprocessing.connection import Connection
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the parent's to handle: it stops the pool
     connection = Connection(fd)
     try:
         context = _make_context(connection.recv(), platform, threads=1)
@@ -160,7 +162,7 @@ def _worker_main(fd: int, platform: str) -> None:
         while (request := connection.recv()) is not None:
             operation, arguments = request
             connection.send(_OPERATIONS[operation](context, *arguments))
-    except (EOFError, KeyboardInterrupt, BrokenPipeError, ConnectionResetError):
+    except (EOFError, BrokenPipeError, ConnectionResetError):
         pass
     finally:
         connection.close()

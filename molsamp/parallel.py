@@ -26,6 +26,8 @@ class TaskPool:
 
     def __init__(self, scheduler: str | None = None, n_workers: int | None = None,
                  connect_timeout: float = 10.0) -> None:
+        if n_workers is not None and n_workers < 1:
+            raise InputError(f"the number of workers must be at least 1, got {n_workers} (unset: one per core)")
         self.scheduler = scheduler
         self.n_workers = n_workers or os.cpu_count() or 1
         self.connect_timeout = connect_timeout

@@ -14,10 +14,7 @@ from __future__ import annotations
 __all__ = ["run_jump_chains"]
 
 import io
-import json
 import os
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,25 +70,26 @@ class _JumpChainsEngine:
 
 def run_jump_chains(system: System, output: str | os.PathLike, n_rounds: int, n_chains: int = 16,
                     md_steps: int = 50, burn_in: int = 10, seed: int = 0, platform: str | None = None,
-                    checkpoint_every: int = 100, progress: bool | None = None, overwrite: bool = False) -> dict:
+                    checkpoint_every: int = 100, progress: bool | None = None, overwrite: bool = False,
+                    plot: bool = False) -> dict:
     """``n_chains`` chains of ``n_rounds`` rounds of MD with torsion jumps (after ``burn_in`` rounds each from a
     start resampled among uniformly drawn torsions), exact for the Boltzmann distribution of ``system``.
 
     ``output`` (.h5) gets one frame per round holding every chain (read it with
-    :func:`molsamp.timewarp.chains.load_chains`); ``<output>.json`` gets the summary (jump acceptance, wall time).
-    An interrupted run resumes from ``<output>.partial`` when called again with the same settings.
+    :func:`molsamp.timewarp.chains.load_chains`); ``<output>.json`` gets the summary
+    (:func:`~molsamp.timewarp.chains.write_chain_summary`: jump acceptance, wall time, phi/psi ESS, Ramachandran
+    populations; ``plot`` adds a PNG). An interrupted run resumes from ``<output>.partial`` when called again with the
+    same settings; Ctrl-C checkpoints and raises :class:`~molsamp.md.RunInterrupted`.
     """
-    from molsamp.files import atomic_write
     from molsamp.md import run_resumable
     from molsamp.openmm_pool import select_platform
-    from molsamp.timewarp.chains import chain_topology
+    from molsamp.timewarp.chains import chain_topology, write_chain_summary
 
     if system.openmm_system is None:
         raise InputError(f"system {system.name!r} has no OpenMM system: MD with torsion jumps needs one")
     if min(n_rounds, n_chains, md_steps) < 1 or burn_in < 0:
         raise InputError(f"need n_rounds, n_chains, md_steps >= 1 and burn_in >= 0; got {n_rounds}, {n_chains}, "
                          f"{md_steps}, {burn_in}")
-    start = time.perf_counter()
     platform = select_platform(platform, system.openmm_system)
     meta = {"system": system.name, "n_atoms": system.n_atoms, "n_chains": n_chains, "seed": int(seed),
             "md_steps": md_steps, "burn_in": burn_in, "platform": platform, "sampler": "torsion-jumps"}
@@ -101,15 +99,13 @@ def run_jump_chains(system: System, output: str | os.PathLike, n_rounds: int, n_
         engines.append(_JumpChainsEngine(system, n_chains, md_steps, burn_in, seed, platform, state))
         return engines[-1]
 
-    run_resumable(make_engine, output, n_rounds, 1, md_steps * system.timestep,
-                  chain_topology(system.topology, n_chains), meta, checkpoint_every=checkpoint_every,
-                  progress=progress, overwrite=overwrite, rate_unit="rounds/s")
+    run = run_resumable(make_engine, output, n_rounds, 1, md_steps * system.timestep,
+                        chain_topology(system.topology, n_chains), meta, checkpoint_every=checkpoint_every,
+                        progress=progress, overwrite=overwrite, rate_unit="rounds/s")
     engine = engines[-1]
     acceptance = engine.acceptance
     summary = {"system": system.name, "sampler": "MD + torsion jumps (MH)", "n_chains": n_chains,
                "n_steps": n_rounds, "md_steps": md_steps, "seed": seed,
                "torsions": engine.n_torsions, "acceptance": float(np.mean(acceptance)),
-               "acceptance_per_chain": acceptance, "wall_time_s": time.perf_counter() - start,
-               "trajectory": str(output)}
-    atomic_write(Path(str(output) + ".json"), json.dumps(summary, indent=1) + "\n")
-    return summary
+               "acceptance_per_chain": acceptance, "wall_time_s": run.wall_time_s, "trajectory": str(output)}
+    return write_chain_summary(summary, system.topology, plot)

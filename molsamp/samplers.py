@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["independence_metropolis", "annealed_smc", "LangevinState", "energy_gradient", "langevin_baoab"]
+__all__ = ["metropolis_accept", "independence_metropolis", "annealed_smc", "LangevinState", "energy_gradient", "langevin_baoab"]
 
 import dataclasses
 import math
@@ -12,6 +12,19 @@ import torch
 
 from molsamp.analysis import kish_ess
 from molsamp.samples import systematic_resample
+
+
+def metropolis_accept(log_ratio: torch.Tensor | float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The Metropolis-Hastings decision of every entry of ``log_ratio``: True with probability
+    min(1, exp(log_ratio)), where ``log_ratio`` is log [p(x') q(x | x') / (p(x) q(x' | x))]. NaN and -inf (a
+    proposal of zero density, an overflowed energy) are always rejected. The one acceptance rule of every sampler.
+
+    Returns a bool tensor of ``log_ratio``'s shape, on its device; uniforms come from ``generator``'s device."""
+    log_ratio = torch.nan_to_num(torch.as_tensor(log_ratio, dtype=torch.float64), nan=-math.inf, neginf=-math.inf,
+                                 posinf=math.inf)
+    device = generator.device if generator is not None else log_ratio.device
+    uniform = torch.rand(log_ratio.shape, generator=generator, dtype=torch.float64, device=device)
+    return torch.log(uniform).to(log_ratio.device) < log_ratio
 
 
 def independence_metropolis(log_weights: torch.Tensor, generator: torch.Generator | None = None
@@ -28,11 +41,10 @@ def independence_metropolis(log_weights: torch.Tensor, generator: torch.Generato
     log_weights = log_weights.double().cpu()
     if not torch.isfinite(log_weights[0]):
         raise ValueError("the chain's first state must have a finite weight")
-    log_u = torch.log(torch.rand(len(log_weights), generator=generator, dtype=torch.float64))
     state, accepted = 0, 0
-    states = torch.empty(len(log_weights), dtype=torch.long)
-    for i in range(len(log_weights)):
-        if i > 0 and log_u[i] < log_weights[i] - log_weights[state]:
+    states = torch.zeros(len(log_weights), dtype=torch.long)
+    for i in range(1, len(log_weights)):
+        if metropolis_accept(log_weights[i] - log_weights[state], generator):
             state, accepted = i, accepted + 1
         states[i] = state
     return states, accepted / max(len(log_weights) - 1, 1)

@@ -160,7 +160,7 @@ def test_unwritable_or_missing_folder_is_an_input_error_before_md(ala2, tmp_path
     monkeypatch.setattr(molsamp.md, "OpenMMEngine", no_md)
     (tmp_path / "file").write_text("")
     for output in (tmp_path / "missing" / "out.h5", tmp_path / "file" / "out.h5"):
-        with pytest.raises(InputError, match="does not exist or is not a folder"):
+        with pytest.raises(InputError, match="does not exist"):
             run_md(ala2, output, 1.0, 0.1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
@@ -242,3 +242,95 @@ def test_langevin_samples_the_lennard_jones_pair_distance_long(tmp_path):
     # 10x longer: standard errors ~0.0024 (mean) and ~0.0008 (variance), tolerances 4 of those; this also bounds
     # BAOAB's discretisation bias at this step.
     check_pair_distance_distribution(tmp_path, duration=2500.0, mean_tolerance=0.01, variance_tolerance=0.0035)
+
+
+def sigint_during_step(monkeypatch, n_calls, signals=1, engine=molsamp.md._TorchEngine):
+    """Send this process ``signals`` Ctrl-C (SIGINT) at the start of the engine's ``n_calls + 1``-th ``step``."""
+    calls = []
+    original_step = engine.step
+
+    def step(self, n):
+        if len(calls) == n_calls:
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)
+        calls.append(n)
+        original_step(self, n)
+
+    monkeypatch.setattr(engine, "step", step)
+
+
+def test_ctrl_c_checkpoints_the_frame_in_progress_and_the_rerun_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    lj13, output = load("lj13"), tmp_path / "lj13.h5"
+    sigint_during_step(monkeypatch, 7)
+    with pytest.raises(molsamp.md.RunInterrupted) as stop:
+        run_md(lj13, output, 1.0, save_every=0.05, seed=4, checkpoint_every=3)
+    monkeypatch.undo()
+    assert str(stop.value) == (f"interrupted after 8 of 20 frames, saved in {str(partial_folder(output))!r}; run the "
+                               "same command again to resume")
+    assert json.loads((partial_folder(output) / "meta.json").read_text())["frames"] == 8  # not 6, the last regular one
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    run_md(lj13, output, 1.0, save_every=0.05, seed=4, checkpoint_every=3)
+    (resumed, energies), (expected, expected_energies) = (
+        load_trajectory(output), load_trajectory(run_md(lj13, tmp_path / "reference.h5", 1.0, 0.05, seed=4)))
+    np.testing.assert_array_equal(resumed.xyz, expected.xyz)
+    np.testing.assert_array_equal(energies, expected_energies)
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
+    output = tmp_path / "lj13.h5"
+    sigint_during_step(monkeypatch, 7, signals=2)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run_md(load("lj13"), output, 1.0, save_every=0.05, seed=4, checkpoint_every=3)
+    assert not isinstance(stop.value, molsamp.md.RunInterrupted)
+    assert json.loads((partial_folder(output) / "meta.json").read_text())["frames"] == 6
+
+
+def interrupted_run(system, output, monkeypatch, engine):
+    """A real partial folder: ``system`` stopped by Ctrl-C after 8 of 20 frames (checkpointed every 3)."""
+    sigint_during_step(monkeypatch, 7, engine=engine)
+    with pytest.raises(molsamp.md.RunInterrupted):
+        run_md(system, output, 2.0, save_every=0.1, seed=4, checkpoint_every=3)
+    monkeypatch.undo()
+    return partial_folder(output)
+
+
+def flip_byte(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGES = {
+    "state.bin truncated": (lambda p: os.truncate(p / "state.bin", (p / "state.bin").stat().st_size - 16),
+                            "state.bin checksum mismatch"),
+    "state.bin corrupted": (lambda p: flip_byte(p / "state.bin", -100), "state.bin checksum mismatch"),
+    "state.bin missing": (lambda p: (p / "state.bin").unlink(), "state.bin is missing"),
+    "positions corrupted": (lambda p: flip_byte(p / "positions.f32", 200), "positions.f32 checksum mismatch"),
+    "positions truncated": (lambda p: os.truncate(p / "positions.f32", 13 * 3 * 4 * 5), "positions.f32 is short"),
+    "energies corrupted": (lambda p: flip_byte(p / "energies.f64", 7 * 8 + 3), "energies.f64 checksum mismatch"),
+    "meta.json corrupted": (lambda p: (p / "meta.json").write_text('{"system": "lj1'), "meta.json is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_partial_run_is_named_and_overwrite_discards_it(tmp_path, monkeypatch, damage):
+    lj13, output = load("lj13"), tmp_path / "lj13.h5"
+    partial = interrupted_run(lj13, output, monkeypatch, molsamp.md._TorchEngine)
+    harm, what = DAMAGES[damage]
+    harm(partial)
+    with pytest.raises(InputError) as error:
+        run_md(lj13, output, 2.0, save_every=0.1, seed=4, checkpoint_every=3)
+    assert str(error.value) == (f"partial run {str(partial)!r} is damaged ({what}); delete it or pass "
+                                "overwrite=True (--overwrite) to discard it")
+    run_md(lj13, output, 2.0, save_every=0.1, seed=4, checkpoint_every=3, overwrite=True)
+    assert load_trajectory(output)[0].n_frames == 20 and not partial.exists()
+
+
+def test_a_truncated_openmm_state_is_named_not_loaded(ala2, tmp_path, monkeypatch):
+    output = tmp_path / "ala2.h5"
+    partial = interrupted_run(ala2, output, monkeypatch, molsamp.md.OpenMMEngine)
+    blob = (partial / "state.bin").read_bytes()
+    (partial / "state.bin").write_bytes(blob[:len(blob) // 2])
+    with pytest.raises(InputError, match=r"ala2.h5.partial' is damaged \(state.bin checksum mismatch\)"):
+        run_md(ala2, output, 2.0, save_every=0.1, seed=4, checkpoint_every=3)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from molsamp.samplers import LangevinState, energy_gradient, independence_metropolis, langevin_baoab
+from molsamp.samplers import (LangevinState, energy_gradient, independence_metropolis, langevin_baoab,
+                              metropolis_accept)
 
 
 def normal_log_density(x, mean, std):
@@ -73,3 +74,17 @@ def test_langevin_baoab_samples_a_harmonic_oscillator():
     state = langevin_baoab(state, energy, 300, timestep=0.05, friction=1.0, mass=mass, generator=generator)
     assert state.x.var().item() == pytest.approx(1 / spring, rel=0.1)
     assert state.v.var().item() == pytest.approx(1 / mass, rel=0.1)
+
+
+def test_metropolis_accept_has_probability_min_one_exp_log_ratio():
+    generator = torch.Generator().manual_seed(0)
+    log_ratio = torch.tensor([-2.0, -0.5, 0.0, 3.0]).repeat(20_000, 1)
+    rate = metropolis_accept(log_ratio, generator).double().mean(0)
+    torch.testing.assert_close(rate, torch.tensor([math.exp(-2.0), math.exp(-0.5), 1.0, 1.0], dtype=torch.float64),
+                               atol=0.01, rtol=0)
+
+
+def test_metropolis_accept_rejects_nan_and_zero_density_and_accepts_infinite_gain():
+    generator = torch.Generator().manual_seed(0)
+    decisions = metropolis_accept(torch.tensor([math.nan, -math.inf, math.inf]).repeat(1000, 1), generator)
+    assert not decisions[:, :2].any() and decisions[:, 2].all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,18 @@ import torch
 from molsamp.analysis._tensor import as_tensor
 from molsamp.analysis.histograms import free_energy_surface, ramachandran_histogram, torsion_histogram
 from molsamp.errors import InputError
+from molsamp.files import atomic_path
 
 __all__ = ["plot_ramachandran", "plot_torsion_marginals"]
 
 
 def _save_png(figure, path: str | os.PathLike) -> Path:
-    """Write ``figure`` to ``path`` as PNG through a temporary file in the same folder and a rename."""
+    """Write ``figure`` to ``path`` as PNG through :func:`~molsamp.files.atomic_path`."""
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"path {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=120)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
     return path
 
 
@@ -107,6 +101,7 @@ def plot_torsion_marginals(
     log_weights=None,
     bins: int = 36,
     device: torch.device | str | None = None,
+    legend: tuple[str, str] = ("sample", "reference"),
 ) -> Path:
     """Draw the 1D marginal density of each torsion as small multiples and write them as a PNG.
 
@@ -126,6 +121,8 @@ def plot_torsion_marginals(
         Bins per histogram.
     device : torch.device, optional
         Where to compute the histograms.
+    legend : (str, str)
+        Legend entries of ``angles`` and ``reference``.
 
     Returns
     -------
@@ -156,9 +153,9 @@ def plot_torsion_marginals(
         if k >= m:
             ax.set_visible(False)
             continue
-        ax.step(centres, hist[k] / width, where="mid", label="sample")
+        ax.step(centres, hist[k] / width, where="mid", label=legend[0])
         if ref is not None:
-            ax.step(centres, ref[k] / width, where="mid", linestyle="--", label="reference")
+            ax.step(centres, ref[k] / width, where="mid", linestyle="--", label=legend[1])
         ax.set(title=labels[k], xlim=(-180, 180), xticks=range(-180, 181, 90), xlabel="degree", ylabel="density")
     if ref is not None:
         axes[0].legend(fontsize="small")

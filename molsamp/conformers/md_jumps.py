@@ -11,7 +11,9 @@ rarely. Each chain starts from one of ``START_CANDIDATES`` model-drawn conformer
 so the chains start spread over the torsion states roughly as the target is, rather than all in the state of one
 input geometry. The slowest torsions of drug-like molecules change state only a few times in hundreds of rounds, so
 many short chains give more effective samples per second than a few long ones; the ESS pools the chains (Stan's
-estimator), so chains stuck in different states are not counted as independent samples.
+estimator), so chains stuck in different states are not counted as independent samples. A molecule without
+rotatable torsions (benzene, methane, acetate) gets plain MD: no jump is offered, and the ESS is that of its
+potential energy.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from molsamp.analysis import compute_dihedrals, torsion_ess
+from molsamp.analysis import compute_dihedrals, time_series_ess, torsion_ess
 from molsamp.conformers.torsions import Torsions, rotate_torsion, set_torsions
 from molsamp.errors import InputError
 from molsamp.md import OpenMMEngine
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, select_platform
+from molsamp.samplers import metropolis_accept
 
 START_CANDIDATES = 32
 """Model-drawn conformers among which each chain picks its start."""
@@ -49,9 +52,10 @@ class ChainSamples:
     """Frames of the chains, one per round after burn-in: positions ``[n, N, 3]`` (nm), reduced energies ``[n]``
     (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate (None without rotatable torsions); the ESS
     (smallest over torsions of the torsion ESS of the chains pooled, as Stan pools them, so chains that sample
-    different states count as few samples; at most one per frame; the number of frames without rotatable
-    torsions); the force and energy evaluations spent (minimisation counted at its step limit); and the pooled ESS of
-    each torsion ``[T]`` (NaN where too few frames were drawn to measure it)."""
+    different states count as few samples; without rotatable torsions, the pooled ESS of the potential energy; at
+    most one per frame, and the number of frames when too few rounds were run to measure it); the force and energy
+    evaluations spent (minimisation counted at its step limit); and the pooled ESS of each torsion ``[T]`` (NaN where
+    too few frames were drawn to measure it)."""
 
     positions: np.ndarray
     u: np.ndarray
@@ -135,7 +139,7 @@ class TorsionJumpChain:
             new_u = self.energy()
             log_alpha = -(new_u - u) + float(log_q[k] - log_q_proposed[k])
             self.offered += 1
-            if math.isfinite(new_u) and math.log(1.0 - torch.rand(1, generator=self.generator).item()) < log_alpha:
+            if metropolis_accept(log_alpha, self.generator):
                 x, u = new_x, new_u
                 angles[k], log_q[k] = proposals[k], log_q_proposed[k]
                 self.accepted += 1
@@ -179,13 +183,19 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
             bar.update()
     bar.close()
     angles = np.stack([f[2] for f in frames]).reshape(chains, rounds, len(torsions))
+    energies = np.array([f[1] for f in frames])
     frames = frames[:n]
-    measurable = len(torsions) > 0 and rounds > 2  # torsion autocorrelation needs torsions and a few frames
-    per_torsion = torsion_ess(angles).clamp(max=len(frames)).numpy() if measurable else np.full(len(torsions), np.nan)
-    n_ess = float(per_torsion.min()) if measurable else float(len(frames))
+    measurable = rounds > 2  # an autocorrelation needs a few frames per chain
+    per_torsion = np.full(len(torsions), np.nan)
+    n_ess = float(n)
+    if measurable and len(torsions):
+        per_torsion = torsion_ess(angles).clamp(max=n).numpy()
+        n_ess = float(per_torsion.min())
+    elif measurable:  # MD alone: the ESS of the potential energy
+        n_ess = min(float(time_series_ess(torch.as_tensor(energies).reshape(chains, rounds, 1))[0]), float(n))
     starts = START_CANDIDATES * (len(torsions) > 0) + START_MINIMISATION_STEPS
-    return ChainSamples(positions=np.stack([f[0] for f in frames]), u=np.array([f[1] for f in frames]),
-                        angles=angles.reshape(-1, len(torsions))[:n],
+    return ChainSamples(positions=np.stack([f[0] for f in frames]), u=energies[:n],
+                        angles=angles.reshape(chains * rounds, len(torsions))[:n],
                         acceptance=sampler.accepted / sampler.offered if sampler.offered else None, ess=n_ess,
                         evaluations=chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered,
                         torsion_ess=per_torsion)

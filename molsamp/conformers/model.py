@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["TorsionMixtureNet", "TorsionMixture", "save_model", "load_model"]
 
+import functools
 import math
 
 import torch
@@ -99,12 +100,12 @@ class TorsionMixtureNet(nn.Module):
 
     def __init__(self, hidden: int = 64, layers: int = 4, components: int = 6) -> None:
         super().__init__()
-        from torch_geometric.nn import GINEConv
-
+        convolution = _gine_conv()
         self.config = {"hidden": hidden, "layers": layers, "components": components}
         self.embed = nn.Linear(ATOM_FEATURES, hidden)
         self.convolutions = nn.ModuleList(
-            GINEConv(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)), edge_dim=BOND_FEATURES)
+            convolution(nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)),
+                        edge_dim=BOND_FEATURES)
             for _ in range(layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
@@ -125,6 +126,20 @@ class TorsionMixtureNet(nn.Module):
         counts = _torsions_per_graph(graph)
         return [TorsionMixture(*parts) for parts in zip(logits.split(counts), means.split(counts),
                                                          concentrations.split(counts))]
+
+
+@functools.cache
+def _gine_conv() -> type:
+    """torch-geometric's GINEConv with a ``propagate`` of its own. For a layer without one, torch-geometric 2.8
+    generates a TorchScript-ready ``propagate`` as a ``*_propagate_*.py`` file in the temporary folder and leaves it
+    there; with one, it runs its generic message passing (the same numbers) and writes nothing."""
+    from torch_geometric.nn import GINEConv
+
+    class GINEConvWithoutCodegen(GINEConv):
+        def propagate(self, *args, **kwargs):
+            return super().propagate(*args, **kwargs)
+
+    return GINEConvWithoutCodegen
 
 
 def _torsions_per_graph(graph) -> list[int]:

@@ -10,6 +10,7 @@ import torch
 
 from molsamp.conformers.model import TorsionMixture
 from molsamp.conformers.target import TorsionalTarget
+from molsamp.samplers import metropolis_accept
 
 
 class TorsionMoves:
@@ -44,7 +45,7 @@ class TorsionMoves:
             delta_q, delta_p = new_lq - lq, torch.nan_to_num(new_lp - lp, nan=-math.inf)
             # Random walk: symmetric proposal. Model jump: the proposal ratio cancels q's share of pi_beta.
             log_alpha = torch.where(from_model, beta * (delta_p - delta_q), (1 - beta) * delta_q + beta * delta_p)
-            accept = torch.log(torch.rand(n, generator=self.generator, dtype=torch.float64)) < log_alpha
+            accept = metropolis_accept(log_alpha, self.generator)
             angles = torch.where(accept[:, None], new, angles)
             lq, lp = torch.where(accept, new_lq, lq), torch.where(accept, new_lp, lp)
             accepted += int(accept.sum())

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from molsamp.errors import MolsampError
+from molsamp.errors import InputError, MolsampError
 from molsamp.files import atomic_write
 from molsamp.free_energy.alchemy import LambdaSchedule
 from molsamp.free_energy.legs import PADDING, Leg, hydration_legs
@@ -39,6 +39,8 @@ class _Job:
     """One molecule's calculation: its legs, its folder of finished windows, and its seed."""
 
     smiles: str
+    isomeric_smiles: str
+    """The stereoisomer sampled (canonical isomeric SMILES)."""
     folder: Path
     settings: dict[str, Any]
     legs: dict[str, Leg]
@@ -96,14 +98,20 @@ def hydration_free_energies(
     interrupted calculation only runs the missing windows. A molecule that cannot be set up gets a record with an
     ``error`` and does not stop the others (``on_error="raise"`` raises instead).
 
-    Returns one JSON-ready record per molecule: ``smiles``, ``dG_kcal_mol``, ``dG_err_kcal_mol``, method, force
-    field, water model, temperature, lambda schedule, per-leg free energies and neighbour overlaps, wall time, the
-    number of windows reused from an earlier run, and the MD steps and energy evaluations spent.
+    A SMILES with unassigned stereocentres or stereo double bonds is sampled as its first stereoisomer (see
+    :func:`molsamp.stereo.resolve_stereo`, which warns); pass an isomeric SMILES to choose another.
+
+    Returns one JSON-ready record per molecule: ``smiles``, ``isomeric_smiles`` (the stereoisomer sampled),
+    ``dG_kcal_mol``, ``dG_err_kcal_mol``, method, force field, water model, temperature, lambda schedule, per-leg
+    free energies and neighbour overlaps, wall time, the number of windows reused from an earlier run, and the MD
+    steps and energy evaluations spent.
     """
     from molsamp.parallel import TaskPool
 
     if method not in METHODS:
         raise MolsampError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if not padding > 0:  # NaN too
+        raise InputError(f"padding must be positive, got {padding:g} nm")
     start = time.perf_counter()
     with TaskPool(scheduler, n_workers) as pool:
         jobs, records = _prepare_all(smiles, method, forcefield, charges, schedule, protocol, padding, seed, workdir,
@@ -122,9 +130,12 @@ def _prepare_all(smiles: Sequence[str], method: str, forcefield: str, charges: s
                  protocol: Protocol, padding: float, seed: int, workdir: str | os.PathLike | None,
                  cache_dir: str | os.PathLike | None, on_error: str) -> tuple[list[_Job | None], list[dict[str, Any]]]:
     """A job per molecule (None, with an error record, for a molecule that cannot be set up)."""
-    from molsamp.forcefields import cache_root
+    from molsamp.forcefields import cache_root, writable_folder
 
-    root = Path(workdir) if workdir is not None else cache_root(cache_dir) / "solvation"
+    if workdir is None:
+        root = writable_folder(cache_root(cache_dir) / "solvation")
+    else:
+        root = writable_folder(workdir, "work folder")
     settings = {"layout": _LAYOUT, "method": method, "forcefield": forcefield, "charges": charges,
                 "padding_nm": padding, "seed": seed,
                 "schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol)}
@@ -183,19 +194,25 @@ def _run_windows(pool: TaskPool, jobs: list[_Job], schedule: LambdaSchedule, pro
 
 
 def _prepare(smiles: str, settings: dict[str, Any], root: Path, cache_dir: str | os.PathLike | None) -> _Job:
-    from molsamp.forcefields import parametrize
+    """The job of one molecule: its stereoisomer, parameters and legs, and the windows already in its folder (named
+    by the InChIKey and a hash of the settings and of the parametrisation recipe)."""
+    from molsamp.forcefields import parametrize, writable_folder
+    from molsamp.stereo import resolve_stereo
 
-    inchikey = parametrize(smiles, forcefield=settings["forcefield"], cache_dir=cache_dir,
-                           charges=settings["charges"]).inchikey
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    folder = root / f"{inchikey}-{digest}"
+    isomeric = resolve_stereo(smiles, "first")
+    parameters = parametrize(isomeric, forcefield=settings["forcefield"], cache_dir=cache_dir,
+                             charges=settings["charges"])
+    fingerprint = {**settings, "parameters": parameters.recipe}
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+    folder = root / f"{parameters.inchikey}-{digest}"
     for leg in ("solvent", "vacuum"):
-        (folder / leg).mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "settings.json", json.dumps({"smiles": smiles, **settings}, indent=1))
-    solvent, vacuum = hydration_legs(smiles, forcefield=settings["forcefield"], padding=settings["padding_nm"],
+        writable_folder(folder / leg, "work folder")
+    atomic_write(folder / "settings.json",
+                 json.dumps({"smiles": smiles, "isomeric_smiles": isomeric, **fingerprint}, indent=1))
+    solvent, vacuum = hydration_legs(isomeric, forcefield=settings["forcefield"], padding=settings["padding_nm"],
                                      cache_dir=cache_dir, seed=settings["seed"], charges=settings["charges"])
-    job = _Job(smiles=smiles, folder=folder, settings=settings, legs={"solvent": solvent, "vacuum": vacuum},
-               windows={"solvent": {}, "vacuum": {}})
+    job = _Job(smiles=smiles, isomeric_smiles=isomeric, folder=folder, settings=settings,
+               legs={"solvent": solvent, "vacuum": vacuum}, windows={"solvent": {}, "vacuum": {}})
     for leg in job.windows:
         for path in sorted((folder / leg).glob("window-*.npz")):
             window = _load_window(path)
@@ -242,12 +259,14 @@ def _record(job: _Job, protocol: Protocol, schedule: LambdaSchedule, elapsed: fl
     windows = [w for leg in job.windows.values() for w in leg.values()]
     md_steps = job.equilibration_cost[0] + sum(w.md_steps for w in windows)
     return {
-        "smiles": job.smiles, "dG_kcal_mol": dg * kcal_per_kT, "dG_err_kcal_mol": err * kcal_per_kT,
+        "smiles": job.smiles, "isomeric_smiles": job.isomeric_smiles,
+        "dG_kcal_mol": dg * kcal_per_kT, "dG_err_kcal_mol": err * kcal_per_kT,
         "method": settings["method"], "forcefield": settings["forcefield"], "charges": settings["charges"],
         "water_model": "TIP3P", "temperature_K": protocol.temperature, "pressure_bar": protocol.pressure,
         "lambda_schedule": schedule.to_dict(), "protocol": dataclasses.asdict(protocol),
         "padding_nm": settings["padding_nm"], "legs": legs, "warnings": notes,
-        "wall_time_s": elapsed, "reused_windows": job.reused_windows, "task_time_s": job.equilibration_cost[1] + sum(w.wall_time for w in windows),
+        "wall_time_s": elapsed, "reused_windows": job.reused_windows,
+        "task_time_s": job.equilibration_cost[1] + sum(w.wall_time for w in windows),
         "md_steps": md_steps, "energy_evaluations": md_steps + sum(w.energy_evaluations for w in windows),
         "workdir": str(job.folder),
     }

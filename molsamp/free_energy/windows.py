@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from molsamp.errors import InputError
 from molsamp.free_energy.alchemy import LambdaSchedule, set_lambdas
 from molsamp.free_energy.legs import Leg
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
@@ -16,7 +17,8 @@ from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """How each leg is sampled. Times in ps, temperature in K, pressure in bar, friction in 1/ps.
+    """How each leg is sampled. Times in ps, temperature in K, pressure in bar, friction in 1/ps; every value
+    positive (friction and the equilibration times may be zero), else :class:`~molsamp.errors.InputError`.
 
     The solvent leg is minimised and equilibrated at constant pressure (Monte Carlo barostat) in the coupled state;
     every window then starts from that box and runs at constant pressure too: ``window_equilibration`` discarded,
@@ -32,6 +34,14 @@ class Protocol:
     window_equilibration: float = 10.0
     production: float = 50.0
     sample_every: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, value in dataclasses.asdict(self).items():
+            zero_ok = name in ("friction", "equilibration", "window_equilibration")
+            if not (value >= 0 if zero_ok else value > 0):  # NaN fails both
+                unit = {"temperature": "K", "pressure": "bar", "friction": "1/ps"}.get(name, "ps")
+                raise InputError(f"protocol {name} must be {'non-negative' if zero_ok else 'positive'}, "
+                                 f"got {value:g} {unit}")
 
     def steps(self, duration: float) -> int:
         return max(int(round(duration / self.timestep)), 0)

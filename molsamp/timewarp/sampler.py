@@ -11,6 +11,8 @@ from typing import Protocol
 
 import torch
 
+from molsamp.samplers import metropolis_accept
+
 
 class Proposal(Protocol):
     """A conditional density q(x', v' | x) that can be sampled and evaluated (e.g. a bound TimewarpFlow)."""
@@ -46,8 +48,7 @@ def mh_step(x: torch.Tensor, u: torch.Tensor, proposal: Proposal, energy: Callab
     log_q_reverse = proposal.log_prob(x, v, x_new)
     u_new = energy(x_new)
     log_ratio = (-u_new - _gaussian_energy(v_new) + log_q_reverse) - (-u - _gaussian_energy(v) + log_q_forward)
-    log_uniform = torch.log(torch.rand(len(x), generator=generator, dtype=x.dtype, device=x.device))
-    accepted = torch.nan_to_num(log_ratio, nan=-torch.inf) > log_uniform
+    accepted = metropolis_accept(log_ratio, generator)
     mask = accepted.reshape(-1, *([1] * (x.ndim - 1)))
     return MHStep(torch.where(mask, x_new, x), torch.where(accepted, u_new, u), accepted)
 

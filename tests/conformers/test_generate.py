@@ -2,17 +2,20 @@
 deliberately wrong proposal; ``generate`` returns an RDKit ensemble whose energies are OpenMM's, and SDF files."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 from rdkit import Chem
 
-from molsamp.analysis import js_divergence, kish_ess, torsion_histogram
+from molsamp.analysis import js_divergence, kish_ess, time_series_ess, torsion_histogram
 from molsamp.conformers import (MODES, TORSION_MODES, TorsionalTarget, generate, read_smiles, sample_torsions,
                                 write_sdf)
+from molsamp.conformers.md_jumps import FRAMES_PER_CHAIN
 from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
 from molsamp.errors import InputError
+from molsamp.stereo import StereoWarning, stereoisomers
 from molsamp.systems import from_smiles
 
 BINS = 36
@@ -261,3 +264,63 @@ def test_read_smiles_errors(tmp_path, content, suffix, message):
         read_smiles(path)
     with pytest.raises(InputError, match="empty input"):
         read_smiles("  ")
+
+
+# ---- molecules without rotatable torsions, options, stereo ---------------------------------------------------------
+
+RIGID = {"benzene": "c1ccccc1", "methane": "C", "acetate": "CC(=O)[O-]", "methylammonium": "C[NH3+]"}
+
+
+@pytest.mark.parametrize("smiles", RIGID.values(), ids=RIGID.keys())
+def test_md_jumps_samples_a_molecule_without_rotatable_torsions_by_md_alone(network, cache, smiles):
+    molecule = generate(smiles, n=10, model=network, cache_dir=cache, seed=1)
+    assert molecule.GetNumConformers() == 10 and molecule.GetIntProp("molsamp_torsions") == 0
+    positions = np.stack([c.GetPositions() for c in molecule.GetConformers()])
+    assert len({x.tobytes() for x in positions}) == 10  # MD moves every coordinate
+    assert np.isfinite(conformer_props(molecule, "molsamp_energy_kJ_mol")).all()
+    np.testing.assert_allclose(conformer_props(molecule, "molsamp_log_weight"), -math.log(10), rtol=1e-12)
+    assert not molecule.HasProp("molsamp_acceptance")  # no jump was offered
+    assert 1.0 <= molecule.GetDoubleProp("molsamp_ess") <= 10.0
+
+
+def test_without_torsions_the_md_jumps_ess_is_that_of_the_energy(network, cache):
+    molecule = generate("c1ccccc1", n=64, model=network, cache_dir=cache, seed=2)
+    energies = conformer_props(molecule, "molsamp_energy_kJ_mol")
+    chains = 64 // FRAMES_PER_CHAIN  # 4 chains of 16 frames, pooled
+    expected = time_series_ess(torch.as_tensor(energies).reshape(chains, -1, 1))[0].item()
+    assert molecule.GetDoubleProp("molsamp_ess") == pytest.approx(min(expected, 64.0), rel=1e-9)
+
+
+@pytest.mark.parametrize("mode", TORSION_MODES)
+def test_torsion_modes_keep_the_one_geometry_of_a_molecule_without_rotatable_torsions(network, cache, mode):
+    molecule = generate("c1ccccc1", n=5, mode=mode, model=network, cache_dir=cache)
+    positions = np.stack([c.GetPositions() for c in molecule.GetConformers()])
+    assert positions.shape == (5, 12, 3) and (positions == positions[0]).all()
+    energies = conformer_props(molecule, "molsamp_energy_kJ_mol")
+    assert np.isfinite(energies).all() and (energies == energies[0]).all()
+    np.testing.assert_allclose(conformer_props(molecule, "molsamp_log_weight"), -math.log(5), rtol=1e-12)
+    assert molecule.GetDoubleProp("molsamp_ess") == 5.0  # five exact samples of a single geometry
+    assert not molecule.HasProp("molsamp_acceptance") and molecule.GetIntProp("molsamp_torsions") == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"n": 0}, "the number of conformers must be at least 1, got 0"),
+    ({"temperature": 0.0}, "temperature must be positive (K), got 0.0"),
+    ({"temperature": -300.0}, "temperature must be positive (K), got -300.0"),
+    ({"mode": "exact"}, "mode must be one of"),
+    ({"relax_steps": 5}, "relax_steps applies to the torsion modes"),
+])
+def test_bad_generate_options_are_input_errors_before_any_work(network, tmp_path, options, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        generate("CCO", model=network, cache_dir=tmp_path / "cache", **options)
+    assert not (tmp_path / "cache").exists()  # nothing was parametrised
+
+
+def test_the_stereoisomer_sampled_is_recorded(network, cache, tmp_path):
+    with pytest.warns(StereoWarning, match=re.escape("'CC(O)CC'")):
+        molecule = generate("CC(O)CC", n=5, mode="weighted", model=network, cache_dir=cache)
+    assert molecule.GetProp("molsamp_input_smiles") == "CC(O)CC"
+    assert molecule.GetProp("molsamp_isomeric_smiles") == stereoisomers("CC(O)CC")[0]
+    records = list(Chem.SDMolSupplier(str(write_sdf([molecule], tmp_path / "out.sdf"))))
+    assert {r.GetProp("molsamp_isomeric_smiles") for r in records} == {stereoisomers("CC(O)CC")[0]}
+    assert "@" in records[0].GetProp("molsamp_isomeric_smiles")

@@ -211,3 +211,23 @@ def test_the_shipped_model_loads_and_covers_unseen_molecules():
     mol = Chem.AddHs(Chem.MolFromSmiles("CC(C)Cc1ccc(cc1)C(C)C(=O)O"))  # ibuprofen: not in the training set
     mixture = model(molecule_graph(mol, rotatable_torsions(mol)))[0]
     assert mixture.n_torsions == 5 and torch.isfinite(mixture.concentrations).all()
+
+
+def test_building_and_running_the_model_leaves_no_temporary_file(tmp_path):
+    """torch-geometric writes generated code for its layers into the temporary folder unless told otherwise."""
+    import subprocess
+    import sys
+
+    code = ("import tempfile; from rdkit import Chem; "
+            "from molsamp.conformers import rotatable_torsions; from molsamp.conformers.features import molecule_graph; "
+            "from molsamp.conformers.generate import DEFAULT_MODEL; from molsamp.conformers.model import load_model; "
+            "mol = Chem.AddHs(Chem.MolFromSmiles('CCCO')); "
+            "load_model(DEFAULT_MODEL)(molecule_graph(mol, rotatable_torsions(mol)))[0].sample(3); "
+            "print(tempfile.gettempdir())")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "TMPDIR": str(temporary)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(temporary)
+    assert list(temporary.iterdir()) == []

@@ -115,3 +115,38 @@ def test_a_schedule_with_a_gap_warns_and_says_so_in_the_record(cache, tmp_path):
         record = hydration_free_energy("C", forcefield="gaff", schedule=gap, protocol=TINY, padding=1.0,
                                        workdir=tmp_path, n_workers=1, cache_dir=cache, progress=False)
     assert any(note.startswith("solvent leg: states 1 and 2") for note in record["warnings"])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("production", 0.0, "protocol production must be positive, got 0 ps"),
+    ("production", -5.0, "protocol production must be positive, got -5 ps"),
+    ("temperature", -10.0, "protocol temperature must be positive, got -10 K"),
+    ("temperature", float("nan"), "protocol temperature must be positive, got nan K"),
+    ("pressure", 0.0, "protocol pressure must be positive, got 0 bar"),
+    ("timestep", 0.0, "protocol timestep must be positive, got 0 ps"),
+    ("sample_every", -1.0, "protocol sample_every must be positive, got -1 ps"),
+    ("equilibration", -1.0, "protocol equilibration must be non-negative, got -1 ps"),
+    ("window_equilibration", -0.1, "protocol window_equilibration must be non-negative, got -0.1 ps"),
+    ("friction", -1.0, "protocol friction must be non-negative, got -1 1/ps"),
+])
+def test_a_protocol_refuses_nonphysical_values(field, value, message):
+    with pytest.raises(InputError) as error:
+        Protocol(**{field: value})
+    assert str(error.value) == message
+
+
+def test_a_protocol_may_skip_equilibration_and_friction():
+    protocol = Protocol(equilibration=0.0, window_equilibration=0.0, friction=0.0)
+    assert protocol.steps(protocol.equilibration) == 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"padding": 0.0}, "padding must be positive, got 0 nm"),
+    ({"padding": -1.0}, "padding must be positive, got -1 nm"),
+    ({"n_workers": 0}, "the number of workers must be at least 1, got 0"),
+])
+def test_bad_options_are_refused_before_any_work(tmp_path, options, message):
+    with pytest.raises(InputError, match=message):
+        hydration_free_energies(["CCO"], cache_dir=tmp_path / "cache", workdir=tmp_path / "runs", progress=False,
+                                **options)
+    assert list(tmp_path.iterdir()) == []  # nothing parametrised, nothing sampled

@@ -1,6 +1,8 @@
 """Timewarp chains on ala2: one mdtraj frame per step holding every chain, a summary, resume, and refusals."""
 
 import json
+import os
+import signal
 
 import mdtraj
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 
 from molsamp.errors import InputError
+from molsamp.md import RunInterrupted
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow
 from molsamp.timewarp.chains import chain_ess, load_chains, run_chains
@@ -65,6 +68,25 @@ def test_an_interrupted_run_resumes_to_the_same_chain(tmp_path, ala2, monkeypatc
     assert (load_chains(tmp_path / "resumed.h5", 2) == load_chains(tmp_path / "straight.h5", 2)).all()
     with pytest.raises(InputError, match="exists"):
         run_chains(ala2, small_flow(), tmp_path / "straight.h5", **options)
+
+
+def test_ctrl_c_checkpoints_the_step_reached_and_a_truncated_checkpoint_is_named(tmp_path, ala2, monkeypatch):
+    options = dict(n_steps=8, n_chains=2, n_workers=0, progress=False)
+    calls = []
+
+    def interrupted_mh_step(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return mh_step(*args)
+
+    monkeypatch.setattr("molsamp.timewarp.chains.mh_step", interrupted_mh_step)
+    with pytest.raises(RunInterrupted, match="interrupted after 3 of 8 frames"):
+        run_chains(ala2, small_flow(), tmp_path / "chain.h5", **options)
+    state = tmp_path / "chain.h5.partial" / "state.bin"
+    state.write_bytes(state.read_bytes()[:-8])
+    with pytest.raises(InputError, match=r"is damaged \(state.bin checksum mismatch\)"):
+        run_chains(ala2, small_flow(), tmp_path / "chain.h5", **options)
 
 
 def test_chain_ess_counts_independent_draws_and_distrusts_stuck_or_separated_chains():
