@@ -26,6 +26,7 @@ import numpy as np
 from molsamp.analysis import compute_dihedrals, torsion_ess, torsion_js
 from molsamp.conformers import Torsions, read_smiles, rotatable_torsions, sample_md_jumps
 from molsamp.conformers.model import TorsionMixture
+from molsamp.forcefields import parametrize
 from molsamp.md import load_trajectory, run_md
 from molsamp.systems import System, from_smiles
 
@@ -70,7 +71,7 @@ def reference(name: str, smiles: str, ns: float, save_every: float, workdir: Pat
     folder.mkdir(exist_ok=True)
     np.savez_compressed(folder / f"{name}.npz", angles=angles, torsions=heavy,
                         smiles=smiles, ns=ns, save_every_ps=save_every, seed=seed, half_js=np.array(halves),
-                        ess=ess, md_wall_s=wall)
+                        ess=ess, md_wall_s=wall, recipe=parametrize(system.smiles).recipe)
     return {"benchmark": "conformer_reference", "name": name, "smiles": smiles, "ns": ns, "frames": len(angles),
             "heavy_torsions": len(heavy), "half_js": [round(h, 4) for h in halves],
             "unconverged": [int(t) for t, h in enumerate(halves) if h > 0.02], "ess": [round(float(e), 1) for e in ess],

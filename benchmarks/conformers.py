@@ -42,12 +42,19 @@ from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.etkdg import etkdg_conformers
 from molsamp.conformers.generate import DEFAULT_MODEL
 from molsamp.conformers.model import TorsionMixture, load_model
+from molsamp.forcefields import parametrize
 from molsamp.md import OpenMMEngine
 from molsamp.openmm_pool import select_platform
 from molsamp.systems import from_smiles
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCES = ROOT / "data" / "conformer_references"
+
+
+def _recipe(reference: np.lib.npyio.NpzFile) -> str | None:
+    """The parametrisation recipe a reference was made with (``Parameters.recipe``); None if it predates recipes: made
+    with ``parmchk2 -s gaff2``, which fell back to GAFF 1 parameters in 8 of 40 runs here, so uncertain physics."""
+    return str(reference["recipe"]) if "recipe" in reference.files else None
 
 
 def js_per_torsion(angles: np.ndarray, reference: np.ndarray, log_weights=None) -> np.ndarray:
@@ -98,7 +105,10 @@ def main() -> None:
         symmetry = target.torsions.symmetry[heavy]
         reference = fold_torsions(reference, symmetry)
         jumps_file = REFERENCES / "uniform_jumps" / f"{name}.npz"
-        jumps_reference = fold_torsions(np.load(jumps_file)["angles"], symmetry) if jumps_file.is_file() else None
+        jumps = np.load(jumps_file) if jumps_file.is_file() else None
+        jumps_reference = fold_torsions(jumps["angles"], symmetry) if jumps is not None else None
+        recipes = {"recipe": parametrize(system.smiles).recipe, "reference_recipe": _recipe(ref),
+                   "uniform_jumps_reference_recipe": None if jumps is None else _recipe(jumps)}
         half = len(reference) // 2
         converged = js_per_torsion(reference[:half], reference[half:]) <= 0.02
 
@@ -108,7 +118,7 @@ def main() -> None:
                    log_weights=None) -> None:
             angles = fold_torsions(angles, symmetry)
             js = js_per_torsion(angles, reference, log_weights)
-            row = {"benchmark": "conformers", "name": name, "method": method, "torsions": len(quads),
+            row = {"benchmark": "conformers", "name": name, "method": method, **recipes, "torsions": len(quads),
                    "js": round(float(js.mean()), 4),
                    "js_converged": round(float(js[converged].mean()), 4) if converged.any() else None,
                    "js_per_torsion": [round(float(v), 4) for v in js]}
