@@ -27,7 +27,8 @@ from molsamp.analysis import compute_dihedrals, torsion_ess, torsion_js
 from molsamp.conformers import Torsions, read_smiles, rotatable_torsions, sample_md_jumps
 from molsamp.conformers.model import TorsionMixture
 from molsamp.forcefields import parametrize
-from molsamp.md import load_trajectory, run_md
+from molsamp.md import run_md
+from molsamp.trajectories import load_trajectory
 from molsamp.systems import System, from_smiles
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -63,9 +63,9 @@ INTERRUPTED = 130
 
 @contextlib.contextmanager
 def _resumable_run():
-    """Turn a run stopped by Ctrl-C (:class:`~molsamp.md.RunInterrupted`, raised after its checkpoint) into its
+    """Turn a run stopped by Ctrl-C (:class:`~molsamp.resumable.RunInterrupted`, raised after its checkpoint) into its
     one-line message on stderr and exit status :data:`INTERRUPTED`."""
-    from molsamp.md import RunInterrupted
+    from molsamp.resumable import RunInterrupted
 
     try:
         yield
@@ -116,7 +116,7 @@ def analyze(trajectory: Path, ramachandran: bool, reference: Path | None, top: s
             overwrite: bool, output: Path | None) -> None:
     """Summarise TRAJECTORY: frames, energies, phi/psi statistics; prints one JSON line."""
     from molsamp.files import check_output
-    from molsamp.md import load_trajectory
+    from molsamp.trajectories import load_trajectory
 
     if output is not None and not ramachandran:
         raise _UserError("-o/--output needs a plot to write: add --ramachandran")
@@ -194,7 +194,7 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
     from molsamp.conformers.io import ResumableSDF, sdf_text
     from molsamp.conformers.model import load_model
     from molsamp.files import check_output
-    from molsamp.stereo import expand_stereo, stereoisomers
+    from molsamp.stereo import expand_stereo
 
     if relax_steps and mode == "md-jumps":
         raise _UserError("--relax-steps applies to the rigid torsion modes (--smc, --weighted, --mh, --unweighted)")
@@ -214,7 +214,7 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
                disable=quiet or len(batch) == 1 or not sys.stderr.isatty())
     try:
         for index, (name, input_smiles, isomeric_smiles) in enumerate(bar, start=finished):
-            record = {"name": name, "input_smiles": input_smiles, "isomeric_smiles": isomeric_smiles, "mode": mode}
+            record = {"name": name, "smiles": input_smiles, "isomeric_smiles": isomeric_smiles, "mode": mode}
             try:
                 ensemble = generate(isomeric_smiles, n=n, mode=mode, model=network, temperature=temperature,
                                     solvent=solvent, forcefield=forcefield, seed=seed, name=name,
@@ -229,7 +229,8 @@ def conformers(molecules: str, n: int, mode: str, temperature: float, solvent: s
             record.update(isomeric_smiles=properties["molsamp_isomeric_smiles"], n=n, ess=properties["molsamp_ess"],
                           acceptance=properties.get("molsamp_acceptance"), torsions=properties["molsamp_torsions"])
             writer.add(record, sdf_text(ensemble))
-            _report_ensemble(record, len(stereoisomers(input_smiles, "all")) if stereo == "first" else 1)
+            _report_ensemble(record)
+            _report_stereo(name, input_smiles, record["isomeric_smiles"], stereo, "sampled")
             if plots:
                 try:
                     click.echo(f"wrote {plot_torsions_against_etkdg(ensemble, plots[index], seed=seed)}")
@@ -257,17 +258,23 @@ def _numbered(path: Path, index: int, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
 
 
-def _report_ensemble(record: dict, isomers: int) -> None:
-    """The one-line summary of a conformer ensemble on stdout; on stderr, which stereoisomer was sampled where the
-    input has ``isomers > 1``, and what a molecule without rotatable torsions gets."""
+def _report_stereo(name: str, smiles: str, isomeric_smiles: str, stereo: str, verb: str) -> None:
+    """On stderr, which stereoisomer is ``verb`` (sampled, computed) where ``smiles`` leaves stereo unassigned and
+    ``--stereo first`` chose it. An unreadable SMILES comes back from ``expand_stereo`` as it was: nothing to say."""
+    from molsamp.stereo import stereoisomers
+
+    if stereo == "first" and isomeric_smiles != smiles and (isomers := len(stereoisomers(smiles, "all"))) > 1:
+        click.echo(f"stereo {name}: {smiles} leaves stereo unassigned; {verb} {isomeric_smiles}, the first of its "
+                   f"{isomers} stereoisomers (--stereo all enumerates them)", err=True)
+
+
+def _report_ensemble(record: dict) -> None:
+    """The one-line summary of a conformer ensemble on stdout; on stderr, what a molecule without rotatable torsions
+    gets."""
     name, mode = record["name"], record["mode"]
     click.echo(f"{name}: {record['n']} conformers, {record['torsions']} torsions, ESS {record['ess']:.1f}"
                + (f", MH acceptance {record['acceptance']:.2f}" if record["acceptance"] is not None else "")
                + (" (MD alone)" if record["torsions"] == 0 and mode == "md-jumps" else ""))
-    if isomers > 1:
-        click.echo(f"stereo {name}: {record['input_smiles']} leaves stereo unassigned; sampled "
-                   f"{record['isomeric_smiles']}, the first of its {isomers} stereoisomers (--stereo all enumerates "
-                   "them)", err=True)
     if record["torsions"] == 0 and mode != "md-jumps":
         click.echo(f"note {name}: no rotatable torsion, so --{mode} keeps one rigid geometry: its {record['n']} "
                    "conformers are identical (the default --md-jumps samples bonds, angles and rings by MD)", err=True)
@@ -317,17 +324,15 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
     from molsamp.files import atomic_write, check_output
     from molsamp.free_energy import PoorOverlapWarning, hydration_free_energies
     from molsamp.io import read_smiles
-    from molsamp.stereo import expand_stereo, stereoisomers
+    from molsamp.stereo import expand_stereo
 
     if output is not None:
         check_output(output, overwrite)
     protocol = Protocol(temperature=temperature, equilibration=equilibration_ps,
                         window_equilibration=window_equilibration_ps, production=production_ps)
     batch = expand_stereo(read_smiles(molecules), stereo)
-    for name, smiles, isomeric_smiles in batch:  # (an unreadable SMILES comes back as it was, to fail later)
-        if stereo == "first" and isomeric_smiles != smiles and (isomers := len(stereoisomers(smiles, "all"))) > 1:
-            click.echo(f"stereo {name}: {smiles} leaves stereo unassigned; computing {isomeric_smiles}, the first "
-                       f"of its {isomers} stereoisomers (--stereo all enumerates them)", err=True)
+    for name, smiles, isomeric_smiles in batch:
+        _report_stereo(name, smiles, isomeric_smiles, stereo, "computing")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
         records = hydration_free_energies([isomeric for _, _, isomeric in batch], method=method,

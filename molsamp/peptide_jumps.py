@@ -79,9 +79,9 @@ def run_jump_chains(system: System, output: str | os.PathLike, n_rounds: int, n_
     :func:`molsamp.timewarp.chains.load_chains`); ``<output>.json`` gets the summary
     (:func:`~molsamp.timewarp.chains.write_chain_summary`: jump acceptance, wall time, phi/psi ESS, Ramachandran
     populations; ``plot`` adds a PNG). An interrupted run resumes from ``<output>.partial`` when called again with the
-    same settings; Ctrl-C checkpoints and raises :class:`~molsamp.md.RunInterrupted`.
+    same settings; Ctrl-C checkpoints and raises :class:`~molsamp.resumable.RunInterrupted`.
     """
-    from molsamp.md import run_resumable
+    from molsamp.resumable import run_resumable
     from molsamp.openmm_pool import select_platform
     from molsamp.timewarp.chains import chain_topology, write_chain_summary
 

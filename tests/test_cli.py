@@ -268,7 +268,7 @@ def test_conformers_of_a_batch_with_a_molecule_without_torsions(tmp_path, confor
     assert {(r.GetProp("molsamp_input_smiles"), r.GetProp("molsamp_isomeric_smiles")) for r in records} == {
         ("CCO", "CCO"), ("c1ccccc1", "c1ccccc1"), ("CCCO", "CCCO")}
     summary = json.loads((tmp_path / "three.sdf.json").read_text())
-    fields = ("name", "input_smiles", "isomeric_smiles", "n", "mode", "torsions")
+    fields = ("name", "smiles", "isomeric_smiles", "n", "mode", "torsions")
     assert [tuple(s[f] for f in fields) for s in summary] == [
         ("ethanol", "CCO", "CCO", 10, "md-jumps", 1), ("benzene", "c1ccccc1", "c1ccccc1", 10, "md-jumps", 0),
         ("propanol", "CCCO", "CCCO", 10, "md-jumps", 2)]
@@ -404,7 +404,7 @@ def test_conformers_state_or_enumerate_the_stereoisomers(tmp_path, conformer_set
     assert [(r.GetProp("_Name"), r.GetProp("molsamp_isomeric_smiles")) for r in sdf_records(tmp_path / "all.sdf")] == (
         [("CC(O)CC [isomer 1/2]", first)] * 5 + [("CC(O)CC [isomer 2/2]", second)] * 5)
     summary = json.loads((tmp_path / "all.sdf.json").read_text())
-    assert [(s["input_smiles"], s["isomeric_smiles"]) for s in summary] == [("CC(O)CC", first), ("CC(O)CC", second)]
+    assert [(s["smiles"], s["isomeric_smiles"]) for s in summary] == [("CC(O)CC", first), ("CC(O)CC", second)]
 
 
 def test_ctrl_c_in_md_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):

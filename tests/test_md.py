@@ -15,7 +15,9 @@ import torch
 
 import molsamp.md
 from molsamp.errors import InputError
-from molsamp.md import load_trajectory, run_md
+from molsamp.md import run_md
+from molsamp.resumable import RunInterrupted
+from molsamp.trajectories import load_trajectory
 from molsamp.systems import System, load
 from molsamp.targets import LennardJones
 
@@ -262,7 +264,7 @@ def sigint_during_step(monkeypatch, n_calls, signals=1, engine=molsamp.md._Torch
 def test_ctrl_c_checkpoints_the_frame_in_progress_and_the_rerun_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     lj13, output = load("lj13"), tmp_path / "lj13.h5"
     sigint_during_step(monkeypatch, 7)
-    with pytest.raises(molsamp.md.RunInterrupted) as stop:
+    with pytest.raises(RunInterrupted) as stop:
         run_md(lj13, output, 1.0, save_every=0.05, seed=4, checkpoint_every=3)
     monkeypatch.undo()
     assert str(stop.value) == (f"interrupted after 8 of 20 frames, saved in {str(partial_folder(output))!r}; run the "
@@ -282,14 +284,14 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
     sigint_during_step(monkeypatch, 7, signals=2)
     with pytest.raises(KeyboardInterrupt) as stop:
         run_md(load("lj13"), output, 1.0, save_every=0.05, seed=4, checkpoint_every=3)
-    assert not isinstance(stop.value, molsamp.md.RunInterrupted)
+    assert not isinstance(stop.value, RunInterrupted)
     assert json.loads((partial_folder(output) / "meta.json").read_text())["frames"] == 6
 
 
 def interrupted_run(system, output, monkeypatch, engine):
     """A real partial folder: ``system`` stopped by Ctrl-C after 8 of 20 frames (checkpointed every 3)."""
     sigint_during_step(monkeypatch, 7, engine=engine)
-    with pytest.raises(molsamp.md.RunInterrupted):
+    with pytest.raises(RunInterrupted):
         run_md(system, output, 2.0, save_every=0.1, seed=4, checkpoint_every=3)
     monkeypatch.undo()
     return partial_folder(output)

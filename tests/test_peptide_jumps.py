@@ -14,7 +14,7 @@ import pytest
 from molsamp.analysis import ramachandran_js
 from molsamp.conformers.md_jumps import TorsionJumpChain
 from molsamp.errors import InputError
-from molsamp.md import RunInterrupted
+from molsamp.resumable import RunInterrupted
 from molsamp.peptide_jumps import run_jump_chains
 from molsamp.systems import load
 from molsamp.timewarp.chains import chain_phi_psi, load_chains

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
-from molsamp.md import load_trajectory, run_md
+from molsamp.md import run_md
+from molsamp.trajectories import load_trajectory
 from molsamp.systems import load_flexible
 
 HERE = Path(__file__).resolve().parent

@@ -106,10 +106,10 @@ def run_chains(system: System, model: TimewarpFlow, output: str | os.PathLike, n
     per step holding every chain (see :func:`load_chains`); ``<output>.json`` gets the summary
     (:func:`write_chain_summary`: acceptance, wall time, phi/psi ESS, Ramachandran populations; ``plot`` adds a PNG).
     An interrupted run resumes from ``<output>.partial`` when called again with the same settings; Ctrl-C
-    checkpoints and raises :class:`~molsamp.md.RunInterrupted`.
+    checkpoints and raises :class:`~molsamp.resumable.RunInterrupted`.
     """
     from molsamp.errors import InputError
-    from molsamp.md import run_resumable
+    from molsamp.resumable import run_resumable
 
     if system.openmm_system is None or system.openmm_system.getNumConstraints() > 0:
         raise InputError(f"system {system.name!r}: Timewarp chains need an OpenMM system without constraints (a "

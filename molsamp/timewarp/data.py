@@ -58,7 +58,7 @@ def pairs_from_trajectory(name: str, xyz: np.ndarray, features: torch.Tensor, fr
 
 def pairs_from_md(system: str, trajectory: str | os.PathLike, tau: float, stride: int = 1) -> TransitionPairs:
     """Pairs from an MD trajectory (written by :func:`molsamp.md.run_md`) of the built-in or peptide ``system``."""
-    from molsamp.md import load_trajectory
+    from molsamp.trajectories import load_trajectory
     from molsamp.systems import load
     from molsamp.timewarp.features import atom_features
 

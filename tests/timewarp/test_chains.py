@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from molsamp.errors import InputError
-from molsamp.md import RunInterrupted
+from molsamp.resumable import RunInterrupted
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow
 from molsamp.timewarp.chains import chain_ess, load_chains, run_chains
