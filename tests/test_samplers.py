@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from molsamp.samplers import (LangevinState, energy_gradient, independence_metropolis, langevin_baoab,
+from molsamp.samplers import (LangevinState, annealed_smc, energy_gradient, independence_metropolis, langevin_baoab,
                               metropolis_accept)
 
 
@@ -88,3 +88,35 @@ def test_metropolis_accept_rejects_nan_and_zero_density_and_accepts_infinite_gai
     generator = torch.Generator().manual_seed(0)
     decisions = metropolis_accept(torch.tensor([math.nan, -math.inf, math.inf]).repeat(1000, 1), generator)
     assert not decisions[:, :2].any() and decisions[:, 2].all()
+
+
+def test_annealed_smc_carries_a_wide_gaussian_to_a_narrow_shifted_one():
+    generator = torch.Generator().manual_seed(0)
+
+    def log_q(x):
+        return normal_log_density(x, 0.0, 2.0)
+
+    def log_p(x):  # unnormalised on purpose: SMC needs no normalising constant
+        return normal_log_density(x, 1.0, 0.5) + 3.0
+
+    def random_walk(x, lq, lp, beta):
+        """Five random-walk MH steps leaving q^(1 - beta) p^beta invariant."""
+        accepted = 0
+        for _ in range(5):
+            new = x + 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            new_lq, new_lp = log_q(new), log_p(new)
+            accept = metropolis_accept((1 - beta) * (new_lq - lq) + beta * (new_lp - lp), generator)
+            x, lq, lp = torch.where(accept, new, x), torch.where(accept, new_lq, lq), torch.where(accept, new_lp, lp)
+            accepted += int(accept.sum())
+        return x, lq, lp, accepted / (5 * len(x))
+
+    x = 2.0 * torch.randn(20_000, generator=generator, dtype=torch.float64)
+    betas = [(k / 10) ** 2 for k in range(1, 11)]
+    x, _, _, log_weights, history = annealed_smc(x, log_q(x), log_p(x), random_walk, betas, ess_threshold=0.95,
+                                                 generator=generator)
+    weights = log_weights.exp()
+    mean = float((weights * x).sum())
+    variance = float((weights * (x - mean) ** 2).sum())
+    assert abs(float(weights.sum()) - 1.0) < 1e-9
+    assert mean == pytest.approx(1.0, abs=0.02) and variance == pytest.approx(0.25, abs=0.02)
+    assert [h["beta"] for h in history] == betas and any(h["resampled"] for h in history)
