@@ -1,6 +1,7 @@
 """Every kind of system's Target is the full Hamiltonian it declares: its energies equal an independent OpenMM
 evaluation of the same force field built with ``constraints=None`` (every bond term kept), on perturbed
-configurations that stretch the bonds MD would constrain."""
+configurations that stretch the bonds MD would constrain. The alchemical hydration legs get the same check in
+tests/free_energy/test_alchemy.py."""
 
 import numpy as np
 import openmm
@@ -8,8 +9,7 @@ import openmm.app as app
 import pytest
 import torch
 
-from molsamp.forcefields import parametrize, solvate
-from molsamp.free_energy.legs import CUTOFF, hydration_legs
+from molsamp.forcefields import parametrize
 from molsamp.systems import SYSTEMS_DIR, from_smiles, load
 
 RELATIVE_TOLERANCE = 1e-6
@@ -67,18 +67,3 @@ def test_smiles_target_is_its_prmtop_without_constraints(tmp_path, solvent):
     reference = prmtop.createSystem(nonbondedMethod=app.NoCutoff, constraints=None,
                                     implicitSolvent=app.OBC2 if solvent == "obc2" else None)
     assert_target_is_hamiltonian(system, reference)
-
-
-def test_hydration_legs_at_full_coupling_are_the_unconstrained_flexible_systems(tmp_path):
-    smiles = "CCO"
-    solvent, vacuum = hydration_legs(smiles, cache_dir=tmp_path, charges="am1bcc-fast")
-    parameters = parametrize(smiles, cache_dir=tmp_path, charges="am1bcc-fast")
-    water_prmtop = app.AmberPrmtopFile(str(solvate(parameters)[0]))
-    water = water_prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=CUTOFF * openmm.unit.nanometer,
-                                      constraints=None, rigidWater=False)
-    water.setDefaultPeriodicBoxVectors(*solvent.box)
-    gas = app.AmberPrmtopFile(str(parameters.prmtop)).createSystem(nonbondedMethod=app.NoCutoff, constraints=None)
-    for leg, reference in ((solvent, water), (vacuum, gas)):
-        x = perturbed(leg.positions, n=1)
-        np.testing.assert_allclose(independent_energies(leg.system(), x, leg.box),
-                                   independent_energies(reference, x, leg.box), rtol=RELATIVE_TOLERANCE)

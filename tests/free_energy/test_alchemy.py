@@ -47,16 +47,23 @@ def test_solvent_leg_is_methanol_in_a_periodic_tip3p_box(legs):
 
 
 @pytest.mark.parametrize("leg_index", [0, 1])
-def test_coupled_state_has_the_plain_systems_energy(cache, legs, leg_index):
+def test_coupled_state_is_the_plain_flexible_system(cache, legs, leg_index):
+    """At full coupling a leg's energy is that of the plain force field with every bond kept (constraints=None,
+    flexible water), on positions perturbed by 0.005 nm so that the bonds MD would constrain are stretched."""
     leg = legs[leg_index]
     parameters = parametrize("CO", forcefield="gaff", cache_dir=cache, charges="am1bcc")  # hydration_legs default
     if leg.periodic:
         prmtop = app.AmberPrmtopFile(str(solvate(parameters, PADDING)[0]))
-        plain = prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=CUTOFF, constraints=app.HBonds)
+        plain = prmtop.createSystem(nonbondedMethod=app.PME, nonbondedCutoff=CUTOFF, constraints=None,
+                                    rigidWater=False)
     else:
-        plain = app.AmberPrmtopFile(str(parameters.prmtop)).createSystem(nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
-    expected = energy(plain, leg.positions, leg.box)
-    np.testing.assert_allclose(energy(leg.system(), leg.positions, leg.box, (1.0, 1.0)), expected, rtol=1e-5)
+        plain = app.AmberPrmtopFile(str(parameters.prmtop)).createSystem(nonbondedMethod=app.NoCutoff,
+                                                                         constraints=None)
+    x = leg.positions + 0.005 * np.random.default_rng(0).standard_normal(leg.positions.shape)
+    # In water the alchemical factory splits the Ewald sum (solute and solvent parts apart), which moves the energy
+    # by about 0.03 kJ/mol at OpenMM's default PME accuracy (5e-4): far below a missing bond term here (hundreds).
+    tolerance = {"atol": 0.1, "rtol": 0.0} if leg.periodic else {"rtol": 1e-6}
+    np.testing.assert_allclose(energy(leg.system(), x, leg.box, (1.0, 1.0)), energy(plain, x, leg.box), **tolerance)
 
 
 def test_decoupled_solute_does_not_feel_the_water(legs):
