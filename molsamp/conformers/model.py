@@ -152,14 +152,11 @@ def _torsions_per_graph(graph) -> list[int]:
 
 def save_model(model: TorsionMixtureNet, path, **metadata) -> None:
     """Write ``model`` (weights, architecture and ``metadata``) to ``path`` atomically."""
-    import os
-    from pathlib import Path
+    from molsamp.files import atomic_path
 
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": "molsamp.torsion-mixture/1", "config": model.config, "state": model.state_dict(),
-                "metadata": metadata}, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save({"format": "molsamp.torsion-mixture/1", "config": model.config, "state": model.state_dict(),
+                    "metadata": metadata}, temporary)
 
 
 def load_model(path, device: torch.device | str | None = None) -> TorsionMixtureNet:
