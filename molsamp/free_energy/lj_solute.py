@@ -7,6 +7,7 @@ __all__ = ["LennardJonesSolute", "LennardJonesInterpolant"]
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,8 +22,11 @@ class LennardJonesSolute:
     Pairs interact by the soft-core Lennard-Jones form ``scale * 4 eps [s^2 - s]``, ``s = (sigma^2 / (a sigma^2 +
     r^2))^3``, truncated and shifted to zero at ``cutoff``; solute-solvent sigma and epsilon follow Lorentz-Berthelot.
     The coupled state has a = 0 and scale = 1 everywhere; the decoupled one has no solute-solvent interaction.
-    Energies are reduced (units of kT = ``temperature`` epsilon).
+    Energies are reduced (units of kT = ``temperature`` epsilon). A :class:`~molsamp.targets.Target` (its coupled
+    state) like the analytic targets.
     """
+
+    dim: ClassVar[int] = 3
 
     n_solvent: int = 128
     density: float = 0.7
@@ -43,6 +47,11 @@ class LennardJonesSolute:
     @property
     def n_atoms(self) -> int:
         return self.n_solvent + 1
+
+    @property
+    def kT(self) -> float:
+        """kT in units of the solvent epsilon (the reduced temperature)."""
+        return self.temperature
 
     @property
     def pair_sigma_epsilon(self) -> tuple[float, float]:

@@ -105,3 +105,13 @@ def test_sampling_training_and_estimate_run_on_the_gpu():
     train_neural_ti(potential, ends, steps=3, batch_size=4, interpolant=interpolant, generator=generator)
     result = neural_ti_estimate(potential, ends, n_t=4, pairs_per_t=4, interpolant=interpolant, generator=generator)
     assert math.isfinite(result.delta_f)
+
+
+def test_the_solute_system_is_a_target_in_reduced_units():
+    from molsamp.targets import Target
+
+    solute = LennardJonesSolute(temperature=1.5)
+    assert isinstance(solute, Target)
+    assert (solute.n_atoms, solute.dim, solute.kT) == (129, 3, 1.5)
+    x = solute.lattice(2)
+    torch.testing.assert_close(solute.energy(x) * solute.kT, LennardJonesSolute(temperature=1.0).energy(x))
