@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["atomic_path", "atomic_write", "check_output"]
+__all__ = ["atomic_path", "atomic_write", "check_output", "writable_folder"]
 
 import os
 import secrets
@@ -57,6 +57,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def writable_folder(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """``folder`` as a Path, created with its parents if missing; :class:`InputError` naming it (as ``what``) if it
+    cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{what} {str(folder)!r} cannot be created: {error.strerror or error}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {str(folder)!r} is not writable")
+    return folder
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Parameters", "parametrize", "solvate", "amber_tool", "cache_root", "writable_folder",
+__all__ = ["Parameters", "parametrize", "solvate", "amber_tool", "cache_root",
            "parse_smiles", "FORCEFIELDS", "CHARGE_METHODS", "ELEMENTS"]
 
 import dataclasses
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from molsamp.errors import InputError
+from molsamp.files import writable_folder
 
 if TYPE_CHECKING:
     from rdkit import Chem
@@ -104,22 +105,13 @@ class Parameters:
         return [float(fields[8]) for fields in _mol2_atoms(self.mol2)]
 
 
+CACHE_NAME = "cache folder (MOLSAMP_CACHE or cache_dir)"
+"""How error messages name the cache folder."""
+
+
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache folder: ``cache_dir``, else ``$MOLSAMP_CACHE``, else ``~/.cache/molsamp``."""
     return Path(cache_dir or os.environ.get("MOLSAMP_CACHE") or Path.home() / ".cache" / "molsamp").expanduser()
-
-
-def writable_folder(folder: str | os.PathLike, what: str = "cache folder (MOLSAMP_CACHE or cache_dir)") -> Path:
-    """``folder`` as a Path, created with its parents if missing; :class:`InputError` naming it (as ``what``) if it
-    cannot be created or written."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"{what} {str(folder)!r} cannot be created: {error.strerror or error}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{what} {str(folder)!r} is not writable")
-    return folder
 
 
 def _recipe(forcefield: str, charges: str) -> str:
@@ -174,7 +166,7 @@ def parametrize(smiles: str, forcefield: str = "gaff2", cache_dir: str | os.Path
     folder = cache_root(cache_dir) / "forcefields"
     entry = folder / f"{inchikey}-{forcefield}-{charges}-{key}"
     if not _complete(entry):
-        writable_folder(folder)
+        writable_folder(folder, CACHE_NAME)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".build-") as work:
             staged = _build(smiles, molecule, forcefield, charges, Path(work), seed)
             try:
@@ -201,7 +193,7 @@ def solvate(parameters: Parameters, padding: float = 1.2) -> tuple[Path, Path]:
     prmtop, inpcrd = entry / f"{stem}.prmtop", entry / f"{stem}.inpcrd"
     if not (prmtop.is_file() and inpcrd.is_file()):
         smiles = (entry / "smiles.txt").read_text().strip()
-        writable_folder(entry)
+        writable_folder(entry, CACHE_NAME)
         with tempfile.TemporaryDirectory(dir=entry, prefix=".solvate-") as work:
             for name in ("molecule.mol2", "molecule.frcmod"):
                 shutil.copy2(entry / name, Path(work) / name)

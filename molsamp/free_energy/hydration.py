@@ -130,10 +130,11 @@ def _prepare_all(smiles: Sequence[str], method: str, forcefield: str, charges: s
                  protocol: Protocol, padding: float, seed: int, workdir: str | os.PathLike | None,
                  cache_dir: str | os.PathLike | None, on_error: str) -> tuple[list[_Job | None], list[dict[str, Any]]]:
     """A job per molecule (None, with an error record, for a molecule that cannot be set up)."""
-    from molsamp.forcefields import cache_root, writable_folder
+    from molsamp.files import writable_folder
+    from molsamp.forcefields import CACHE_NAME, cache_root
 
     if workdir is None:
-        root = writable_folder(cache_root(cache_dir) / "solvation")
+        root = writable_folder(cache_root(cache_dir) / "solvation", CACHE_NAME)
     else:
         root = writable_folder(workdir, "work folder")
     settings = {"layout": _LAYOUT, "method": method, "forcefield": forcefield, "charges": charges,
@@ -196,7 +197,8 @@ def _run_windows(pool: TaskPool, jobs: list[_Job], schedule: LambdaSchedule, pro
 def _prepare(smiles: str, settings: dict[str, Any], root: Path, cache_dir: str | os.PathLike | None) -> _Job:
     """The job of one molecule: its stereoisomer, parameters and legs, and the windows already in its folder (named
     by the InChIKey and a hash of the settings and of the parametrisation recipe)."""
-    from molsamp.forcefields import parametrize, writable_folder
+    from molsamp.files import writable_folder
+    from molsamp.forcefields import parametrize
     from molsamp.stereo import resolve_stereo
 
     isomeric = resolve_stereo(smiles, "first")
