@@ -50,7 +50,7 @@ def uniform_jump_angles(system: System, torsions: Torsions, ns: float, save_ever
     chains = sample_md_jumps(system, torsions, TorsionMixture.uniform(len(torsions)),
                              round(ns * 1000.0 / 0.1), chains=4, md_steps=md_steps, burn_in=20, seed=seed,
                              progress=True)
-    return chains.angles[rounds_per_frame - 1::rounds_per_frame][:, torsions.heavy]
+    return chains.observables["torsions"].numpy()[rounds_per_frame - 1::rounds_per_frame][:, torsions.heavy]
 
 
 def reference(name: str, smiles: str, ns: float, save_every: float, workdir: Path, seed: int,

@@ -137,22 +137,24 @@ def main() -> None:
             start = time.perf_counter()
             samples = sample_torsions(mixture, target, args.n, mode=mode, seed=args.seed)
             seconds = time.perf_counter() - start
-            record(f"molsamp-{mode}", samples.angles[:, heavy].numpy(), seconds, samples.ess,
-                   {"ess": round(samples.ess, 1), "energy_evaluations": samples.evaluations,
-                    "acceptance": samples.acceptance}, samples.log_weights if mode != "mh" else None)
+            info = samples.info
+            record(f"molsamp-{mode}", samples.x[:, heavy].numpy(), seconds, info["ess"],
+                   {"ess": round(info["ess"], 1), "energy_evaluations": info["evaluations"],
+                    "acceptance": info["acceptance"]}, samples.log_weights if mode != "mh" else None)
         start = time.perf_counter()
         chains = sample_md_jumps(system, target.torsions, mixture, args.n, seed=args.seed)
         md_jumps_seconds = time.perf_counter() - start
-        record("molsamp-md-jumps", chains.angles[:, heavy], md_jumps_seconds, chains.ess,
-               {"ess": round(chains.ess, 1), "energy_evaluations": chains.evaluations,
-                "acceptance": round(chains.acceptance, 3)})
+        info = chains.info
+        record("molsamp-md-jumps", chains.observables["torsions"][:, heavy].numpy(), md_jumps_seconds, info["ess"],
+               {"ess": round(info["ess"], 1), "energy_evaluations": info["evaluations"],
+                "acceptance": round(info["acceptance"], 3)})
         start = time.perf_counter()
         flat = sample_md_jumps(system, target.torsions, TorsionMixture.uniform(len(target.torsions)), args.n,
                                seed=args.seed)
-        record("md-uniform-jumps", flat.angles[:, heavy], time.perf_counter() - start, flat.ess,
-               {"ess": round(flat.ess, 1), "acceptance": round(flat.acceptance, 3)})
-        chain_torsion_ess = {"molsamp-md-jumps": chains.torsion_ess[heavy],
-                             "md-uniform-jumps": flat.torsion_ess[heavy]}
+        record("md-uniform-jumps", flat.observables["torsions"][:, heavy].numpy(), time.perf_counter() - start,
+               flat.info["ess"], {"ess": round(flat.info["ess"], 1), "acceptance": round(flat.info["acceptance"], 3)})
+        chain_torsion_ess = {"molsamp-md-jumps": chains.info["torsion_ess"][heavy].numpy(),
+                             "md-uniform-jumps": flat.info["torsion_ess"][heavy].numpy()}
         for minimise in (False, True):
             angles, seconds = etkdg_angles(target.molecule, quads, args.n, args.seed, minimise)
             record("etkdg-mmff" if minimise else "etkdg", angles, seconds, None)

@@ -7,7 +7,7 @@ resumes where its last checkpoint left it and ends with the same frames as an un
 
 from __future__ import annotations
 
-__all__ = ["run_md", "OpenMMEngine"]
+__all__ = ["run_md", "OpenMMDynamics", "OpenMMEngine", "INPUT_MINIMISATION_STEPS"]
 
 import io
 import math
@@ -21,80 +21,114 @@ from molsamp.errors import InputError
 from molsamp.resumable import Engine, partial_folder, read_meta, run_resumable
 
 if TYPE_CHECKING:
+    from molsamp.kernels import ChainState
     from molsamp.systems import System
 
 
-class OpenMMEngine:
-    """``LangevinMiddleIntegrator`` in one Context; a CPU Context uses one thread, so runs are bitwise reproducible."""
+class OpenMMDynamics:
+    """A :class:`~molsamp.kernels.Kernel` for one chain (``[1, N, 3]`` nm): ``n_steps`` of OpenMM's
+    ``LangevinMiddleIntegrator`` at the system's temperature, friction and time step, in its own Context (one CPU
+    thread, so a seed repeats its run). The velocities live in the Context: a Metropolis-Hastings move between MD
+    steps changes the positions and keeps them. Starts at the system's positions after
+    :data:`INPUT_MINIMISATION_STEPS` of minimisation, with thermal velocities. BIASED by the integrator's time-step
+    error, as every MD reference is.
 
-    def __init__(self, system: System, seed: int, platform: str, state: bytes | None) -> None:
+    ``state()`` is the Context's :class:`~molsamp.kernels.ChainState` (u in kT); ``checkpoint``/``restore`` save and
+    load the Context's positions, velocities and random state."""
+
+    def __init__(self, system: System, seed: int, platform: str, n_steps: int = 1) -> None:
         import openmm
 
-        from molsamp.openmm_pool import create_context, openmm_seed
+        from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, create_context, minimise, openmm_seed
 
-        integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
-        integrator.setRandomNumberSeed(openmm_seed(seed))
-        self.context = create_context(system.openmm_system, integrator, platform, threads=1)
-        self.integrator = integrator
-        if state is None:
-            self.context.setPositions(system.positions)
-            openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, 200)
-            self.context.setVelocitiesToTemperature(system.temperature, openmm_seed(seed))
-        else:
-            self.context.loadCheckpoint(state)
+        self.integrator = openmm.LangevinMiddleIntegrator(system.temperature, system.friction, system.timestep)
+        self.integrator.setRandomNumberSeed(openmm_seed(seed))
+        self.context = create_context(system.openmm_system, self.integrator, platform, threads=1)
+        self.temperature, self.n_steps = system.temperature, n_steps
+        self.kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
+        self.context.setPositions(system.positions)
+        minimise(self.context, INPUT_MINIMISATION_STEPS)
+        self.context.setVelocitiesToTemperature(system.temperature, openmm_seed(seed))
+
+    def state(self) -> ChainState:
+        import torch
+
+        from molsamp.kernels import ChainState
+
+        state = self.context.getState(getPositions=True, getEnergy=True)
+        x = torch.as_tensor(np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64))[None]
+        return ChainState(x, torch.tensor([state.getPotentialEnergy()._value / self.kT], dtype=torch.float64))
+
+    def step(self, state: ChainState, generator: object = None) -> ChainState:
+        self.context.setPositions(state.x[0].numpy())
+        self.integrator.step(self.n_steps)
+        return self.state()
+
+    def checkpoint(self) -> bytes:
+        return self.context.createCheckpoint()
+
+    def restore(self, checkpoint: bytes) -> None:
+        self.context.loadCheckpoint(checkpoint)
+
+
+INPUT_MINIMISATION_STEPS = 200
+"""Minimiser iterations on the system's positions before MD starts."""
+
+
+class OpenMMEngine:
+    """:class:`OpenMMDynamics` as the engine of :func:`~molsamp.resumable.run_resumable` (energies in kJ/mol)."""
+
+    def __init__(self, system: System, seed: int, platform: str, state: bytes | None) -> None:
+        self.dynamics = OpenMMDynamics(system, seed, platform)
+        if state is not None:
+            self.dynamics.restore(state)
 
     def step(self, n: int) -> None:
-        self.integrator.step(n)
+        self.dynamics.integrator.step(n)
 
     def observe(self) -> tuple[np.ndarray, float]:
-        state = self.context.getState(getPositions=True, getEnergy=True)
-        return state.getPositions(asNumpy=True)._value, state.getPotentialEnergy()._value
+        state = self.dynamics.state()
+        return state.x[0].numpy(), float(state.u[0]) * self.dynamics.kT
 
     def save_state(self) -> bytes:
-        return self.context.createCheckpoint()
+        return self.dynamics.checkpoint()
 
 
 class _TorchEngine:
-    """BAOAB Langevin dynamics on an analytic Target (float64, reduced units, forces by autograd)."""
+    """BAOAB Langevin dynamics (:class:`~molsamp.kernels.Langevin`) on an analytic Target (float64, reduced units,
+    forces by autograd)."""
 
     def __init__(self, system: System, seed: int, state: bytes | None) -> None:
         import torch
+
+        from molsamp.kernels import ChainState
 
         self.torch, self.target, self.kT, self.dt = torch, system.analytic, float(system.analytic.kT), system.timestep
         self.friction = system.friction
         self.mass = torch.as_tensor(system.masses, dtype=torch.float64)[:, None]
         self.generator = torch.Generator().manual_seed(seed)
         if state is None:
-            self.x = torch.as_tensor(system.positions, dtype=torch.float64).clone()
-            self.v = (self.kT / self.mass).sqrt() * torch.randn(self.x.shape, generator=self.generator,
-                                                                dtype=torch.float64)
+            x = torch.as_tensor(system.positions, dtype=torch.float64).clone()
+            v = (self.kT / self.mass).sqrt() * torch.randn(x.shape, generator=self.generator, dtype=torch.float64)
         else:
             saved = torch.load(io.BytesIO(state), weights_only=True)
-            self.x, self.v = saved["x"], saved["v"]
+            x, v = saved["x"], saved["v"]
             self.generator.set_state(saved["rng"])
-        self._update_force()
-
-    def _update_force(self) -> None:
-        from molsamp.samplers import energy_gradient
-
-        self.gradient = energy_gradient(lambda x: self.target.energy(x[None]), self.x)
-        self.u = float(self.target.energy(self.x[None])[0])
+        with torch.no_grad():
+            self.state = ChainState(x[None], self.target.energy(x[None]), v[None])
 
     def step(self, n: int) -> None:
-        from molsamp.samplers import LangevinState, langevin_baoab
+        from molsamp.kernels import Langevin
 
-        state = langevin_baoab(LangevinState(self.x, self.v, self.gradient), lambda x: self.target.energy(x[None]), n,
-                               self.dt, self.friction, self.kT, self.mass, self.generator)
-        self.x, self.v, self.gradient = state.x, state.v, state.gradient
-        self.u = float(self.target.energy(self.x[None])[0])
+        self.state = Langevin(self.target, n, self.dt, self.friction, self.mass).step(self.state, self.generator)
 
     def observe(self) -> tuple[np.ndarray, float]:
-        x = self.x.numpy()
-        return np.pad(x, ((0, 0), (0, 3 - x.shape[1]))), self.u * self.kT
+        x = self.state.x[0].numpy()
+        return np.pad(x, ((0, 0), (0, 3 - x.shape[1]))), float(self.state.u[0]) * self.kT
 
     def save_state(self) -> bytes:
         buffer = io.BytesIO()
-        self.torch.save({"x": self.x, "v": self.v, "rng": self.generator.get_state()}, buffer)
+        self.torch.save({"x": self.state.x[0], "v": self.state.v[0], "rng": self.generator.get_state()}, buffer)
         return buffer.getvalue()
 
 

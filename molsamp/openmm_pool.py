@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["OpenMMPool", "select_platform", "reference_is_faster", "REFERENCE_MAX_PARTICLES", "create_context",
-           "openmm_seed", "MOLAR_GAS_CONSTANT", "TORSION_RESTRAINT_K", "RESTRAINT_GROUP"]
+           "openmm_seed", "minimise", "MINIMISE_TOLERANCE", "MOLAR_GAS_CONSTANT", "TORSION_RESTRAINT_K", "RESTRAINT_GROUP"]
 
 import os
 import socket
@@ -66,6 +66,21 @@ def create_context(system: openmm.System, integrator: openmm.Integrator, platfor
     if platform in ("CUDA", "OpenCL"):
         properties["Precision"] = "mixed"
     return openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform), properties)
+
+
+MINIMISE_TOLERANCE = 10.0
+"""kJ/mol/nm: the RMS force at which :func:`minimise` stops before its iteration limit (OpenMM's default)."""
+
+
+def minimise(context: openmm.Context, max_iterations: int, tolerance: float = MINIMISE_TOLERANCE) -> None:
+    """The one energy minimiser: OpenMM's L-BFGS on ``context``'s positions, in place, for at most
+    ``max_iterations`` (0 does nothing, rather than OpenMM's "until converged") or until the RMS force is below
+    ``tolerance`` (kJ/mol/nm). Constraints are applied first."""
+    import openmm
+
+    if max_iterations > 0:
+        context.applyConstraints(1e-8)
+        openmm.LocalEnergyMinimizer.minimize(context, tolerance, max_iterations)
 
 
 def openmm_seed(seed: int) -> int:
@@ -135,8 +150,7 @@ def _relax(context: openmm.Context, groups: int, positions: np.ndarray, angles: 
                 restraint.setTorsionParameters(t, *restraint.getTorsionParameters(t)[:4], [float(target)])
             restraint.updateParametersInContext(context)
             context.setPositions(x)
-            if steps > 0:  # 0 iterations would mean "until converged" to OpenMM
-                openmm.LocalEnergyMinimizer.minimize(context, _RELAX_TOLERANCE, steps)
+            minimise(context, steps, _RELAX_TOLERANCE)
             state = context.getState(getEnergy=True, getPositions=True, groups=groups)
             energies[i] = state.getPotentialEnergy()._value
             relaxed[i] = state.getPositions(asNumpy=True)._value

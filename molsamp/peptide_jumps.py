@@ -36,27 +36,29 @@ class _JumpChainsEngine:
                  state: bytes | None) -> None:
         torsions = peptide_torsions(system.topology)
         proposal = TorsionMixture.uniform(len(torsions))
-        self.md_steps, self.n_torsions = md_steps, len(torsions)
-        self.chains = [TorsionJumpChain(system, torsions, proposal, seed + c, platform) for c in range(n_chains)]
+        self.n_torsions = len(torsions)
+        self.target = system.target(n_workers=0, platform=platform)
+        self.chains = [TorsionJumpChain(system, torsions, proposal, seed + c, platform, md_steps, self.target)
+                       for c in range(n_chains)]
         if state is None:
             for chain in self.chains:
                 chain.start()
                 for _ in range(burn_in):
-                    chain.round(md_steps)
-                chain.accepted = chain.offered = 0
+                    chain.round()
+                chain.reset_counts()
         else:
             for chain, saved in zip(self.chains, torch.load(io.BytesIO(state), weights_only=True)):
                 chain.load_state(saved)
-        self.frames = [chain.state() for chain in self.chains]
 
     def step(self, n: int) -> None:
         for _ in range(n):
-            self.frames = [chain.round(self.md_steps)[:2] for chain in self.chains]
+            for chain in self.chains:
+                chain.round()
 
     def observe(self) -> tuple[np.ndarray, float]:
         """Every chain's positions (nm) in one frame and their mean potential energy (kJ/mol)."""
-        positions = np.concatenate([x for x, _ in self.frames])
-        return positions, float(np.mean([u * chain.kT for (_, u), chain in zip(self.frames, self.chains)]))
+        positions = torch.cat([chain.state.x[0] for chain in self.chains]).numpy()
+        return positions, float(torch.cat([chain.state.u for chain in self.chains]).mean()) * self.target.kT
 
     def save_state(self) -> bytes:
         buffer = io.BytesIO()
@@ -103,6 +105,7 @@ def run_jump_chains(system: System, output: str | os.PathLike, n_rounds: int, n_
                         chain_topology(system.topology, n_chains), meta, checkpoint_every=checkpoint_every,
                         progress=progress, overwrite=overwrite, rate_unit="rounds/s")
     engine = engines[-1]
+    engine.target.close()
     acceptance = engine.acceptance
     summary = {"system": system.name, "sampler": "MD + torsion jumps (MH)", "n_chains": n_chains,
                "n_steps": n_rounds, "md_steps": md_steps, "seed": seed,

@@ -1,30 +1,21 @@
-"""Markov chain kernels shared by the samplers."""
+"""Samplers built over kernels and proposal densities: independence Metropolis-Hastings and annealed SMC."""
 
 from __future__ import annotations
 
-__all__ = ["metropolis_accept", "independence_metropolis", "annealed_smc", "LangevinState", "energy_gradient", "langevin_baoab"]
+__all__ = ["independence_metropolis", "GeometricPath", "annealed_smc"]
 
-import dataclasses
-import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from molsamp.analysis import kish_ess
-from molsamp.samples import systematic_resample
+from molsamp.kernels import ChainState, Kernel, metropolis_accept
+from molsamp.samples import Samples, systematic_resample
 
-
-def metropolis_accept(log_ratio: torch.Tensor | float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The Metropolis-Hastings decision of every entry of ``log_ratio``: True with probability
-    min(1, exp(log_ratio)), where ``log_ratio`` is log [p(x') q(x | x') / (p(x) q(x' | x))]. NaN and -inf (a
-    proposal of zero density, an overflowed energy) are always rejected. The one acceptance rule of every sampler.
-
-    Returns a bool tensor of ``log_ratio``'s shape, on its device; uniforms come from ``generator``'s device."""
-    log_ratio = torch.nan_to_num(torch.as_tensor(log_ratio, dtype=torch.float64), nan=-math.inf, neginf=-math.inf,
-                                 posinf=math.inf)
-    device = generator.device if generator is not None else log_ratio.device
-    uniform = torch.rand(log_ratio.shape, generator=generator, dtype=torch.float64, device=device)
-    return torch.log(uniform).to(log_ratio.device) < log_ratio
+if TYPE_CHECKING:
+    from molsamp.distributions import Distribution
+    from molsamp.targets import Target
 
 
 def independence_metropolis(log_weights: torch.Tensor, generator: torch.Generator | None = None
@@ -50,74 +41,69 @@ def independence_metropolis(log_weights: torch.Tensor, generator: torch.Generato
     return states, accepted / max(len(log_weights) - 1, 1)
 
 
+class GeometricPath:
+    """The target pi_beta ∝ q^(1 - beta) exp(-beta u) between a Distribution ``q`` (beta = 0) and a Target (beta =
+    1): reduced energy ``beta u(x) - (1 - beta) log q(x)``, the same kT and event shape as the target."""
+
+    def __init__(self, q: Distribution, target: Target, beta: float) -> None:
+        self.q, self.target, self.beta, self.kT = q, target, float(beta), target.kT
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.target.energy(x).double()
+        if self.beta == 1.0:
+            return u
+        path = self.beta * u - (1 - self.beta) * self.q.log_prob(x).double()
+        return torch.where(torch.isposinf(u), torch.inf, path)
+
+
 def annealed_smc(
     x: torch.Tensor,
-    log_q: torch.Tensor,
-    log_p: torch.Tensor,
-    move: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]],
+    q: Distribution,
+    target: Target,
+    kernel: Callable[[GeometricPath], Kernel],
     betas: Sequence[float],
+    log_q: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
     ess_threshold: float = 0.5,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[dict]]:
-    """Sequential Monte Carlo from a proposal q to a target p along pi_beta ∝ q^(1 - beta) p^beta.
+) -> Samples:
+    """Sequential Monte Carlo from a Distribution q to a Target along pi_beta ∝ q^(1 - beta) exp(-beta u)
+    (:class:`GeometricPath`).
 
-    Particles ``x: [N, ...]`` drawn from q, with their ``log_q`` and unnormalised ``log_p`` (``[N]``), are reweighted by pi_{beta_k} / pi_{beta_(k-1)}, resampled (systematic)
-    when the Kish ESS falls below ``ess_threshold * N``, and moved by an MCMC kernel that leaves pi_beta invariant:
-    ``move(x, lq, lp, beta) -> (x, lq, lp, acceptance)``. The final weighted particles are consistent for p
-    (``-inf`` in ``log_p`` means probability zero). ``betas`` rise to 1.
+    Particles ``x: [N, *event]`` drawn from q (with their ``log_q`` and reduced energies ``u``, ``[N]``, evaluated
+    when not given) are reweighted by pi_{beta_k} / pi_{beta_(k-1)}, resampled (systematic) when the Kish ESS falls
+    below ``ess_threshold * N``, and moved by ``kernel(path)``, an MCMC kernel that leaves the path's density at
+    that beta invariant (its ``acceptance``, if it has one, is recorded). ``betas`` rise to 1 and are positive. The
+    final weighted particles are consistent for exp(-u); ``u = +inf`` means probability zero.
 
-    Returns particles, their log q and log p, normalised log-weights ``[N]`` and one record per step (beta, ESS
-    before resampling, resampled or not, acceptance).
+    Returns :class:`~molsamp.samples.Samples` with normalised log-weights, ``log_q`` and ``info["history"]``: one
+    record per step (beta, ESS before resampling, resampled or not, acceptance).
     """
-    lq, lp = log_q.double(), log_p.double()
+    with torch.no_grad():
+        lq = (q.log_prob(x) if log_q is None else log_q).double()
+        u = (target.energy(x) if u is None else u).double()
     log_w = torch.zeros(len(x), dtype=torch.float64)
     history, previous = [], 0.0
     for beta in betas:
-        log_w = log_w + (beta - previous) * torch.nan_to_num(lp - lq, nan=-torch.inf).double()
+        if not 0.0 < beta <= 1.0 or beta < previous:
+            raise ValueError(f"betas must rise within (0, 1], got {list(betas)}")
+        log_w = log_w + (beta - previous) * torch.nan_to_num(-u - lq, nan=-torch.inf)
         previous = beta
         ess = kish_ess(log_w)
         resampled = ess < ess_threshold * len(x)
         if resampled:
             index = systematic_resample(log_w, len(x), generator)
-            x, lq, lp = x[index], lq[index], lp[index]
+            x, lq, u = x[index], lq[index], u[index]
             log_w = torch.zeros(len(x), dtype=torch.float64)
-        x, lq, lp, acceptance = move(x, lq, lp, beta)
-        history.append({"beta": beta, "ess": ess, "resampled": resampled, "acceptance": acceptance})
-    return x, lq, lp, log_w - torch.logsumexp(log_w, 0), history
-
-
-@dataclasses.dataclass
-class LangevinState:
-    """Positions, velocities and the reduced-energy gradient at the positions (tensors of one shape)."""
-
-    x: torch.Tensor
-    v: torch.Tensor
-    gradient: torch.Tensor
-
-
-def energy_gradient(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Gradient of ``energy(x).sum()`` with respect to ``x`` (detached)."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_()
-        (gradient,) = torch.autograd.grad(energy(x).sum(), x)
-    return gradient
-
-
-def langevin_baoab(state: LangevinState, energy: Callable[[torch.Tensor], torch.Tensor], n_steps: int,
-                   timestep: float, friction: float, kT: float = 1.0, mass: torch.Tensor | float = 1.0,
-                   generator: torch.Generator | None = None) -> LangevinState:
-    """``n_steps`` of BAOAB Langevin dynamics (Leimkuhler-Matthews) on the reduced energy ``energy(x)`` (units of
-    kT, one value per batch element; forces -kT * gradient by autograd). Time in the units of ``timestep``,
-    ``friction`` in inverse time; ``mass`` broadcasts against ``x``. Returns the new state."""
-    damping = math.exp(-friction * timestep)
-    noise = math.sqrt(1 - damping**2) * torch.sqrt(kT / torch.as_tensor(mass, dtype=state.x.dtype))
-    x, v, gradient = state.x.detach(), state.v.detach(), state.gradient
-    half = 0.5 * timestep
-    for _ in range(n_steps):
-        v = v - half * kT * gradient / mass
-        x = x + half * v
-        v = damping * v + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        x = x + half * v
-        gradient = energy_gradient(energy, x)
-        v = v - half * kT * gradient / mass
-    return LangevinState(x, v, gradient)
+        path = GeometricPath(q, target, beta)
+        move = kernel(path)
+        state = move.step(ChainState(x, torch.where(torch.isposinf(u), torch.inf, beta * u - (1 - beta) * lq)),
+                          generator)
+        x = state.x
+        with torch.no_grad():
+            lq = q.log_prob(x).double()
+        u = torch.where(torch.isposinf(state.u), torch.inf, (state.u.double() + (1 - beta) * lq) / beta)
+        history.append({"beta": beta, "ess": ess, "resampled": bool(resampled),
+                        "acceptance": getattr(move, "acceptance", None)})
+    log_w = log_w - torch.logsumexp(log_w, 0)
+    return Samples(x, u, log_w, log_q=lq, info={"history": history})

@@ -1,10 +1,13 @@
-"""Samples: positions with their log importance weights and energies, from any sampler."""
+"""Samples: the one result type of every sampler, configurations with their energies and log importance weights."""
 
 from __future__ import annotations
 
 __all__ = ["Samples", "systematic_resample"]
 
 import dataclasses
+import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,38 +27,75 @@ def systematic_resample(log_weights: torch.Tensor, n: int, generator: torch.Gene
 
 @dataclasses.dataclass(frozen=True)
 class Samples:
-    """Weighted samples of a Boltzmann distribution.
+    """Weighted samples of a Boltzmann distribution exp(-u).
 
     Attributes:
-        positions: ``[B, N, 3]`` (nm).
-        log_weights: ``[B]`` self-normalisable log importance weights; zeros for exact samplers (MD, MH).
-        energies: ``[B]`` potential energies (kJ/mol).
-        provenance: how they were made (sampler, seed, settings), kept with the files they are written to.
+        x: ``[B, *event]`` configurations in the target's coordinates (positions ``[B, N, 3]`` in nm, torsion angles
+            ``[B, T]`` in rad, reduced lengths for analytic targets).
+        u: ``[B]`` reduced energies (kT) under the target.
+        log_weights: ``[B]`` normalised log importance weights (logsumexp 0); all ``-log B`` for exact samplers
+            (MD, Metropolis-Hastings, resampled SMC).
+        log_q: ``[B]`` the proposal's log-density of each sample, where a proposal made them.
+        observables: per-sample arrays ``[B, ...]`` recorded along the way (e.g. ``"torsions"``).
+        info: how they were made and what it cost (sampler, seed, settings, ESS, acceptance, energy evaluations).
     """
 
-    positions: torch.Tensor
+    x: torch.Tensor
+    u: torch.Tensor
     log_weights: torch.Tensor
-    energies: torch.Tensor
-    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    log_q: torch.Tensor | None = None
+    observables: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def unweighted(cls, x: torch.Tensor, u: torch.Tensor, **fields: Any) -> Samples:
+        """Equally weighted samples (from an exact sampler)."""
+        return cls(x, u, torch.full((len(x),), -math.log(len(x)), dtype=torch.float64), **fields)
 
     def __len__(self) -> int:
-        return len(self.positions)
+        return len(self.x)
 
     def ess(self) -> float:
-        """Kish effective sample size of the weights."""
+        """Kish effective sample size of the weights (the correlations of an MCMC chain are not in it)."""
         from molsamp.analysis import kish_ess
 
         return kish_ess(self.log_weights)
 
+    def select(self, index: torch.Tensor) -> Samples:
+        """The samples at ``index`` (weights renormalised), with the same ``info``."""
+        log_weights = self.log_weights[index]
+        return Samples(self.x[index], self.u[index], log_weights - torch.logsumexp(log_weights, 0),
+                       None if self.log_q is None else self.log_q[index],
+                       {name: value[index] for name, value in self.observables.items()}, self.info)
+
     def resample(self, n: int | None = None, seed: int = 0) -> Samples:
         """``n`` (default: as many) equally weighted samples drawn by systematic resampling."""
-        generator = torch.Generator().manual_seed(seed)
-        index = systematic_resample(self.log_weights, n or len(self), generator)
-        return Samples(self.positions[index], torch.zeros(len(index), dtype=self.log_weights.dtype),
-                       self.energies[index], {**self.provenance, "resampled_from": len(self)})
+        index = systematic_resample(self.log_weights, n or len(self), torch.Generator().manual_seed(seed))
+        resampled = self.select(index)
+        return dataclasses.replace(resampled, log_weights=torch.full((len(index),), -math.log(len(index)),
+                                                                     dtype=torch.float64),
+                                   info={**self.info, "resampled_from": len(self)})
 
     def to_mdtraj(self, topology: mdtraj.Topology) -> mdtraj.Trajectory:
-        """The positions as an mdtraj Trajectory (weights are not carried: resample first if they matter)."""
+        """Positions (nm) as an mdtraj Trajectory (weights are not carried: resample first if they matter)."""
         import mdtraj
 
-        return mdtraj.Trajectory(self.positions.detach().cpu().numpy().astype("float32"), topology)
+        return mdtraj.Trajectory(self.x.detach().cpu().numpy().astype("float32"), topology)
+
+    def to_sdf(self, molecule, path: str | os.PathLike) -> Path:
+        """Positions ``[B, N, 3]`` (nm) as conformers of the RDKit ``molecule`` (same atom order) in one SDF file,
+        each record with its reduced energy ``u_kT`` and normalised ``weight``."""
+        from rdkit import Chem
+
+        from molsamp.conformers.io import write_sdf
+
+        ensemble = Chem.Mol(molecule)
+        ensemble.RemoveAllConformers()
+        positions = self.x.detach().cpu().double().numpy() * 10.0  # Å
+        for xyz, u, weight in zip(positions, self.u.tolist(), self.log_weights.exp().tolist()):
+            conformer = Chem.Conformer(ensemble.GetNumAtoms())
+            conformer.SetPositions(xyz)
+            conformer.SetDoubleProp("u_kT", u)
+            conformer.SetDoubleProp("weight", weight)
+            ensemble.AddConformer(conformer, assignId=True)
+        return write_sdf([ensemble], path)

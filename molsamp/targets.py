@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["Target", "OpenMMTarget", "DoubleWell", "LennardJones", "check_positions"]
+__all__ = ["Target", "EnergyFunction", "OpenMMTarget", "DoubleWell", "LennardJones", "check_positions"]
 
+import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -18,17 +20,34 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class Target(Protocol):
-    """An unnormalised Boltzmann density exp(-u(x)).
+    """An unnormalised Boltzmann density exp(-u(x)) over configurations of shape ``event_shape``.
 
-    ``energy(x)`` maps positions ``x: Tensor[B, N, dim]`` (nm, or reduced lengths for analytic targets) to reduced
-    energies ``Tensor[B]`` (units of kT), differentiable with respect to ``x``.
+    ``energy(x)`` maps ``x: Tensor[B, *event_shape]`` to reduced energies ``Tensor[B]`` (units of kT): positions
+    ``[B, N, dim]`` (nm, or reduced lengths for analytic targets; differentiable with respect to x) for molecular and
+    analytic targets, torsion angles ``[B, T]`` (rad) for
+    :class:`~molsamp.conformers.target.TorsionalTarget`. ``kT`` (kJ/mol, or 1-like in reduced units) converts u to
+    an energy.
     """
 
-    n_atoms: int
-    dim: int
+    event_shape: tuple[int, ...]
     kT: float
 
     def energy(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyFunction:
+    """A Target made from a reduced-energy function (kT units, differentiable): for learned, intermediate and test
+    energies that have no system behind them. ``kT`` sets the scale of the forces -kT grad u (1 in reduced units)."""
+
+    function: Callable[[torch.Tensor], torch.Tensor]
+    kT: float = 1.0
+    event_shape: tuple[int, ...] = ()
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function(x)
+
+    __call__ = energy
 
 
 def check_positions(x: torch.Tensor, n_atoms: int, dim: int = 3) -> None:
@@ -82,6 +101,7 @@ class OpenMMTarget:
         platform: str | None = None,
     ) -> None:
         self.n_atoms = system.getNumParticles()
+        self.event_shape = (self.n_atoms, 3)
         self.temperature = float(temperature)
         self.kT = MOLAR_GAS_CONSTANT * self.temperature  # kJ/mol
         self.n_overflow = 0
@@ -138,7 +158,7 @@ class DoubleWell:
 
     def __init__(self, n_particles: int = 4, dim: int = 2, a: float = 0.0, b: float = -4.0, c: float = 0.9,
                  d0: float = 4.0, temperature: float = 1.0) -> None:
-        self.n_atoms, self.dim = n_particles, dim
+        self.n_atoms, self.dim, self.event_shape = n_particles, dim, (n_particles, dim)
         self.a, self.b, self.c, self.d0 = a, b, c, d0
         self.kT = temperature
 
@@ -159,7 +179,7 @@ class LennardJones:
 
     def __init__(self, n_particles: int = 13, dim: int = 3, epsilon: float = 1.0, rm: float = 1.0,
                  oscillator_scale: float = 1.0, temperature: float = 1.0) -> None:
-        self.n_atoms, self.dim = n_particles, dim
+        self.n_atoms, self.dim, self.event_shape = n_particles, dim, (n_particles, dim)
         self.epsilon, self.rm, self.oscillator_scale = epsilon, rm, oscillator_scale
         self.kT = temperature
 

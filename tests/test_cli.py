@@ -216,7 +216,7 @@ def test_train_timewarp_then_accelerate(tmp_path):
 def test_accelerate_with_a_broken_checkpoint(tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)
     result = molsamp("accelerate", "ala2", "--model", "broken.pt", "-o", "chain.h5", cwd=tmp_path)
-    assert_one_line_error(result, "broken.pt: not a readable checkpoint")
+    assert_one_line_error(result, "broken.pt: not a readable torch checkpoint")
 
 
 def test_accelerate_with_torsion_jumps(tmp_path):
@@ -443,11 +443,11 @@ def test_ctrl_c_in_accelerate_saves_a_checkpoint_and_the_same_command_resumes(tm
 
     calls, original = [], TorsionJumpChain.round
 
-    def round(self, md_steps):
+    def round(self):
         calls.append(1)
         if len(calls) == 2 * (10 + 2):  # 10 burn-in rounds of each of the 2 chains, then Ctrl-C in round 2
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self, md_steps)
+        return original(self)
 
     monkeypatch.setattr(TorsionJumpChain, "round", round)
     arguments = ["accelerate", "ala2", "--steps", "6", "--chains", "2", "--md-steps", "10", "-q", "-o",

@@ -43,11 +43,11 @@ def test_an_interrupted_run_resumes_to_the_same_chains(tmp_path, ala2, monkeypat
     run_jump_chains(ala2, tmp_path / "straight.h5", **options)
     rounds, original = [], TorsionJumpChain.round
 
-    def crashing_round(self, md_steps):
+    def crashing_round(self):
         rounds.append(1)
         if len(rounds) == 2 * (1 + 5):  # burn-in, then killed during round 5: rounds 1-4 are checkpointed
             raise KeyboardInterrupt
-        return original(self, md_steps)
+        return original(self)
 
     monkeypatch.setattr(TorsionJumpChain, "round", crashing_round)
     with pytest.raises(KeyboardInterrupt):
@@ -67,12 +67,12 @@ def slowed_rounds(monkeypatch, seconds, sigint_at=None):
     ``sigint_at`` (counting the burn-in rounds; chains take turns)."""
     calls, original = [], TorsionJumpChain.round
 
-    def round(self, md_steps):
+    def round(self):
         calls.append(1)
         if len(calls) == sigint_at:
             os.kill(os.getpid(), signal.SIGINT)
         time.sleep(seconds)
-        return original(self, md_steps)
+        return original(self)
 
     monkeypatch.setattr(TorsionJumpChain, "round", round)
 

@@ -1,12 +1,13 @@
-"""Markov chain kernels: independence Metropolis-Hastings (exact for any covering proposal) and BAOAB Langevin."""
+"""Samplers over kernels: independence Metropolis-Hastings (exact for any covering proposal) and annealed SMC."""
 
 import math
 
 import pytest
 import torch
 
-from molsamp.samplers import (LangevinState, annealed_smc, energy_gradient, independence_metropolis, langevin_baoab,
-                              metropolis_accept)
+from molsamp.kernels import MetropolisHastings
+from molsamp.samplers import GeometricPath, annealed_smc, independence_metropolis
+from molsamp.targets import EnergyFunction
 
 
 def normal_log_density(x, mean, std):
@@ -64,59 +65,65 @@ def test_the_first_state_must_have_a_finite_weight(first):
         independence_metropolis(torch.tensor([first, 0.0, 0.0]))
 
 
-def test_langevin_baoab_samples_a_harmonic_oscillator():
-    """u(x) = k x^2 / 2 in kT units: x has variance 1/k and v has variance kT/m, whatever the mass."""
-    spring, mass = 4.0, 2.0
-    energy = lambda x: 0.5 * spring * (x**2).sum(-1)  # noqa: E731
-    generator = torch.Generator().manual_seed(0)
-    x = torch.zeros(2000, 1, dtype=torch.float64)
-    state = LangevinState(x, torch.zeros_like(x), energy_gradient(energy, x))
-    state = langevin_baoab(state, energy, 300, timestep=0.05, friction=1.0, mass=mass, generator=generator)
-    assert state.x.var().item() == pytest.approx(1 / spring, rel=0.1)
-    assert state.v.var().item() == pytest.approx(1 / mass, rel=0.1)
+class Normal:
+    """A one-dimensional normal Distribution over events ``[1]``."""
+
+    event_shape = (1,)
+
+    def __init__(self, mean, std):
+        self.mean, self.std = mean, std
+
+    def log_prob(self, x, context=None):
+        return normal_log_density(x[:, 0], self.mean, self.std)
+
+    def sample(self, n, generator=None, context=None):
+        return self.mean + self.std * torch.randn(n, 1, generator=generator, dtype=torch.float64)
+
+    def sample_and_log_prob(self, n, generator=None, context=None):
+        x = self.sample(n, generator)
+        return x, self.log_prob(x)
 
 
-def test_metropolis_accept_has_probability_min_one_exp_log_ratio():
-    generator = torch.Generator().manual_seed(0)
-    log_ratio = torch.tensor([-2.0, -0.5, 0.0, 3.0]).repeat(20_000, 1)
-    rate = metropolis_accept(log_ratio, generator).double().mean(0)
-    torch.testing.assert_close(rate, torch.tensor([math.exp(-2.0), math.exp(-0.5), 1.0, 1.0], dtype=torch.float64),
-                               atol=0.01, rtol=0)
-
-
-def test_metropolis_accept_rejects_nan_and_zero_density_and_accepts_infinite_gain():
-    generator = torch.Generator().manual_seed(0)
-    decisions = metropolis_accept(torch.tensor([math.nan, -math.inf, math.inf]).repeat(1000, 1), generator)
-    assert not decisions[:, :2].any() and decisions[:, 2].all()
+class RandomWalk:
+    def propose(self, x, generator=None):
+        return x + 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
 
 
 def test_annealed_smc_carries_a_wide_gaussian_to_a_narrow_shifted_one():
     generator = torch.Generator().manual_seed(0)
-
-    def log_q(x):
-        return normal_log_density(x, 0.0, 2.0)
-
-    def log_p(x):  # unnormalised on purpose: SMC needs no normalising constant
-        return normal_log_density(x, 1.0, 0.5) + 3.0
-
-    def random_walk(x, lq, lp, beta):
-        """Five random-walk MH steps leaving q^(1 - beta) p^beta invariant."""
-        accepted = 0
-        for _ in range(5):
-            new = x + 0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
-            new_lq, new_lp = log_q(new), log_p(new)
-            accept = metropolis_accept((1 - beta) * (new_lq - lq) + beta * (new_lp - lp), generator)
-            x, lq, lp = torch.where(accept, new, x), torch.where(accept, new_lq, lq), torch.where(accept, new_lp, lp)
-            accepted += int(accept.sum())
-        return x, lq, lp, accepted / (5 * len(x))
-
-    x = 2.0 * torch.randn(20_000, generator=generator, dtype=torch.float64)
+    q = Normal(0.0, 2.0)
+    # u unnormalised on purpose: SMC needs no normalising constant
+    target = EnergyFunction(lambda x: -normal_log_density(x[:, 0], 1.0, 0.5) - 3.0)
+    x = q.sample(20_000, generator)
     betas = [(k / 10) ** 2 for k in range(1, 11)]
-    x, _, _, log_weights, history = annealed_smc(x, log_q(x), log_p(x), random_walk, betas, ess_threshold=0.95,
-                                                 generator=generator)
-    weights = log_weights.exp()
-    mean = float((weights * x).sum())
-    variance = float((weights * (x - mean) ** 2).sum())
+    samples = annealed_smc(x, q, target, lambda path: MetropolisHastings(RandomWalk(), path, n_steps=5), betas,
+                           ess_threshold=0.95, generator=generator)
+    weights = samples.log_weights.exp()
+    mean = float((weights * samples.x[:, 0]).sum())
+    variance = float((weights * (samples.x[:, 0] - mean) ** 2).sum())
     assert abs(float(weights.sum()) - 1.0) < 1e-9
     assert mean == pytest.approx(1.0, abs=0.02) and variance == pytest.approx(0.25, abs=0.02)
+    history = samples.info["history"]
     assert [h["beta"] for h in history] == betas and any(h["resampled"] for h in history)
+    assert all(0.2 < h["acceptance"] < 1 for h in history)
+    # The energies and proposal densities carried along are those of the final particles.
+    torch.testing.assert_close(samples.u, target.energy(samples.x))
+    torch.testing.assert_close(samples.log_q, q.log_prob(samples.x))
+
+
+def test_the_geometric_path_interpolates_energies_and_keeps_zero_density():
+    q = Normal(0.0, 2.0)
+    target = EnergyFunction(lambda x: torch.where(x[:, 0] > 3, torch.inf, 0.5 * x[:, 0] ** 2))
+    x = torch.tensor([[0.5], [-1.0], [4.0]], dtype=torch.float64)
+    path = GeometricPath(q, target, 0.25)
+    expected = 0.25 * 0.5 * x[:2, 0] ** 2 - 0.75 * q.log_prob(x[:2])
+    torch.testing.assert_close(path.energy(x)[:2], expected)
+    assert path.energy(x)[2] == math.inf
+    torch.testing.assert_close(GeometricPath(q, target, 1.0).energy(x), target.energy(x))
+
+
+def test_betas_must_rise_within_zero_and_one():
+    q = Normal(0.0, 1.0)
+    target = EnergyFunction(lambda x: 0.5 * x[:, 0] ** 2)
+    with pytest.raises(ValueError, match="betas must rise"):
+        annealed_smc(q.sample(10), q, target, lambda path: MetropolisHastings(RandomWalk(), path), [0.5, 0.2, 1.0])

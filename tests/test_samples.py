@@ -36,7 +36,8 @@ def test_systematic_resampling_is_reproducible():
 def make_samples(log_weights, n_atoms=3):
     b = len(log_weights)
     positions = torch.arange(b * n_atoms * 3, dtype=torch.float64).reshape(b, n_atoms, 3) / 10
-    return Samples(positions, log_weights, energies=torch.arange(b, dtype=torch.float64), provenance={"sampler": "x"})
+    log_weights = log_weights.double() - torch.logsumexp(log_weights.double(), 0)
+    return Samples(positions, torch.arange(b, dtype=torch.float64), log_weights, info={"sampler": "x"})
 
 
 def test_ess_of_equal_and_of_one_dominant_weight():
@@ -49,17 +50,18 @@ def test_ess_of_equal_and_of_one_dominant_weight():
 def test_resample_gives_equal_weights_and_keeps_positions_with_their_energies():
     samples = make_samples(random_log_weights(40, seed=2))
     resampled = samples.resample(seed=3)
-    assert len(resampled) == 40 and torch.equal(resampled.log_weights, torch.zeros(40, dtype=torch.float64))
+    assert len(resampled) == 40
+    torch.testing.assert_close(resampled.log_weights, torch.full((40,), -math.log(40), dtype=torch.float64))
     assert resampled.ess() == pytest.approx(40.0)
-    assert resampled.provenance == {"sampler": "x", "resampled_from": 40}
-    for x, energy in zip(resampled.positions, resampled.energies):
-        assert torch.equal(x, samples.positions[int(energy)])  # energies[i] == i identifies each sample
+    assert resampled.info == {"sampler": "x", "resampled_from": 40}
+    for x, u in zip(resampled.x, resampled.u):
+        assert torch.equal(x, samples.x[int(u)])  # u[i] == i identifies each sample
     assert len(samples.resample(n=7)) == 7
 
 
 def test_resample_follows_the_weights():
     samples = make_samples(torch.log(torch.tensor([0.7, 0.2, 0.1, 0.0], dtype=torch.float64)))
-    counts = torch.bincount(samples.resample(n=1000, seed=0).energies.long(), minlength=4)
+    counts = torch.bincount(samples.resample(n=1000, seed=0).u.long(), minlength=4)
     assert counts.tolist() == [700, 200, 100, 0]
 
 
@@ -72,4 +74,26 @@ def test_to_mdtraj():
     trajectory = samples.to_mdtraj(topology)
     assert trajectory.n_frames == 5 and trajectory.n_atoms == 2
     assert trajectory.xyz.dtype == np.float32
-    np.testing.assert_allclose(trajectory.xyz, samples.positions.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(trajectory.xyz, samples.x.numpy(), rtol=1e-6)
+
+
+def test_to_sdf_writes_each_sample_as_a_conformer_with_its_energy_and_weight(tmp_path):
+    from rdkit import Chem
+
+    molecule = Chem.AddHs(Chem.MolFromSmiles("O"))
+    samples = make_samples(torch.log(torch.tensor([0.5, 0.25, 0.25])))
+    samples.to_sdf(molecule, tmp_path / "water.sdf")
+    records = list(Chem.SDMolSupplier(str(tmp_path / "water.sdf"), removeHs=False))
+    assert len(records) == 3
+    for record, x, u, weight in zip(records, samples.x, samples.u, [0.5, 0.25, 0.25]):
+        np.testing.assert_allclose(record.GetConformer().GetPositions(), 10.0 * x.numpy(), atol=1e-4)  # Å
+        assert float(record.GetProp("u_kT")) == pytest.approx(float(u))
+        assert float(record.GetProp("weight")) == pytest.approx(weight)
+
+
+def test_select_keeps_observables_aligned_and_renormalises():
+    samples = make_samples(torch.zeros(4))
+    samples = Samples(samples.x, samples.u, samples.log_weights, observables={"index": torch.arange(4)})
+    picked = samples.select(torch.tensor([3, 1]))
+    assert picked.observables["index"].tolist() == [3, 1] and picked.u.tolist() == [3.0, 1.0]
+    torch.testing.assert_close(picked.log_weights.exp().sum(), torch.tensor(1.0, dtype=torch.float64))

@@ -8,10 +8,10 @@ with model torsion jumps), exact up to the MD time-step error.
 """
 
 from molsamp.conformers.generate import MODES, TORSION_MODES, generate, sample_torsions
-from molsamp.conformers.md_jumps import ChainSamples, sample_md_jumps
+from molsamp.conformers.md_jumps import sample_md_jumps
 from molsamp.conformers.io import read_smiles, write_sdf
 from molsamp.conformers.target import TorsionalTarget
 from molsamp.conformers.torsions import Torsions, rotatable_torsions, set_torsions
 
-__all__ = ["generate", "sample_torsions", "sample_md_jumps", "ChainSamples", "MODES", "TORSION_MODES",
+__all__ = ["generate", "sample_torsions", "sample_md_jumps", "MODES", "TORSION_MODES",
            "TorsionalTarget", "Torsions", "rotatable_torsions", "set_torsions", "read_smiles", "write_sdf"]

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-__all__ = ["TORSION_MODES", "MODES", "DEFAULT_MODEL", "TorsionSamples", "sample_torsions", "check_options", "generate"]
+__all__ = ["TORSION_MODES", "MODES", "DEFAULT_MODEL", "sample_torsions", "check_options", "generate"]
 
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from molsamp.analysis import kish_ess
 from molsamp.conformers.md_jumps import sample_md_jumps
-from molsamp.conformers.moves import TorsionMoves
+from molsamp.conformers.moves import TorsionStep
 from molsamp.conformers.target import TorsionalTarget
 from molsamp.conformers.torsions import rotatable_torsions
 from molsamp.errors import InputError
+from molsamp.kernels import MetropolisHastings
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
-from molsamp.samplers import annealed_smc, independence_metropolis
-from molsamp.samples import systematic_resample
+from molsamp.samplers import GeometricPath, annealed_smc, independence_metropolis
+from molsamp.samples import Samples, systematic_resample
 from molsamp.shipped import MODELS_DIR
 
 if TYPE_CHECKING:
@@ -48,23 +48,6 @@ _OVERSAMPLE = 4  # weighted draws per output conformer in "unweighted" mode
 _MAX_DRAWS_PER_SAMPLE = 50  # give up when clashes leave fewer clash-free draws than this allows
 
 
-@dataclasses.dataclass(frozen=True)
-class TorsionSamples:
-    """Torsion angles ``[n, T]`` (rad), reduced energies ``u [n]`` (kT), log model densities ``[n]``, normalised
-    log importance weights ``[n]`` (they sum to 1 in probability), the Kish ESS (of the model draws; for ``smc`` the
-    smallest over the annealing steps, before resampling), the MH acceptance rate (``mh``, ``smc``), the number of
-    draws from the model (clashes included) and the OpenMM energy evaluations spent."""
-
-    angles: torch.Tensor
-    u: torch.Tensor
-    log_q: torch.Tensor
-    log_weights: torch.Tensor
-    ess: float
-    acceptance: float | None
-    draws: int
-    evaluations: int
-
-
 def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, generator: torch.Generator,
                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """``n`` clash-free draws from the model: angles, u and log q, and the number of attempts."""
@@ -86,9 +69,15 @@ def _clash_free_draws(mixture: TorsionMixture, target: TorsionalTarget, n: int, 
 
 
 def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mode: str = "smc",
-                    seed: int = 0, batch_size: int = 256) -> TorsionSamples:
+                    seed: int = 0, batch_size: int = 256) -> Samples:
     """``n`` torsion samples of ``target`` from the model ``mixture`` in one of :data:`TORSION_MODES`; without
-    rotatable torsions, ``n`` copies of the target's one geometry (exact samples of a point mass)."""
+    rotatable torsions, ``n`` copies of the target's one geometry (exact samples of a point mass).
+
+    Returns :class:`~molsamp.samples.Samples` of torsion angles ``x: [n, T]`` (rad) with their reduced energies
+    (kT), log model densities and normalised log importance weights, and in ``info``: ``ess`` (the Kish ESS of the
+    model draws; for ``smc`` the smallest over the annealing steps, before resampling), ``acceptance`` (the MH
+    acceptance rate of ``mh`` and ``smc``, else None), ``draws`` from the model (clashes included) and the OpenMM
+    energy ``evaluations`` spent."""
     if mode not in TORSION_MODES:
         raise InputError(f"mode must be one of {TORSION_MODES}, got {mode!r}")
     if n < 1:
@@ -99,18 +88,22 @@ def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mo
         angles = torch.zeros(n, 0, dtype=torch.float64)
         u = target.energy(angles[:1]).expand(n).clone()
         log_weights = torch.full((n,), -math.log(n), dtype=torch.float64)
-        return TorsionSamples(angles, u, torch.zeros(n, dtype=torch.float64), log_weights, float(n), None, 0,
-                              target.n_evaluations - evaluations_before)
+        return Samples(angles, u, log_weights, torch.zeros(n, dtype=torch.float64),
+                       info={"sampler": mode, "seed": seed, "ess": float(n), "acceptance": None, "draws": 0,
+                             "evaluations": target.n_evaluations - evaluations_before})
     draws = n * _OVERSAMPLE if mode == "unweighted" else n
     angles, u, log_q, attempts = _clash_free_draws(mixture, target, draws, generator, batch_size)
     log_w = -u - log_q
     ess = kish_ess(log_w)
     acceptance = None
     if mode == "smc" and target.n_torsions > 0:
-        moves = TorsionMoves(mixture, target, moves=2 * target.n_torsions, generator=generator)
+        def kernel(path: GeometricPath) -> MetropolisHastings:
+            return MetropolisHastings(TorsionStep(mixture), path, n_steps=2 * target.n_torsions)
+
         betas = [(k / SMC_STEPS) ** 2 for k in range(1, SMC_STEPS + 1)]
-        angles, log_q, lp, log_weights, history = annealed_smc(angles, log_q, -u, moves, betas, generator=generator)
-        u, index = -lp, torch.arange(n)
+        smc = annealed_smc(angles, mixture, target, kernel, betas, log_q=log_q, u=u, generator=generator)
+        angles, log_q, u, log_weights, history = smc.x, smc.log_q, smc.u, smc.log_weights, smc.info["history"]
+        index = torch.arange(n)
         ess = min(h["ess"] for h in history)  # conservative: resampling makes the final weights look perfect
         acceptance = sum(h["acceptance"] for h in history) / len(history)
     elif mode in ("weighted", "smc"):
@@ -121,21 +114,13 @@ def sample_torsions(mixture: TorsionMixture, target: TorsionalTarget, n: int, mo
         else:
             index = systematic_resample(log_w, n, generator)
         log_weights = torch.full((n,), -math.log(n), dtype=torch.float64)
-    return TorsionSamples(angles[index], u[index], log_q[index], log_weights, ess, acceptance, attempts,
-                          target.n_evaluations - evaluations_before)
-
-
-class _Ensemble(NamedTuple):
-    positions: np.ndarray  # [n, N, 3], Å
-    energies: np.ndarray  # [n], kJ/mol
-    log_weights: list[float]
-    ess: float
-    acceptance: float | None
-    n_torsions: int
+    return Samples(angles[index], u[index], log_weights, log_q[index],
+                   info={"sampler": mode, "seed": seed, "ess": ess, "acceptance": acceptance, "draws": attempts,
+                         "evaluations": target.n_evaluations - evaluations_before})
 
 
 def _torsion_ensemble(system: System, model: TorsionMixtureNet, n: int, mode: str, seed: int,
-                      relax_steps: int) -> _Ensemble:
+                      relax_steps: int) -> Samples:
     from molsamp.conformers.features import molecule_graph
 
     target = TorsionalTarget(system, relax_steps=relax_steps)
@@ -143,24 +128,20 @@ def _torsion_ensemble(system: System, model: TorsionMixtureNet, n: int, mode: st
         with torch.no_grad():
             mixture = model(molecule_graph(target.molecule, target.torsions))[0]
         samples = sample_torsions(mixture, target, n, mode=mode, seed=seed)
-        angles = samples.angles if target.n_torsions else samples.angles[:1]  # no torsions: one geometry, n copies
+        angles = samples.x if target.n_torsions else samples.x[:1]  # no torsions: one geometry, n copies
         positions = target.relaxed_conformers(angles)[1] if relax_steps else target.conformers(angles)
-        positions = positions.expand(n, -1, -1)
     finally:
         target.close()
-    return _Ensemble(positions.numpy() * 10.0, samples.u.numpy() * target.kT, samples.log_weights.tolist(),
-                     samples.ess, samples.acceptance, target.n_torsions)
+    return dataclasses.replace(samples, x=positions.expand(n, -1, -1), observables={"torsions": samples.x})
 
 
-def _md_jump_ensemble(system: System, model: TorsionMixtureNet, n: int, seed: int) -> _Ensemble:
+def _md_jump_ensemble(system: System, model: TorsionMixtureNet, n: int, seed: int) -> Samples:
     from molsamp.conformers.features import molecule_graph
 
     torsions = rotatable_torsions(system.molecule)
     with torch.no_grad():
         mixture = model(molecule_graph(system.molecule, torsions))[0]
-    chains = sample_md_jumps(system, torsions, mixture, n, seed=seed)
-    return _Ensemble(chains.positions * 10.0, chains.u * MOLAR_GAS_CONSTANT * system.temperature,
-                     [-math.log(n)] * n, chains.ess, chains.acceptance, len(torsions))
+    return sample_md_jumps(system, torsions, mixture, n, seed=seed)
 
 
 def check_options(n: int, mode: str, temperature: float, relax_steps: int = 0) -> None:
@@ -198,7 +179,7 @@ def generate(
     Returns an RDKit Mol (explicit hydrogens) with ``n`` conformers (Å). Each conformer carries
     ``molsamp_energy_kJ_mol`` and ``molsamp_log_weight`` (normalised log importance weight; equal weights in the
     ``mh``, ``unweighted`` and ``md-jumps`` modes); the molecule carries ``molsamp_ess`` (see
-    :class:`TorsionSamples`; for ``md-jumps`` from the chains' torsion autocorrelation, or their energy
+    :func:`sample_torsions`; for ``md-jumps`` from the chains' torsion autocorrelation, or their energy
     autocorrelation without rotatable torsions), ``molsamp_mode``, ``molsamp_acceptance`` (``mh``, ``smc``,
     ``md-jumps`` with torsions), ``molsamp_torsions``, ``molsamp_seed``, ``molsamp_input_smiles`` (``smiles``) and
     ``molsamp_isomeric_smiles`` (the stereoisomer sampled: an unassigned stereocentre is fixed as
@@ -209,7 +190,6 @@ def generate(
     geometry in the :data:`TORSION_MODES`.
     """
     from rdkit import Chem
-    from rdkit.Geometry import Point3D
 
     from molsamp.conformers.model import load_model
     from molsamp.systems import from_smiles
@@ -223,23 +203,23 @@ def generate(
         ensemble = _md_jump_ensemble(system, model, n, seed)
     else:
         ensemble = _torsion_ensemble(system, model, n, mode, seed, relax_steps)
-    positions, energies_kj, log_weights, ess, acceptance, n_torsions = ensemble
+    kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
     molecule = Chem.Mol(system.molecule)
     molecule.RemoveAllConformers()
     molecule.SetProp("_Name", name or smiles)
-    for x, energy, log_weight in zip(positions, energies_kj.tolist(), log_weights):
+    for x, u, log_weight in zip(ensemble.x.double().numpy() * 10.0, ensemble.u.tolist(),
+                                ensemble.log_weights.tolist()):
         conformer = Chem.Conformer(molecule.GetNumAtoms())
-        for i, (a, b, c) in enumerate(x.tolist()):
-            conformer.SetAtomPosition(i, Point3D(a, b, c))
-        conformer.SetDoubleProp("molsamp_energy_kJ_mol", energy)
+        conformer.SetPositions(x)
+        conformer.SetDoubleProp("molsamp_energy_kJ_mol", u * kT)
         conformer.SetDoubleProp("molsamp_log_weight", log_weight)
         molecule.AddConformer(conformer, assignId=True)
-    molecule.SetDoubleProp("molsamp_ess", ess)
+    molecule.SetDoubleProp("molsamp_ess", ensemble.info["ess"])
     molecule.SetProp("molsamp_mode", mode)
-    molecule.SetIntProp("molsamp_torsions", n_torsions)
+    molecule.SetIntProp("molsamp_torsions", ensemble.observables["torsions"].shape[1])
     molecule.SetIntProp("molsamp_seed", seed)
     molecule.SetProp("molsamp_input_smiles", smiles)
     molecule.SetProp("molsamp_isomeric_smiles", system.smiles)
-    if acceptance is not None:
-        molecule.SetDoubleProp("molsamp_acceptance", acceptance)
+    if ensemble.info["acceptance"] is not None:
+        molecule.SetDoubleProp("molsamp_acceptance", ensemble.info["acceptance"])
     return molecule

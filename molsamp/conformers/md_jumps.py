@@ -18,22 +18,21 @@ potential energy.
 
 from __future__ import annotations
 
-__all__ = ["ChainSamples", "TorsionJumpChain", "sample_md_jumps"]
+__all__ = ["TorsionJump", "TorsionJumpChain", "sample_md_jumps"]
 
-import dataclasses
 import math
 import sys
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from molsamp.analysis import compute_dihedrals, time_series_ess, torsion_ess
 from molsamp.conformers.torsions import Torsions, rotate_torsion, set_torsions
 from molsamp.errors import InputError
-from molsamp.md import OpenMMEngine
-from molsamp.openmm_pool import MOLAR_GAS_CONSTANT, select_platform
-from molsamp.samplers import metropolis_accept
+from molsamp.kernels import ChainState, Cycle, MetropolisHastings
+from molsamp.md import OpenMMDynamics
+from molsamp.openmm_pool import select_platform
+from molsamp.samples import Samples
 
 START_CANDIDATES = 32
 """Model-drawn conformers among which each chain picks its start."""
@@ -45,114 +44,112 @@ MAX_CHAINS, FRAMES_PER_CHAIN = 32, 16
 if TYPE_CHECKING:
     from molsamp.conformers.model import TorsionMixture
     from molsamp.systems import System
+    from molsamp.targets import OpenMMTarget
 
 
-@dataclasses.dataclass(frozen=True)
-class ChainSamples:
-    """Frames of the chains, one per round after burn-in: positions ``[n, N, 3]`` (nm), reduced energies ``[n]``
-    (kT), torsion angles ``[n, T]`` (rad); the jump acceptance rate (None without rotatable torsions); the ESS
-    (smallest over torsions of the torsion ESS of the chains pooled, as Stan pools them, so chains that sample
-    different states count as few samples; without rotatable torsions, the pooled ESS of the potential energy; at
-    most one per frame, and the number of frames when too few rounds were run to measure it); the force and energy
-    evaluations spent (minimisation counted at its step limit); and the pooled ESS of each torsion ``[T]`` (NaN where
-    too few frames were drawn to measure it)."""
+class TorsionJump:
+    """A :class:`~molsamp.kernels.Proposal` on positions ``[1, N, 3]`` (nm): torsion ``k`` turned to an angle drawn
+    from the mixture's marginal for it, by rotating one side of the bond rigidly (a volume-preserving map), with
+    log ratio log q_k(theta) - log q_k(theta')."""
 
-    positions: np.ndarray
-    u: np.ndarray
-    angles: np.ndarray
-    acceptance: float | None
-    ess: float
-    evaluations: int
-    torsion_ess: np.ndarray
+    def __init__(self, torsions: Torsions, mixture: TorsionMixture, k: int) -> None:
+        self.torsions, self.mixture, self.k = torsions, mixture, k
+
+    @torch.no_grad()
+    def propose(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.k
+        angle = compute_dihedrals(x, self.torsions.atoms[k:k + 1])[:, 0].double()
+        proposed = self.mixture.sample(len(x), generator)[:, k].double()
+        x_new = rotate_torsion(x, self.torsions, k, proposed - angle)
+        both = torch.zeros(2 * len(x), self.mixture.n_torsions, dtype=torch.float64)
+        both[:, k] = torch.cat([angle, proposed])
+        log_q, log_q_proposed = self.mixture.marginal_log_prob(both)[:, k].double().chunk(2)
+        return x_new, log_q - log_q_proposed
 
 
 class TorsionJumpChain:
-    """Langevin MD with torsion jumps in one OpenMM Context; :meth:`start` begins a chain afresh from the model (the
-    input geometry is minimised once), so one object can run several chains one after another."""
+    """One chain of Langevin MD with torsion jumps: each :meth:`round` is the kernel
+    ``Cycle([OpenMMDynamics(md_steps), Cycle(jumps, shuffle=True)])``, one Metropolis-Hastings jump offer per
+    torsion in random order, on the full energy of ``target`` (default: the system's, evaluated in this process).
+    :meth:`start` begins a chain afresh from the model (the input geometry is minimised once), so one object can run
+    several chains one after another."""
 
-    def __init__(self, system: System, torsions: Torsions, mixture: TorsionMixture, seed: int,
-                 platform: str) -> None:
-        engine = OpenMMEngine(system, seed, platform, state=None)  # minimised input geometry
-        self.context, self.integrator = engine.context, engine.integrator
-        self.torsions, self.mixture, self.temperature = torsions, mixture, system.temperature
-        self.kT = MOLAR_GAS_CONSTANT * system.temperature  # kJ/mol
+    def __init__(self, system: System, torsions: Torsions, mixture: TorsionMixture, seed: int, platform: str,
+                 md_steps: int, target: OpenMMTarget | None = None) -> None:
+        self.dynamics = OpenMMDynamics(system, seed, platform, md_steps)
+        self.target = target if target is not None else system.target(n_workers=0, platform=platform)
+        self.torsions, self.mixture = torsions, mixture
+        self.jumps = [MetropolisHastings(TorsionJump(torsions, mixture, k), self.target) for k in range(len(torsions))]
+        self.kernel = Cycle([self.dynamics, Cycle(self.jumps, shuffle=True)])
         self.generator = torch.Generator().manual_seed(seed)
-        self.base = self.state()[0]
-        self.accepted = self.offered = 0
+        self.state = self.dynamics.state()
+        self.base = self.state.x
+
+    @property
+    def accepted(self) -> int:
+        return sum(jump.accepted for jump in self.jumps)
+
+    @property
+    def offered(self) -> int:
+        return sum(jump.offered for jump in self.jumps)
+
+    def reset_counts(self) -> None:
+        for jump in self.jumps:
+            jump.accepted = jump.offered = 0
 
     def start(self) -> None:
         """Begin a chain: with rotatable torsions, at one of :data:`START_CANDIDATES` conformers with model-drawn
         torsions on the minimised input geometry, picked with probability proportional to exp(-u)/q and briefly
         minimised (the burn-in then equilibrates it); fresh thermal velocities."""
-        import openmm
+        from molsamp.openmm_pool import minimise
 
-        start = self.base
+        start = self.base[0]
         if len(self.torsions):
-            angles = self.mixture.sample(START_CANDIDATES, self.generator).double()
-            candidates = set_torsions(torch.as_tensor(self.base), self.torsions, angles).numpy()
-            u = []
-            for candidate in candidates:
-                self.context.setPositions(candidate)
-                u.append(self.energy())
+            angles, log_q = self.mixture.sample_and_log_prob(START_CANDIDATES, self.generator)
+            candidates = set_torsions(self.base[0], self.torsions, angles.double())
             with torch.no_grad():
-                log_w = torch.nan_to_num(-torch.tensor(u) - self.mixture.log_prob(angles).double(), nan=-math.inf)
+                log_w = torch.nan_to_num(-self.target.energy(candidates) - log_q.double(), nan=-math.inf)
             if torch.isfinite(log_w).any():
                 start = candidates[torch.multinomial(torch.softmax(log_w, 0), 1, generator=self.generator).item()]
-        self.context.setPositions(start)
-        openmm.LocalEnergyMinimizer.minimize(self.context, 10.0, START_MINIMISATION_STEPS)
+        context = self.dynamics.context
+        context.setPositions(start.numpy())
+        minimise(context, START_MINIMISATION_STEPS)
         velocity_seed = int(torch.randint(1, 2**30, (1,), generator=self.generator))
-        self.context.setVelocitiesToTemperature(self.temperature, velocity_seed)
+        context.setVelocitiesToTemperature(self.dynamics.temperature, velocity_seed)
+        self.state = self.dynamics.state()
 
     def save_state(self) -> dict:
-        """Everything :meth:`load_state` needs to continue the chain exactly: the Context's checkpoint (positions,
-        velocities, integrator random state), the jump random state and the acceptance counts."""
-        return {"context": self.context.createCheckpoint(), "rng": self.generator.get_state(),
-                "accepted": self.accepted, "offered": self.offered}
+        """Everything :meth:`load_state` needs to continue the chain exactly: the state, the Context's checkpoint
+        (velocities, integrator random state), the jump random state and the acceptance counts."""
+        return {"x": self.state.x, "u": self.state.u, "context": self.dynamics.checkpoint(),
+                "rng": self.generator.get_state(), "counts": [[j.accepted, j.offered] for j in self.jumps]}
 
-    def load_state(self, state: dict) -> None:
-        self.context.loadCheckpoint(state["context"])
-        self.generator.set_state(state["rng"])
-        self.accepted, self.offered = state["accepted"], state["offered"]
+    def load_state(self, saved: dict) -> None:
+        self.dynamics.restore(saved["context"])
+        self.generator.set_state(saved["rng"])
+        self.state = ChainState(saved["x"], saved["u"])
+        for jump, (accepted, offered) in zip(self.jumps, saved["counts"]):
+            jump.accepted, jump.offered = accepted, offered
 
-    def energy(self) -> float:
-        """Reduced energy of the current positions."""
-        return self.context.getState(getEnergy=True).getPotentialEnergy()._value / self.kT
-
-    def state(self) -> tuple[np.ndarray, float]:
-        """Positions (nm, float64) and reduced energy."""
-        state = self.context.getState(getPositions=True, getEnergy=True)
-        return (np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64),
-                state.getPotentialEnergy()._value / self.kT)
-
-    def round(self, md_steps: int) -> tuple[np.ndarray, float, np.ndarray]:
-        """MD, then one jump offer per torsion; returns positions, reduced energy and torsion angles."""
-        self.integrator.step(md_steps)
-        x, u = self.state()
-        angles = compute_dihedrals(x[None], self.torsions.atoms)[0].double()
-        proposals = self.mixture.sample(1, self.generator)[0].double()
-        with torch.no_grad():
-            log_q, log_q_proposed = self.mixture.marginal_log_prob(torch.stack([angles, proposals])).double()
-        for k in torch.randperm(len(self.torsions), generator=self.generator).tolist():
-            turn = (proposals[k] - angles[k]).reshape(1)
-            new_x = rotate_torsion(torch.as_tensor(x)[None], self.torsions, k, turn)[0].numpy()
-            self.context.setPositions(new_x)
-            new_u = self.energy()
-            log_alpha = -(new_u - u) + float(log_q[k] - log_q_proposed[k])
-            self.offered += 1
-            if metropolis_accept(log_alpha, self.generator):
-                x, u = new_x, new_u
-                angles[k], log_q[k] = proposals[k], log_q_proposed[k]
-                self.accepted += 1
-            else:
-                self.context.setPositions(x)
-        return x, u, angles.numpy()
+    def round(self) -> ChainState:
+        """MD, then one jump offer per torsion; returns the new state."""
+        self.state = self.kernel.step(self.state, self.generator)
+        return self.state
 
 
 def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture, n: int, chains: int | None = None,
                     md_steps: int = 50, burn_in: int = 10, uniform_weight: float = 0.5, seed: int = 0,
-                    platform: str | None = None, progress: bool | None = None) -> ChainSamples:
+                    platform: str | None = None, progress: bool | None = None) -> Samples:
     """``n`` frames from ``chains`` chains of Langevin MD (``md_steps`` per round) with model torsion jumps (one offer
-    per torsion per round), after ``burn_in`` rounds each. ``system`` is an OpenMM system made from SMILES. Jumps
+    per torsion per round), after ``burn_in`` rounds each, as equally weighted :class:`~molsamp.samples.Samples`:
+    positions ``[n, N, 3]`` (nm), reduced energies (kT), ``observables["torsions"]`` ``[n, T]`` (rad), and in
+    ``info`` the jump acceptance rate (None without rotatable torsions), the ESS (smallest over torsions of the
+    torsion ESS of the chains pooled, as Stan pools them, so chains that sample different states count as few
+    samples; without rotatable torsions, the pooled ESS of the potential energy; at most one per frame, and the
+    number of frames when too few rounds were run to measure it), the force and energy ``evaluations`` spent
+    (minimisation counted at its step limit) and the pooled ESS of each torsion ``torsion_ess`` ``[T]`` (NaN where
+    too few frames were drawn to measure it). ``system`` is an OpenMM system made from SMILES. Jumps
     are drawn from the model's marginals blended with the flat density at ``uniform_weight`` (0: the model alone).
     By default there is a chain per :data:`FRAMES_PER_CHAIN` frames, at most :data:`MAX_CHAINS`: the slowest torsions
     change state a few times in hundreds of rounds, so independent starts, not long chains, make most of the
@@ -171,31 +168,34 @@ def sample_md_jumps(system: System, torsions: Torsions, mixture: TorsionMixture,
     rounds = math.ceil(n / chains)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=chains * (burn_in + rounds), disable=not show, unit="round", desc=system.name)
-    sampler = TorsionJumpChain(system, torsions, proposal, seed, select_platform(platform, system.openmm_system))
+    sampler = TorsionJumpChain(system, torsions, proposal, seed, select_platform(platform, system.openmm_system),
+                               md_steps)
     frames = []
-    for _ in range(chains):
-        sampler.start()
-        for _ in range(burn_in):
-            sampler.round(md_steps)
-            bar.update()
-        for _ in range(rounds):
-            frames.append(sampler.round(md_steps))
-            bar.update()
-    bar.close()
-    angles = np.stack([f[2] for f in frames]).reshape(chains, rounds, len(torsions))
-    energies = np.array([f[1] for f in frames])
-    frames = frames[:n]
+    try:
+        for _ in range(chains):
+            sampler.start()
+            for _ in range(burn_in):
+                sampler.round()
+                bar.update()
+            for _ in range(rounds):
+                frames.append(sampler.round())
+                bar.update()
+    finally:
+        bar.close()
+        sampler.target.close()
+    x, u = torch.cat([f.x for f in frames]), torch.cat([f.u for f in frames])
+    angles = compute_dihedrals(x, torsions.atoms).double()
     measurable = rounds > 2  # an autocorrelation needs a few frames per chain
-    per_torsion = np.full(len(torsions), np.nan)
+    per_torsion = torch.full((len(torsions),), math.nan, dtype=torch.float64)
     n_ess = float(n)
     if measurable and len(torsions):
-        per_torsion = torsion_ess(angles).clamp(max=n).numpy()
+        per_torsion = torsion_ess(angles.reshape(chains, rounds, -1)).clamp(max=n)
         n_ess = float(per_torsion.min())
     elif measurable:  # MD alone: the ESS of the potential energy
-        n_ess = min(float(time_series_ess(torch.as_tensor(energies).reshape(chains, rounds, 1))[0]), float(n))
+        n_ess = min(float(time_series_ess(u.reshape(chains, rounds, 1))[0]), float(n))
     starts = START_CANDIDATES * (len(torsions) > 0) + START_MINIMISATION_STEPS
-    return ChainSamples(positions=np.stack([f[0] for f in frames]), u=energies[:n],
-                        angles=angles.reshape(chains * rounds, len(torsions))[:n],
-                        acceptance=sampler.accepted / sampler.offered if sampler.offered else None, ess=n_ess,
-                        evaluations=chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered,
-                        torsion_ess=per_torsion)
+    info = {"sampler": "md-jumps", "seed": seed, "chains": chains, "md_steps": md_steps, "burn_in": burn_in,
+            "acceptance": sampler.accepted / sampler.offered if sampler.offered else None, "ess": n_ess,
+            "evaluations": chains * ((burn_in + rounds) * md_steps + starts) + sampler.offered,
+            "torsion_ess": per_torsion}
+    return Samples.unweighted(x[:n], u[:n], observables={"torsions": angles[:n]}, info=info)

@@ -11,10 +11,12 @@ __all__ = ["TorsionMixtureNet", "TorsionMixture", "save_model", "load_model"]
 
 import functools
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from molsamp.checkpoints import load_checkpoint, save_checkpoint
 from molsamp.conformers.features import ATOM_FEATURES, BOND_FEATURES
 
 _MAX_CONCENTRATION = 500.0
@@ -22,11 +24,13 @@ _MAX_CONCENTRATION = 500.0
 
 class TorsionMixture:
     """Independent von Mises mixtures, one per torsion: weights ``[T, K]``, means ``[T, K]`` (rad), and
-    concentrations ``[T, K]`` (1/rad^2)."""
+    concentrations ``[T, K]`` (1/rad^2). A :class:`~molsamp.distributions.Distribution` over angles ``[B, T]``
+    (unconditional: ``context`` must be None)."""
 
     def __init__(self, logits: Tensor, means: Tensor, concentrations: Tensor) -> None:
         self.logits = torch.log_softmax(logits, dim=-1)
         self.means, self.concentrations = means, concentrations
+        self.event_shape = torch.Size((self.logits.shape[0],))
 
     @classmethod
     def uniform(cls, n_torsions: int) -> TorsionMixture:
@@ -47,9 +51,17 @@ class TorsionMixture:
     def n_torsions(self) -> int:
         return self.logits.shape[0]
 
-    def log_prob(self, angles: Tensor) -> Tensor:
-        """Log-density ``[B]`` of torsion angles ``[B, T]`` (rad) with respect to the flat measure on the torus."""
+    def log_prob(self, angles: Tensor, context: None = None) -> Tensor:
+        """Log-density ``[B]`` (1/rad^T) of torsion angles ``[B, T]`` (rad), with respect to the flat measure on the
+        torus."""
+        _no_context(context)
         return self.marginal_log_prob(angles).sum(-1)
+
+    def sample_and_log_prob(self, n: int, generator: torch.Generator | None = None, context: None = None
+                            ) -> tuple[Tensor, Tensor]:
+        """``[n, T]`` angles and their log-density ``[n]``."""
+        angles = self.sample(n, generator, context)
+        return angles, self.log_prob(angles)
 
     def marginal_log_prob(self, angles: Tensor) -> Tensor:
         """Log-density ``[B, T]`` of each torsion's marginal at ``angles`` ``[B, T]`` (rad)."""
@@ -59,8 +71,9 @@ class TorsionMixture:
         return torch.logsumexp(per_component, dim=-1)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, context: None = None) -> Tensor:
         """``[n, T]`` torsion angles in (-pi, pi]."""
+        _no_context(context)
         t, k = self.logits.shape
         component = torch.multinomial(self.logits.exp().expand(n, t, k).reshape(-1, k), 1, generator=generator)
         component = component.reshape(n, t, 1)
@@ -68,6 +81,11 @@ class TorsionMixture:
         kappa = self.concentrations.expand(n, t, k).gather(-1, component)[..., 0]
         angles = mean + _von_mises_standard(kappa, generator)
         return torch.remainder(angles + math.pi, 2 * math.pi) - math.pi
+
+
+def _no_context(context) -> None:
+    if context is not None:
+        raise ValueError("a TorsionMixture is unconditional: context must be None")
 
 
 def _von_mises_standard(kappa: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -150,32 +168,12 @@ def _torsions_per_graph(graph) -> list[int]:
     return (slices[1:] - slices[:-1]).tolist()
 
 
-def save_model(model: TorsionMixtureNet, path, **metadata) -> None:
-    """Write ``model`` (weights, architecture and ``metadata``) to ``path`` atomically."""
-    from molsamp.files import atomic_path
-
-    with atomic_path(path) as temporary:
-        torch.save({"format": "molsamp.torsion-mixture/1", "config": model.config, "state": model.state_dict(),
-                    "metadata": metadata}, temporary)
+def save_model(model: TorsionMixtureNet, path, **metadata) -> Path:
+    """Write ``model`` (weights, architecture and ``metadata``) to ``path`` atomically
+    (:func:`~molsamp.checkpoints.save_checkpoint`)."""
+    return save_checkpoint(model, path, "torsion-mixture", **metadata)
 
 
 def load_model(path, device: torch.device | str | None = None) -> TorsionMixtureNet:
     """A :class:`TorsionMixtureNet` from a checkpoint written by :func:`save_model`; ``.metadata`` holds its card."""
-    from molsamp.errors import InputError
-
-    try:
-        checkpoint = torch.load(path, map_location=device or "cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"model checkpoint {str(path)!r} does not exist") from None
-    except Exception as error:  # torch's own message runs to many lines and advises weights_only=False: keep it out
-        raise InputError(f"{path}: not a readable torch checkpoint ({type(error).__name__})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "molsamp.torsion-mixture/1" \
-            or not isinstance(checkpoint.get("config"), dict) or not isinstance(checkpoint.get("state"), dict):
-        raise InputError(f"{path}: not a molsamp torsion-mixture checkpoint (needs 'format', 'config' and 'state')")
-    try:
-        model = TorsionMixtureNet(**checkpoint["config"])
-        model.load_state_dict(checkpoint["state"])
-    except (TypeError, RuntimeError) as error:
-        raise InputError(f"{path}: weights do not match the architecture ({error})".splitlines()[0]) from None
-    model.metadata = checkpoint.get("metadata", {})
-    return model.to(device or "cpu").eval()
+    return load_checkpoint(path, "torsion-mixture", TorsionMixtureNet, device)

@@ -74,6 +74,11 @@ class TorsionalTarget:
     def n_torsions(self) -> int:
         return len(self.torsions)
 
+    @property
+    def event_shape(self) -> tuple[int]:
+        """``(T,)``: the target's coordinates are the rotatable torsions."""
+        return (self.n_torsions,)
+
     def conformers(self, angles: torch.Tensor) -> torch.Tensor:
         """Rigid conformers ``[B, N, 3]`` (nm) with torsions ``angles: [B, T]`` (rad) set on the base geometry."""
         return set_torsions(self.base, self.torsions, torch.as_tensor(angles, dtype=torch.float64))
@@ -119,16 +124,15 @@ class TorsionalTarget:
 
 
 def _minimised(system: System, steps: int) -> np.ndarray:
-    """System positions (nm) after ``steps`` iterations of OpenMM's minimiser (constraints applied)."""
+    """System positions (nm) after ``steps`` iterations of the minimiser (constraints applied, tolerance 1
+    kJ/mol/nm), on the Reference platform."""
     import openmm
 
-    if steps == 0:
-        return np.asarray(system.positions)
-    context = openmm.Context(system.openmm_system, openmm.VerletIntegrator(0.001),
-                             openmm.Platform.getPlatformByName("Reference"))
+    from molsamp.openmm_pool import create_context, minimise
+
+    context = create_context(system.openmm_system, openmm.VerletIntegrator(0.001), "Reference")
     context.setPositions(system.positions)
-    context.applyConstraints(1e-8)
-    openmm.LocalEnergyMinimizer.minimize(context, 1.0, steps)
+    minimise(context, steps, tolerance=1.0)
     return context.getState(getPositions=True).getPositions(asNumpy=True)._value
 
 

@@ -54,6 +54,7 @@ def train_reverse_kl(
     targets = [t for t in targets if t.n_torsions > 0]
     graphs = [molecule_graph(t.molecule, t.torsions) for t in targets]
     generator = torch.Generator().manual_seed(seed)
+    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     history = []
     bar = tqdm(range(steps), disable=not sys.stderr.isatty() if progress is None else not progress, unit="step")
@@ -115,6 +116,7 @@ def train_maximum_likelihood(
     weights = [torch.softmax(torch.zeros(len(a), dtype=torch.float64) if lw is None else lw.double(), 0)
                for a, lw in zip(angles, log_weights or [None] * len(angles))]
     generator = torch.Generator().manual_seed(seed)
+    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     losses = []
     for _ in range(steps):

@@ -12,7 +12,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from molsamp.samplers import LangevinState, energy_gradient, langevin_baoab
+from molsamp.kernels import ChainState, Langevin
+from molsamp.targets import EnergyFunction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,10 @@ class LennardJonesSolute:
     @property
     def n_atoms(self) -> int:
         return self.n_solvent + 1
+
+    @property
+    def event_shape(self) -> tuple[int, int]:
+        return (self.n_atoms, self.dim)
 
     @property
     def kT(self) -> float:
@@ -113,17 +118,13 @@ class LennardJonesSolute:
                generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[n_chains * n_samples, N, 3]`` samples at ``coupling`` from parallel BAOAB Langevin chains (unit
         masses), wrapped into the box, on ``device`` (``generator``, if given, must be on it too)."""
-        def energy(x):
-            return self.coupled_energy(x, coupling)
-
-        x = self.lattice(n_chains, device)
-        velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        state = LangevinState(x, velocity * self.temperature**0.5, energy_gradient(energy, x))
-        kwargs = dict(timestep=timestep, friction=friction, kT=self.temperature, generator=generator)
-        state = langevin_baoab(state, energy, equilibration_steps, **kwargs)
+        target = EnergyFunction(lambda x: self.coupled_energy(x, coupling), self.temperature)
+        equilibration = Langevin(target, equilibration_steps, timestep, friction)
+        dynamics = Langevin(target, steps_between, timestep, friction)
+        state = equilibration.step(ChainState.start(self.lattice(n_chains, device), target), generator)
         samples = []
         for _ in range(n_samples):
-            state = langevin_baoab(state, energy, steps_between, **kwargs)
+            state = dynamics.step(state, generator)
             samples.append(state.x.remainder(self.box))
         return torch.stack(samples, 1).reshape(-1, self.n_atoms, 3)
 

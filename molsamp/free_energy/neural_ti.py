@@ -20,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from molsamp.samplers import LangevinState, energy_gradient, langevin_baoab
+from molsamp.kernels import ChainState, Langevin, energy_and_gradient
+from molsamp.targets import EnergyFunction
 
 Potential = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Align = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
@@ -43,7 +44,7 @@ class EndStates:
 
     @classmethod
     def from_energies(cls, x0: torch.Tensor, energy0: Callable, x1: torch.Tensor, energy1: Callable) -> EndStates:
-        return cls(x0, energy_gradient(energy0, x0), x1, energy_gradient(energy1, x1))
+        return cls(x0, energy_and_gradient(energy0, x0)[1], x1, energy_and_gradient(energy1, x1)[1])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +180,5 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
 
 def _refine(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, timestep: float,
             generator: torch.Generator | None) -> torch.Tensor:
-    def energy(y):
-        return potential(y, t)
-
-    velocity = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    state = LangevinState(x, velocity, energy_gradient(energy, x))
-    return langevin_baoab(state, energy, steps, timestep=timestep, friction=1.0, generator=generator).x.detach()
+    dynamics = Langevin(EnergyFunction(lambda y: potential(y, t)), steps, timestep=timestep, friction=1.0)
+    return dynamics.step(ChainState(x, torch.zeros(len(x))), generator).x.detach()

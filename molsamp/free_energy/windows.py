@@ -93,12 +93,10 @@ def equilibrate(leg: Leg, protocol: Protocol = Protocol(), seed: int = 0, platfo
                 threads: int | None = None) -> Leg:
     """``leg`` minimised and, if periodic, equilibrated for ``protocol.equilibration`` ps at constant pressure in the
     coupled state; returns the leg with the final positions and box."""
-    import openmm
-
-    from molsamp.openmm_pool import openmm_seed
+    from molsamp.openmm_pool import minimise, openmm_seed
 
     context, integrator = _context(leg, protocol, seed, platform, threads, barostat=leg.periodic)
-    openmm.LocalEnergyMinimizer.minimize(context, 10.0, 1000)
+    minimise(context, 1000)
     if leg.periodic:
         context.setVelocitiesToTemperature(protocol.temperature, openmm_seed(seed))
         integrator.step(protocol.steps(protocol.equilibration))

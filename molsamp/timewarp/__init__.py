@@ -3,6 +3,7 @@ x(t + tau) from x(t) for any peptide, and Metropolis-Hastings against the OpenMM
 
 from molsamp.timewarp.features import atom_features
 from molsamp.timewarp.model import TimewarpFlow, load_model, save_model
-from molsamp.timewarp.sampler import MHStep, exploration_step, mh_step
+from molsamp.timewarp.sampler import Exploration, TimewarpDistribution, TimewarpProposal
 
-__all__ = ["atom_features", "TimewarpFlow", "load_model", "save_model", "MHStep", "mh_step", "exploration_step"]
+__all__ = ["atom_features", "TimewarpFlow", "load_model", "save_model", "TimewarpDistribution", "TimewarpProposal",
+           "Exploration"]

@@ -18,7 +18,8 @@ import torch
 from molsamp.shipped import MODELS_DIR
 from molsamp.timewarp.features import atom_features
 from molsamp.timewarp.model import TimewarpFlow
-from molsamp.timewarp.sampler import exploration_step, mh_step
+from molsamp.kernels import ChainState, MetropolisHastings
+from molsamp.timewarp.sampler import Exploration, TimewarpDistribution, TimewarpProposal
 
 if TYPE_CHECKING:
     import mdtraj
@@ -31,57 +32,39 @@ DEFAULT_MODEL = MODELS_DIR / "timewarp-peptides.pt"
 """The shipped pretrained checkpoint (see its model card beside it)."""
 
 
-class _BoundProposal:
-    """The flow with one peptide's atom features, as a :class:`~molsamp.timewarp.sampler.Proposal`."""
-
-    def __init__(self, model: TimewarpFlow, features: torch.Tensor) -> None:
-        self.model, self.features = model, features
-
-    def sample(self, x, generator=None):
-        return self.model.sample(x, self.features, generator)
-
-    def log_prob(self, x_next, v, x):
-        return self.model.log_prob(x_next, v, x, self.features)
-
-
 class _ChainEngine:
     """One frame = one step of every chain: Metropolis-Hastings with the flow (or the biased exploration filter)."""
 
     def __init__(self, system: System, model: TimewarpFlow, target: OpenMMTarget, n_chains: int, seed: int,
                  exploration: float | None, state: bytes | None) -> None:
-        self.target, self.exploration = target, exploration
-        self.proposal = _BoundProposal(model.double().eval(), atom_features(system.topology).double())
+        self.target = target
+        distribution = TimewarpDistribution(model.double().eval(), atom_features(system.topology).double())
+        self.kernel = (MetropolisHastings(TimewarpProposal(distribution), target) if exploration is None
+                       else Exploration(distribution, target, exploration))
         self.generator = torch.Generator().manual_seed(seed)
         if state is None:
-            self.x = torch.as_tensor(system.positions, dtype=torch.float64).expand(n_chains, -1, -1).clone()
-            self.u = target.energy(self.x).detach()
+            x = torch.as_tensor(system.positions, dtype=torch.float64).expand(n_chains, -1, -1).clone()
+            self.state = ChainState.start(x, target)
             self.accepted = torch.zeros(n_chains, dtype=torch.long)
             self.steps = 0
         else:
             saved = torch.load(io.BytesIO(state), weights_only=True)
-            self.x, self.u, self.accepted, self.steps = saved["x"], saved["u"], saved["accepted"], saved["steps"]
+            self.state = ChainState(saved["x"], saved["u"])
+            self.accepted, self.steps = saved["accepted"], saved["steps"]
             self.generator.set_state(saved["rng"])
-
-    def _energy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.target.energy(x).detach()
 
     def step(self, n: int) -> None:
         for _ in range(n):
-            if self.exploration is None:
-                result = mh_step(self.x, self.u, self.proposal, self._energy, self.generator)
-            else:
-                result = exploration_step(self.x, self.u, self.proposal, self._energy, self.exploration,
-                                          self.generator)
-            self.x, self.u = result.x, result.u
-            self.accepted += result.accepted.long()
+            self.state = self.kernel.step(self.state, self.generator)
+            self.accepted += self.kernel.last_accepted.long()
             self.steps += 1
 
     def observe(self) -> tuple[np.ndarray, float]:
-        return self.x.reshape(-1, 3).numpy(), float(self.u.mean()) * self.target.kT
+        return self.state.x.reshape(-1, 3).numpy(), float(self.state.u.mean()) * self.target.kT
 
     def save_state(self) -> bytes:
         buffer = io.BytesIO()
-        torch.save({"x": self.x, "u": self.u, "accepted": self.accepted, "steps": self.steps,
+        torch.save({"x": self.state.x, "u": self.state.u, "accepted": self.accepted, "steps": self.steps,
                     "rng": self.generator.get_state()}, buffer)
         return buffer.getvalue()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from molsamp.errors import InputError
+from molsamp.checkpoints import load_checkpoint, save_checkpoint
 from molsamp.timewarp.features import N_FEATURES
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -155,40 +155,13 @@ def _standard_normal_log_density(*z: torch.Tensor) -> torch.Tensor:
     return sum(-0.5 * (part**2).sum((1, 2)) - 0.5 * part[0].numel() * _LOG_2PI for part in z)
 
 
-_FORMAT = "molsamp-timewarp-1"
-
-
 def save_model(model: TimewarpFlow, path: str | os.PathLike, **metadata) -> Path:
-    """Write a checkpoint: format tag, the model's configuration and weights, and ``metadata`` (training details)."""
-    import io
-
-    from molsamp.files import atomic_write
-
-    buffer = io.BytesIO()
-    torch.save({"format": _FORMAT, "config": model.config, "state_dict": model.state_dict(), "metadata": metadata},
-               buffer)
-    atomic_write(path, buffer.getvalue())
-    return Path(path)
+    """Write a checkpoint: the model's configuration and weights, and ``metadata`` (training details)
+    (:func:`~molsamp.checkpoints.save_checkpoint`)."""
+    return save_checkpoint(model, path, "timewarp", **metadata)
 
 
 def load_model(path: str | os.PathLike) -> TimewarpFlow:
     """Read a checkpoint written by :func:`save_model`; :class:`InputError` if it is missing, corrupted or not a
     Timewarp checkpoint of this version."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Timewarp checkpoint {str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        first_line = (str(error).splitlines() or [""])[0][:120]
-        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__}: {first_line})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _FORMAT:
-        raise InputError(f"{path}: not a molsamp Timewarp checkpoint (expected format {_FORMAT!r})")
-    model = TimewarpFlow(**checkpoint["config"])
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise InputError(f"{path}: weights do not match the model configuration {checkpoint['config']}: "
-                         f"{str(error).splitlines()[0]}") from None
-    model.metadata = checkpoint.get("metadata", {})
-    return model
+    return load_checkpoint(path, "timewarp", TimewarpFlow)

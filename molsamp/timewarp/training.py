@@ -13,6 +13,7 @@ import torch
 
 from molsamp.timewarp.data import TransitionPairs, random_rotations
 from molsamp.timewarp.model import TimewarpFlow, save_model
+from molsamp.timewarp.sampler import TimewarpDistribution, TimewarpProposal
 
 
 def _rotated(pairs: TransitionPairs, index: torch.Tensor, generator: torch.Generator | None, rotate: bool
@@ -40,14 +41,13 @@ def acceptance_loss(model: TimewarpFlow, pairs: TransitionPairs, index: torch.Te
                     rotate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Timewarp's acceptance loss: mean -log alpha per degree of freedom over proposals from the states ``x0`` of
     the pairs ``index`` (MD samples), where alpha is the Metropolis-Hastings acceptance probability of
-    :func:`molsamp.timewarp.sampler.mh_step` under the reduced ``energy`` (kT, differentiable). Returns the loss
+    :class:`~molsamp.timewarp.sampler.TimewarpProposal` under the reduced ``energy`` (kT, differentiable). Returns the loss
     and the mean acceptance probability (no gradient)."""
     x0, _ = _rotated(pairs, index, generator, rotate)
-    v0 = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
-    x1, v1, log_q_forward = model.sample(x0, pairs.features, generator)
-    log_q_reverse = model.log_prob(x0, v0, x1, pairs.features)
+    proposal = TimewarpProposal(TimewarpDistribution(model, pairs.features))
+    x1, log_q_ratio = proposal.propose(x0, generator)
     u0, u1 = energy(x0.double()).detach().to(x0.dtype), energy(x1.double()).to(x0.dtype)
-    log_ratio = (-u1 - 0.5 * (v1**2).sum((1, 2)) + log_q_reverse) - (-u0 - 0.5 * (v0**2).sum((1, 2)) + log_q_forward)
+    log_ratio = u0 - u1 + log_q_ratio
     log_alpha = torch.nan_to_num(log_ratio, nan=-1e6, posinf=0.0, neginf=-1e6).clamp(max=0.0)
     return -log_alpha.mean() / (2 * x0[0].numel()), log_alpha.detach().exp().mean()
 
@@ -67,6 +67,7 @@ def train_timewarp(model: TimewarpFlow, datasets: Sequence[TransitionPairs], ste
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
+    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
     sizes = torch.tensor([len(d) for d in datasets], dtype=torch.float64)

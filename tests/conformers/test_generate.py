@@ -73,25 +73,25 @@ def test_the_proposal_alone_is_far_from_the_target(exact):
 @pytest.mark.parametrize("mode", TORSION_MODES)
 def test_every_mode_reproduces_the_exact_density_from_a_wrong_proposal(butane, exact, mode):
     samples = sample_torsions(WRONG, butane, 20000, mode=mode, seed=1)
-    assert samples.angles.shape == (20000, 1) and samples.log_weights.shape == (20000,)
+    assert samples.x.shape == (20000, 1) and samples.log_weights.shape == (20000,)
     assert torch.logsumexp(samples.log_weights, 0).item() == pytest.approx(0.0, abs=1e-9)
-    torch.testing.assert_close(samples.u, butane.energy(samples.angles))
-    histogram = torsion_histogram(samples.angles[:, 0], BINS, log_weights=samples.log_weights)
+    torch.testing.assert_close(samples.u, butane.energy(samples.x))
+    histogram = torsion_histogram(samples.x[:, 0], BINS, log_weights=samples.log_weights)
     # 20000 draws: sampling noise alone gives JS ~ 1e-3 (MH, correlated) or less; the proposal is at 0.2.
     assert js_divergence(histogram, exact).item() < 0.01
     if mode in ("mh", "smc"):  # the chain / the SMC moves report their acceptance rate
-        assert 0.1 < samples.acceptance < 1
+        assert 0.1 < samples.info["acceptance"] < 1
     else:
-        assert samples.acceptance is None
+        assert samples.info["acceptance"] is None
     if mode in ("mh", "unweighted"):  # equal weights
         assert torch.allclose(samples.log_weights, torch.full((20000,), -math.log(20000), dtype=torch.float64))
-    assert samples.draws >= (4 * 20000 if mode == "unweighted" else 20000)
+    assert samples.info["draws"] >= (4 * 20000 if mode == "unweighted" else 20000)
 
 
 def test_mh_is_exact_even_with_a_badly_mismatched_proposal(butane, exact):
     samples = sample_torsions(VERY_WRONG, butane, 60000, mode="mh", seed=2)
-    assert samples.acceptance < 0.25  # it mixes slowly ...
-    histogram = torsion_histogram(samples.angles[:, 0], BINS)
+    assert samples.info["acceptance"] < 0.25  # it mixes slowly ...
+    histogram = torsion_histogram(samples.x[:, 0], BINS)
     assert js_divergence(histogram, exact).item() < 0.01  # ... but converges to the right answer
 
 
@@ -103,7 +103,7 @@ def test_weighted_samples_estimate_the_mean_energy(butane, exact):
     u = butane.energy(theta[:, None])
     expected = ((-u).exp() * u).sum().item() / (-u).exp().sum().item()
     assert estimate == pytest.approx(expected, abs=0.05)
-    assert 1000 < samples.ess < 20000
+    assert 1000 < samples.info["ess"] < 20000
 
 
 def test_forbidden_torsions_are_never_sampled(butane):
@@ -117,7 +117,7 @@ def test_forbidden_torsions_are_never_sampled(butane):
     target = Forbidden(butane.system)
     for mode in TORSION_MODES:
         samples = sample_torsions(WRONG, target, 2000, mode=mode, seed=0)
-        assert (samples.angles.abs() >= 1).all() and torch.isfinite(samples.u).all()
+        assert (samples.x.abs() >= 1).all() and torch.isfinite(samples.u).all()
 
 
 def test_a_proposal_that_only_clashes_is_an_input_error(butane):

@@ -60,13 +60,14 @@ def test_chains_reproduce_the_exact_torsion_density(three_well_butane):
                          exact).item() > 0.1
     chains = sample_md_jumps(system, torsions, WRONG, 6000, chains=4, md_steps=10, burn_in=20, seed=1,
                              platform="CPU", progress=False)
-    assert chains.angles.shape == (6000, 1) and chains.positions.shape == (6000, system.n_atoms, 3)
-    assert 0.05 < chains.acceptance < 0.9
+    angles = chains.observables["torsions"]
+    assert angles.shape == (6000, 1) and chains.x.shape == (6000, system.n_atoms, 3)
+    assert 0.05 < chains.info["acceptance"] < 0.9
     # The angles are those of the written positions, and sampling noise at this ESS is JS ~ 1e-3.
-    theta = compute_dihedrals(chains.positions, torsions.atoms).numpy()
-    np.testing.assert_allclose(np.cos(theta - chains.angles), 1.0, atol=1e-6)
-    assert 100 < chains.ess <= 6000
-    assert js_divergence(torsion_histogram(torch.as_tensor(chains.angles[:, 0]), BINS), exact).item() < 0.01
+    theta = compute_dihedrals(chains.x, torsions.atoms).numpy()
+    np.testing.assert_allclose(np.cos(theta - angles.numpy()), 1.0, atol=1e-6)
+    assert 100 < chains.info["ess"] <= 6000
+    assert js_divergence(torsion_histogram(angles[:, 0], BINS), exact).item() < 0.01
 
 
 def test_the_flat_blend_reaches_a_well_the_model_misses(three_well_butane):
@@ -77,7 +78,7 @@ def test_the_flat_blend_reaches_a_well_the_model_misses(three_well_butane):
     exact = exact_bin_masses()
     runs = {weight: sample_md_jumps(system, torsions, trans_only, 4000, md_steps=10, uniform_weight=weight, seed=3,
                                     platform="CPU", progress=False) for weight in (0.0, 0.2)}
-    js = {weight: js_divergence(torsion_histogram(torch.as_tensor(run.angles[:, 0]), BINS), exact).item()
+    js = {weight: js_divergence(torsion_histogram(run.observables["torsions"][:, 0], BINS), exact).item()
           for weight, run in runs.items()}
     assert js[0.0] > 0.05
     assert js[0.2] < 0.01
@@ -89,8 +90,9 @@ def test_md_alone_stays_in_its_well(three_well_butane):
     never = TorsionMixture(torch.tensor([[0.0]]), torch.tensor([[0.0]]), torch.tensor([[50.0]]))  # top of a barrier
     chains = sample_md_jumps(system, torsions, never, 1000, chains=1, md_steps=10, burn_in=0, uniform_weight=0.0,
                              seed=2, platform="CPU", progress=False)
-    assert chains.acceptance < 0.01
-    assert js_divergence(torsion_histogram(torch.as_tensor(chains.angles[:, 0]), BINS), exact_bin_masses()) > 0.1
+    assert chains.info["acceptance"] < 0.01
+    angles = chains.observables["torsions"][:, 0]
+    assert js_divergence(torsion_histogram(angles, BINS), exact_bin_masses()) > 0.1
 
 
 def test_bad_chain_options(three_well_butane):

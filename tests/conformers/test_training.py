@@ -60,7 +60,7 @@ def ess_fraction(net, target, n=2000):
     """Kish ESS per sample of the model's importance weights against the target (beta = 1)."""
     with torch.no_grad():
         (mixture,) = net(molecule_graph(target.molecule, target.torsions))
-    return sample_torsions(mixture, target, n, seed=11).ess / n
+    return sample_torsions(mixture, target, n, seed=11).info["ess"] / n
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from molsamp.resumable import RunInterrupted
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow
 from molsamp.timewarp.chains import chain_ess, load_chains, run_chains
-from molsamp.timewarp.sampler import mh_step
+from molsamp.kernels import MetropolisHastings
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,15 @@ def test_an_interrupted_run_resumes_to_the_same_chain(tmp_path, ala2, monkeypatc
     run_chains(ala2, small_flow(), tmp_path / "straight.h5", **options)
     calls = []
 
-    def crashing_mh_step(*args):
+    original = MetropolisHastings.step
+
+    def crashing_step(*args):
         calls.append(1)
         if len(calls) == 6:
             raise KeyboardInterrupt  # killed during step 6: steps 1-4 are checkpointed
-        return mh_step(*args)
+        return original(*args)
 
-    monkeypatch.setattr("molsamp.timewarp.chains.mh_step", crashing_mh_step)
+    monkeypatch.setattr(MetropolisHastings, "step", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         run_chains(ala2, small_flow(), tmp_path / "resumed.h5", **options)
     assert (tmp_path / "resumed.h5.partial").is_dir()
@@ -74,13 +76,15 @@ def test_ctrl_c_checkpoints_the_step_reached_and_a_truncated_checkpoint_is_named
     options = dict(n_steps=8, n_chains=2, n_workers=0, progress=False)
     calls = []
 
-    def interrupted_mh_step(*args):
+    original = MetropolisHastings.step
+
+    def interrupted_step(*args):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return mh_step(*args)
+        return original(*args)
 
-    monkeypatch.setattr("molsamp.timewarp.chains.mh_step", interrupted_mh_step)
+    monkeypatch.setattr(MetropolisHastings, "step", interrupted_step)
     with pytest.raises(RunInterrupted, match="interrupted after 3 of 8 frames"):
         run_chains(ala2, small_flow(), tmp_path / "chain.h5", **options)
     state = tmp_path / "chain.h5.partial" / "state.bin"

@@ -89,17 +89,17 @@ def test_checkpoint_round_trip(tmp_path, ala2):
 
 def test_bad_checkpoints_are_named(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(InputError, match="garbage.pt: not a readable checkpoint"):
+    with pytest.raises(InputError, match="garbage.pt: not a readable torch checkpoint"):
         load_model(tmp_path / "garbage.pt")
     torch.save({"format": "something-else"}, tmp_path / "other.pt")
-    with pytest.raises(InputError, match="not a molsamp Timewarp checkpoint"):
+    with pytest.raises(InputError, match="not a molsamp timewarp checkpoint"):
         load_model(tmp_path / "other.pt")
     flow = perturbed_flow()
     save_model(flow, tmp_path / "flow.pt")
     checkpoint = torch.load(tmp_path / "flow.pt", weights_only=True)
     checkpoint["config"]["hidden"] = 32
     torch.save(checkpoint, tmp_path / "mismatch.pt")
-    with pytest.raises(InputError, match="weights do not match the model configuration"):
+    with pytest.raises(InputError, match="weights do not match the architecture"):
         load_model(tmp_path / "mismatch.pt")
     with pytest.raises(InputError, match="does not exist"):
         load_model(tmp_path / "missing.pt")

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from molsamp.errors import InputError
+from molsamp.kernels import ChainState, MetropolisHastings
 from molsamp.systems import load
+from molsamp.targets import EnergyFunction
 from molsamp.timewarp import TimewarpFlow, atom_features
 from molsamp.timewarp.data import pairs_from_trajectory, random_rotations, superpose
-from molsamp.timewarp.sampler import mh_step
+from molsamp.timewarp.sampler import TimewarpDistribution, TimewarpProposal
 from molsamp.timewarp.training import acceptance_loss, negative_log_likelihood, train_timewarp
 
 
@@ -83,14 +85,10 @@ def test_acceptance_loss_gives_the_metropolis_hastings_acceptance():
     doubled = dataclasses.replace(pairs, x0=x0, x1=x0, features=pairs.features.double())
     _, expected = acceptance_loss(model, doubled, index, energy, torch.Generator().manual_seed(1), rotate=False)
 
-    class Proposal:
-        def sample(self, x, generator=None):
-            return model.sample(x, doubled.features, generator)
-
-        def log_prob(self, x_next, v, x):
-            return model.log_prob(x_next, v, x, doubled.features)
-
-    accepted = mh_step(x0, energy(x0), Proposal(), energy, torch.Generator().manual_seed(2)).accepted
+    target = EnergyFunction(energy)
+    kernel = MetropolisHastings(TimewarpProposal(TimewarpDistribution(model, doubled.features)), target)
+    kernel.step(ChainState.start(x0, target), torch.Generator().manual_seed(2))
+    accepted = kernel.last_accepted
     assert 0.05 < expected < 0.95
     assert abs(accepted.double().mean() - expected) < 4 * (expected * (1 - expected) / len(x0)) ** 0.5
 

@@ -3,10 +3,13 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from molsamp.analysis import js_divergence
-from molsamp.timewarp.sampler import exploration_step, mh_step
+from molsamp.kernels import ChainState, MetropolisHastings
+from molsamp.targets import EnergyFunction
+from molsamp.timewarp.sampler import Exploration, TimewarpDistribution, TimewarpProposal
 
 
 def double_well_energy(x):
@@ -14,22 +17,30 @@ def double_well_energy(x):
     return ((x[:, 0, 0] ** 2 - 1) ** 2) / 0.1
 
 
-class ShiftedGaussianProposal:
-    """x' = 0.6 x + 0.8 * (0.5 v' + noise): a deliberately asymmetric proposal with an exact density, using v'."""
+DOUBLE_WELL = EnergyFunction(double_well_energy)
+
+
+class ShiftedGaussianFlow:
+    """x' = 0.6 x + 0.8 * (0.5 v' + noise): a deliberately asymmetric proposal with an exact density, using v', with
+    the methods of a TimewarpFlow (atom features ignored)."""
 
     def _mean(self, x, v):
         return 0.6 * x + 0.4 * v
 
-    def sample(self, x, generator=None):
+    def sample(self, x, features, generator=None):
         v = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         x_next = self._mean(x, v) + 0.7 * noise
-        return x_next, v, self.log_prob(x_next, v, x)
+        return x_next, v, self.log_prob(x_next, v, x, features)
 
-    def log_prob(self, x_next, v, x):
+    def log_prob(self, x_next, v, x, features):
         log_v = -0.5 * (v**2).flatten(1).sum(1) - 0.5 * math.log(2 * math.pi)
         log_x = -0.5 * (((x_next - self._mean(x, v)) / 0.7) ** 2).flatten(1).sum(1) - math.log(0.7 * math.sqrt(2 * math.pi))
         return log_v + log_x
+
+
+def shifted_gaussian():
+    return TimewarpDistribution(ShiftedGaussianFlow(), torch.zeros(1, 1))
 
 
 def exact_histogram(edges):
@@ -47,15 +58,14 @@ def js_to_exact(samples):
 
 def test_mh_with_a_conditional_proposal_reproduces_the_target():
     generator = torch.Generator().manual_seed(0)
-    x = torch.zeros(400, 1, 1, dtype=torch.float64)
-    u = double_well_energy(x)
-    proposal, samples, accepted = ShiftedGaussianProposal(), [], []
+    kernel = MetropolisHastings(TimewarpProposal(shifted_gaussian()), DOUBLE_WELL)
+    state = ChainState.start(torch.zeros(400, 1, 1, dtype=torch.float64), DOUBLE_WELL)
+    samples, accepted = [], []
     for step in range(600):
-        result = mh_step(x, u, proposal, double_well_energy, generator)
-        x, u = result.x, result.u
-        accepted.append(result.accepted.double().mean().item())
+        state = kernel.step(state, generator)
+        accepted.append(kernel.last_accepted.double().mean().item())
         if step >= 100:
-            samples.append(x[:, 0, 0].numpy().copy())
+            samples.append(state.x[:, 0, 0].numpy().copy())
     assert js_to_exact(np.concatenate(samples)) < 0.005
     assert 0.05 < np.mean(accepted) < 0.95
 
@@ -63,23 +73,24 @@ def test_mh_with_a_conditional_proposal_reproduces_the_target():
 def test_ignoring_the_reverse_density_would_be_wrong():
     """The same chain without the q(x|x')/q(x'|x) correction (exploration with a huge threshold) is biased."""
     generator = torch.Generator().manual_seed(1)
-    x = torch.zeros(400, 1, 1, dtype=torch.float64)
-    u = double_well_energy(x)
+    kernel = Exploration(shifted_gaussian(), DOUBLE_WELL, threshold=1e9)
+    state = ChainState.start(torch.zeros(400, 1, 1, dtype=torch.float64), DOUBLE_WELL)
     samples = []
     for step in range(300):
-        result = exploration_step(x, u, ShiftedGaussianProposal(), double_well_energy, threshold=1e9,
-                                  generator=generator)
-        x, u = result.x, result.u
+        state = kernel.step(state, generator)
         if step >= 100:
-            samples.append(x[:, 0, 0].numpy().copy())
+            samples.append(state.x[:, 0, 0].numpy().copy())
     assert js_to_exact(np.concatenate(samples)) > 0.05  # the proposal's own Gaussian, not the double well
 
 
 def test_overflowing_energies_are_never_accepted():
     x = torch.zeros(50, 1, 1, dtype=torch.float64)
+    infinite = EnergyFunction(lambda x_new: torch.full((len(x_new),), torch.inf, dtype=torch.float64))
+    kernel = MetropolisHastings(TimewarpProposal(shifted_gaussian()), infinite)
+    state = kernel.step(ChainState(x, torch.zeros(50, dtype=torch.float64)))
+    assert kernel.accepted == 0 and torch.equal(state.x, x)
 
-    def infinite(x_new):
-        return torch.full((len(x_new),), torch.inf, dtype=torch.float64)
 
-    result = mh_step(x, torch.zeros(50, dtype=torch.float64), ShiftedGaussianProposal(), infinite)
-    assert not result.accepted.any() and torch.equal(result.x, x)
+def test_the_distribution_needs_one_context_row_per_sample():
+    with pytest.raises(ValueError, match="one context row per sample"):
+        shifted_gaussian().sample(3, context=torch.zeros(2, 1, 3))

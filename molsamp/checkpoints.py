@@ -1,0 +1,54 @@
+"""The one checkpoint format of every trained model: a torch file (weights only, no pickled code) holding a format
+tag ``molsamp.<kind>/1``, the model's constructor arguments (``model.config``), its weights and a metadata card
+(training data, command, metrics), written atomically and read back with one-line errors that name the file."""
+
+from __future__ import annotations
+
+__all__ = ["save_checkpoint", "load_checkpoint"]
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from molsamp.errors import InputError
+
+
+def _format(kind: str) -> str:
+    return f"molsamp.{kind}/1"
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, kind: str, **metadata: Any) -> Path:
+    """Write ``model`` (its ``config`` and weights) and ``metadata`` to ``path`` atomically, tagged as ``kind``."""
+    from molsamp.files import atomic_path
+
+    with atomic_path(path) as temporary:
+        torch.save({"format": _format(kind), "config": model.config, "state": model.state_dict(),
+                    "metadata": metadata}, temporary)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str, build: Callable[..., torch.nn.Module],
+                    device: torch.device | str | None = None) -> torch.nn.Module:
+    """The model ``build(**config)`` with the weights of the ``kind`` checkpoint at ``path``, on ``device`` (default
+    CPU), in evaluation mode; ``.metadata`` holds its card. :class:`~molsamp.errors.InputError` if the file is
+    missing, unreadable, of another kind, or its weights do not fit the configuration."""
+    try:
+        checkpoint = torch.load(path, map_location=device or "cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"model checkpoint {str(path)!r} does not exist") from None
+    except Exception as error:  # torch's own message runs to many lines and advises weights_only=False: keep it out
+        raise InputError(f"{path}: not a readable torch checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != _format(kind) \
+            or not isinstance(checkpoint.get("config"), dict) or not isinstance(checkpoint.get("state"), dict):
+        raise InputError(f"{path}: not a molsamp {kind} checkpoint (expected format {_format(kind)!r} with "
+                         "'config' and 'state')")
+    try:
+        model = build(**checkpoint["config"])
+        model.load_state_dict(checkpoint["state"])
+    except (TypeError, RuntimeError) as error:
+        raise InputError(f"{path}: weights do not match the architecture ({error})".splitlines()[0]) from None
+    model.metadata = checkpoint.get("metadata", {})
+    return model.to(device or "cpu").eval()

@@ -1,0 +1,156 @@
+"""Markov chain kernels: the one Metropolis-Hastings rule, Langevin dynamics, and their composition.
+
+Every MCMC sampler of molsamp is a :class:`Kernel` that maps a :class:`ChainState` of ``C`` parallel chains to the
+next. :class:`MetropolisHastings` turns any :class:`Proposal` and any :class:`~molsamp.targets.Target` into an
+exact kernel; :class:`Langevin` integrates BAOAB dynamics on a differentiable target; :class:`Cycle` applies
+kernels one after another (each leaves the target invariant, so their composition does too). Torsion jumps,
+Timewarp proposals, SMC moves and the MD of :mod:`molsamp.md` are compositions of these.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChainState", "Kernel", "Proposal", "metropolis_accept", "MetropolisHastings", "Cycle", "Langevin",
+           "energy_and_gradient"]
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from molsamp.targets import Target
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainState:
+    """The states of ``C`` parallel chains: positions ``x: [C, *event]`` (the target's coordinates: nm, rad or
+    reduced lengths), their reduced energies ``u: [C]`` (kT) under the kernel's target, and velocities ``v`` of
+    ``x``'s shape where the kernel carries them (None otherwise; Metropolis-Hastings moves keep them)."""
+
+    x: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor | None = None
+
+    @classmethod
+    def start(cls, x: torch.Tensor, target: Target) -> ChainState:
+        """Chains at ``x`` with their energies evaluated on ``target``."""
+        with torch.no_grad():
+            return cls(x, target.energy(x))
+
+
+class Kernel(Protocol):
+    """A Markov kernel that leaves its target invariant: ``step(state, generator) -> state``."""
+
+    def step(self, state: ChainState, generator: torch.Generator | None = None) -> ChainState: ...
+
+
+class Proposal(Protocol):
+    """A proposal density q(x' | x): ``propose(x) -> (x', log q(x | x') - log q(x' | x))``, both batched over chains
+    (``[C, *event]`` and ``[C]``). The log ratio is 0 for a symmetric proposal."""
+
+    def propose(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def metropolis_accept(log_ratio: torch.Tensor | float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The Metropolis-Hastings decision of every entry of ``log_ratio``: True with probability
+    min(1, exp(log_ratio)), where ``log_ratio`` is log [p(x') q(x | x') / (p(x) q(x' | x))]. NaN and -inf (a
+    proposal of zero density, an overflowed energy) are always rejected. The one acceptance rule of every sampler.
+
+    Returns a bool tensor of ``log_ratio``'s shape, on its device; uniforms come from ``generator``'s device."""
+    log_ratio = torch.nan_to_num(torch.as_tensor(log_ratio, dtype=torch.float64), nan=-math.inf, neginf=-math.inf,
+                                 posinf=math.inf)
+    device = generator.device if generator is not None else log_ratio.device
+    uniform = torch.rand(log_ratio.shape, generator=generator, dtype=torch.float64, device=device)
+    return torch.log(uniform).to(log_ratio.device) < log_ratio
+
+
+def _select(accept: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return torch.where(accept.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
+
+class MetropolisHastings:
+    """The exact kernel of a :class:`Proposal` on a :class:`~molsamp.targets.Target`: ``n_steps`` proposals per
+    chain and step, each accepted with probability min(1, exp(u - u') q(x | x') / q(x' | x)). Energies of +inf (clashes, overflow) are
+    never accepted. ``accepted`` and ``offered`` count the decisions so far, ``last_accepted`` ``[C]`` holds the
+    latest step's."""
+
+    def __init__(self, proposal: Proposal, target: Target, n_steps: int = 1) -> None:
+        self.proposal, self.target, self.n_steps = proposal, target, n_steps
+        self.accepted = self.offered = 0
+        self.last_accepted: torch.Tensor | None = None
+
+    @property
+    def acceptance(self) -> float:
+        """Fraction of the proposals accepted so far (NaN before the first)."""
+        return self.accepted / self.offered if self.offered else math.nan
+
+    @torch.no_grad()
+    def step(self, state: ChainState, generator: torch.Generator | None = None) -> ChainState:
+        for _ in range(self.n_steps):
+            x_new, log_q_ratio = self.proposal.propose(state.x, generator)
+            u_new = self.target.energy(x_new)
+            accept = metropolis_accept(state.u - u_new + log_q_ratio, generator)
+            self.last_accepted = accept
+            self.accepted += int(accept.sum())
+            self.offered += accept.numel()
+            state = ChainState(_select(accept, x_new, state.x), torch.where(accept, u_new, state.u), state.v)
+        return state
+
+
+class Cycle:
+    """Kernels applied one after another, in order or (``shuffle=True``) in a fresh random order each step; each
+    leaves the target invariant, so the cycle does."""
+
+    def __init__(self, kernels: Sequence[Kernel], shuffle: bool = False) -> None:
+        self.kernels, self.shuffle = list(kernels), shuffle
+
+    def step(self, state: ChainState, generator: torch.Generator | None = None) -> ChainState:
+        order = torch.randperm(len(self.kernels), generator=generator).tolist() if self.shuffle else \
+            range(len(self.kernels))
+        for k in order:
+            state = self.kernels[k].step(state, generator)
+        return state
+
+
+def energy_and_gradient(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``energy(x)`` ``[B]`` and the gradient of its sum with respect to ``x`` (both detached)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_()
+        u = energy(x)
+        (gradient,) = torch.autograd.grad(u.sum(), x)
+    return u.detach(), gradient
+
+
+class Langevin:
+    """``n_steps`` of BAOAB Langevin dynamics (Leimkuhler-Matthews) per :meth:`step` on a differentiable target's
+    reduced energy u (forces -kT grad u by autograd). Time in the units of ``timestep``, ``friction`` in inverse
+    time, ``mass`` broadcasts against x. Velocities ride in the state (drawn from Maxwell-Boltzmann when it has
+    none). BIASED by the time step: it samples exp(-u) up to an O(timestep^2) error; wrap it in an MH test or make
+    the step small where that matters."""
+
+    def __init__(self, target: Target, n_steps: int, timestep: float, friction: float = 1.0,
+                 mass: torch.Tensor | float = 1.0) -> None:
+        self.target, self.n_steps, self.timestep, self.friction, self.mass = target, n_steps, timestep, friction, mass
+
+    def step(self, state: ChainState, generator: torch.Generator | None = None) -> ChainState:
+        x, kT = state.x.detach(), self.target.kT
+        mass = torch.as_tensor(self.mass, dtype=x.dtype, device=x.device)
+        thermal = torch.sqrt(kT / mass)
+        v = state.v if state.v is not None else thermal * torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                                                     device=x.device)
+        damping = math.exp(-self.friction * self.timestep)
+        noise = math.sqrt(1 - damping**2) * thermal
+        half = 0.5 * self.timestep
+        u, gradient = energy_and_gradient(self.target.energy, x)
+        for _ in range(self.n_steps):
+            v = v - half * kT * gradient / mass
+            x = x + half * v
+            v = damping * v + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            x = x + half * v
+            u, gradient = energy_and_gradient(self.target.energy, x)
+            v = v - half * kT * gradient / mass
+        return ChainState(x, u, v.detach())
