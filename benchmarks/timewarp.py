@@ -32,7 +32,8 @@ from molsamp.analysis import first_zero_ess, fit_tica, ramachandran_js, ramachan
 from molsamp.openmm_pool import create_context, openmm_seed
 from molsamp.peptide_jumps import run_jump_chains
 from molsamp.systems import load, load_flexible
-from molsamp.timewarp.chains import capped_ess, chain_ess, chain_phi_psi, load_chains, run_chains
+from molsamp.chains import capped_ess, chain_ess, chain_phi_psi, load_chains
+from molsamp.timewarp.chains import run_chains
 from molsamp.timewarp.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -78,14 +78,14 @@ def run_jump_chains(system: System, output: str | os.PathLike, n_rounds: int, n_
     start resampled among uniformly drawn torsions), exact for the Boltzmann distribution of ``system``.
 
     ``output`` (.h5) gets one frame per round holding every chain (read it with
-    :func:`molsamp.timewarp.chains.load_chains`); ``<output>.json`` gets the summary
-    (:func:`~molsamp.timewarp.chains.write_chain_summary`: jump acceptance, wall time, phi/psi ESS, Ramachandran
+    :func:`molsamp.chains.load_chains`); ``<output>.json`` gets the summary
+    (:func:`~molsamp.chains.write_chain_summary`: jump acceptance, wall time, phi/psi ESS, Ramachandran
     populations; ``plot`` adds a PNG). An interrupted run resumes from ``<output>.partial`` when called again with the
     same settings; Ctrl-C checkpoints and raises :class:`~molsamp.resumable.RunInterrupted`.
     """
     from molsamp.resumable import run_resumable
     from molsamp.openmm_pool import select_platform
-    from molsamp.timewarp.chains import chain_topology, write_chain_summary
+    from molsamp.chains import chain_topology, write_chain_summary
 
     if system.openmm_system is None:
         raise InputError(f"system {system.name!r} has no OpenMM system: MD with torsion jumps needs one")

@@ -16,6 +16,7 @@ def test_documentation_builds_strictly(tmp_path):
     api = tmp_path / "site" / "api"
     assert "from_smiles" in (api / "systems" / "index.html").read_text()
     assert "OpenMMTarget" in (api / "targets" / "index.html").read_text()
+    assert "MetropolisHastings" in (api / "samplers" / "index.html").read_text()
 
 
 def test_readme_links_to_pages_that_exist():
@@ -25,3 +26,15 @@ def test_readme_links_to_pages_that_exist():
     links = re.findall(r"\]\(((?:docs|models|benchmarks)/[^)#]+)", readme)
     assert links, "the README links to its docs pages"
     assert [link for link in links if not (ROOT / link).exists()] == []
+
+
+def test_the_sampling_core_example_runs_and_samples_both_wells(capsys):
+    """The example of docs/sampling-core.md, executed as written: MH finds both wells, SMC keeps most particles."""
+    import re
+
+    text = (ROOT / "docs" / "sampling-core.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    namespace: dict = {}
+    exec(compile(code, "docs/sampling-core.md", "exec"), namespace)
+    assert 0.9 < float(namespace["state"].x.abs().mean()) < 1.1  # the wells are at +-1
+    assert namespace["samples"].ess() > 500 and namespace["samples"].info["history"][-1]["beta"] == 1.0

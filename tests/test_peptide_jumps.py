@@ -17,7 +17,7 @@ from molsamp.errors import InputError
 from molsamp.resumable import RunInterrupted
 from molsamp.peptide_jumps import run_jump_chains
 from molsamp.systems import load
-from molsamp.timewarp.chains import chain_phi_psi, load_chains
+from molsamp.chains import chain_phi_psi, load_chains
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "peptides" / "references" / "ala2.npz"
 

@@ -13,7 +13,8 @@ from molsamp.errors import InputError
 from molsamp.resumable import RunInterrupted
 from molsamp.systems import load
 from molsamp.timewarp import TimewarpFlow
-from molsamp.timewarp.chains import chain_ess, load_chains, run_chains
+from molsamp.chains import chain_ess, load_chains
+from molsamp.timewarp.chains import run_chains
 from molsamp.kernels import MetropolisHastings
 
 
