@@ -204,14 +204,15 @@ class OpenMMPool:
     """Evaluate batches of positions (nm) in ``n_workers`` worker processes.
 
     Batches smaller than ``2 * n_workers`` (and all batches when ``n_workers`` is 0) are evaluated in a Context in
-    this process.
+    this process. Every Context, in a worker or in this process, runs one CPU thread: a multi-threaded CPU Context
+    sums forces in a varying order, so its energies differ in the last bits from run to run, and two threads per
+    Context would oversubscribe the cores the workers share.
 
     With ``restrained_torsions: [T, 4]`` (atom indices), every Context also holds harmonic restraints on those
     torsions (:data:`TORSION_RESTRAINT_K`, in force group :data:`RESTRAINT_GROUP`; the pool's copy of the System has
-    every other force in group 0), used by :meth:`relax`. Energies and forces never include the restraints. A
-    multi-threaded CPU Context sums forces in a varying order, and minimisation amplifies that noise (1e-7 to 1e-5
-    relative after 20 steps), so a restrained pool gives its in-process Context one thread, like the workers': then
-    :meth:`relax` is a deterministic function of its input, whichever process runs it.
+    every other force in group 0), used by :meth:`relax`. Energies and forces never include the restraints.
+    Minimisation would amplify a multi-threaded Context's noise (1e-7 to 1e-5 relative after 20 steps); with one
+    thread :meth:`relax` is a deterministic function of its input, whichever process runs it.
     """
 
     def __init__(self, system: openmm.System, n_workers: int | None = None, platform: str | None = None,
@@ -276,8 +277,8 @@ class OpenMMPool:
         n = len(batched[0])
         if self.n_workers == 0 or n < 2 * self.n_workers:
             # Small batches stay in this process: the round trip to the workers would cost more than it saves.
-            if self._context is None:  # one thread when relaxing: see the class docstring
-                self._context = _make_context(self._system_xml, self.platform, threads=1 if self.restrained else None)
+            if self._context is None:  # one thread: see the class docstring
+                self._context = _make_context(self._system_xml, self.platform, threads=1)
             return _OPERATIONS[operation](self._context, self._groups, *batched, *options)
         if not self._processes:
             self._start()
