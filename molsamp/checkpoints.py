@@ -33,7 +33,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, kind: str, 
 def load_checkpoint(path: str | os.PathLike, kind: str, build: Callable[..., torch.nn.Module],
                     device: torch.device | str | None = None) -> torch.nn.Module:
     """The model ``build(**config)`` with the weights of the ``kind`` checkpoint at ``path``, on ``device`` (default
-    CPU), in evaluation mode; ``.metadata`` holds its card. :class:`~molsamp.errors.InputError` if the file is
+    CPU) and in the dtype it was saved in, in evaluation mode; ``.metadata`` holds its card. :class:`~molsamp.errors.InputError` if the file is
     missing, unreadable, of another kind, or its weights do not fit the configuration."""
     try:
         checkpoint = torch.load(path, map_location=device or "cpu", weights_only=True)
@@ -45,8 +45,11 @@ def load_checkpoint(path: str | os.PathLike, kind: str, build: Callable[..., tor
             or not isinstance(checkpoint.get("config"), dict) or not isinstance(checkpoint.get("state"), dict):
         raise InputError(f"{path}: not a molsamp {kind} checkpoint (expected format {_format(kind)!r} with "
                          "'config' and 'state')")
+    floating = [value.dtype for value in checkpoint["state"].values() if value.is_floating_point()]
     try:
         model = build(**checkpoint["config"])
+        if floating:  # built in the default dtype: take the saved one first, so float64 weights load unrounded
+            model = model.to(floating[0])
         model.load_state_dict(checkpoint["state"])
     except (TypeError, RuntimeError) as error:
         raise InputError(f"{path}: weights do not match the architecture ({error})".splitlines()[0]) from None

@@ -1,7 +1,7 @@
 """The Distribution protocol: normalised densities that can be sampled and evaluated, like ``torch.distributions``.
 
 The von Mises torsion model (:class:`~molsamp.conformers.model.TorsionMixture`) and the Timewarp conditional flow
-(:class:`~molsamp.timewarp.proposal.TimewarpDistribution`) are Distributions; the flows of later samplers will be too.
+(:class:`~molsamp.timewarp.sampler.TimewarpDistribution`) are Distributions; the flows of later samplers will be too.
 A conditional Distribution takes its condition as ``context`` (e.g. the chain's current state); an unconditional one
 accepts only ``context=None``.
 """
@@ -19,10 +19,10 @@ import torch
 class Distribution(Protocol):
     """A normalised density q over events of shape ``event_shape``.
 
-    ``sample(n)`` gives ``[n, *event_shape]`` (for a conditional one, ``n`` per context row: ``[n, C, *event]``
-    collapses to ``[C, *event]`` when ``n`` is None); ``log_prob(x)`` gives ``[B]`` in the units of the event's
-    coordinates (1/rad^T for angles, 1/nm^(3N) for positions); ``sample_and_log_prob`` gives both, as cheaply as
-    one of them where the model allows."""
+    ``sample(n)`` gives ``[n, *event_shape]``; a conditional one takes one draw per row of its ``context``
+    (``n == len(context)``). ``log_prob(x)`` gives ``[B]`` in the units of the event's coordinates (1/rad^T for
+    angles, 1/nm^(3N) for positions); ``sample_and_log_prob`` gives both, as cheaply as one of them where the model
+    allows. Randomness comes from ``generator`` only, so a seed repeats the draws."""
 
     event_shape: torch.Size
 

@@ -89,4 +89,5 @@ class Exploration:
         self.last_accepted = accept
         self.accepted += int(accept.sum())
         self.offered += accept.numel()
-        return ChainState(torch.where(accept[:, None, None], x_new, state.x), torch.where(accept, u_new, state.u))
+        return ChainState(torch.where(accept[:, None, None], x_new, state.x), torch.where(accept, u_new, state.u),
+                          state.v)

@@ -17,6 +17,7 @@ from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
 from molsamp.errors import InputError
 from molsamp.stereo import StereoWarning, stereoisomers
 from molsamp.systems import from_smiles
+from molsamp.testing import exact_bin_masses
 
 BINS = 36
 
@@ -34,13 +35,10 @@ class CosineTorsionTarget(TorsionalTarget):
         return self.a * torch.cos(theta) + self.b * torch.cos(3 * theta)
 
 
-def bin_masses(log_density, per_bin=200):
-    """Probability of each of :data:`BINS` bins over (-pi, pi] of the density exp(log_density) (any constant), by
-    the midpoint rule."""
-    width = 2 * math.pi / (BINS * per_bin)
-    theta = -math.pi + width * (torch.arange(BINS * per_bin, dtype=torch.float64) + 0.5)
-    mass = (log_density(theta[:, None]).double().exp() * width).reshape(BINS, per_bin).sum(-1)
-    return mass / mass.sum()
+def bin_masses(log_density):
+    """Probability of each of :data:`BINS` bins over (-pi, pi] of the density exp(log_density) (any constant) of
+    torsion angles ``[B, 1]``."""
+    return exact_bin_masses(lambda theta: log_density(theta[:, None]), np.linspace(-math.pi, math.pi, BINS + 1))
 
 
 # A proposal that misplaces the wells: its histogram is far from the target's (JS ~ 0.2).

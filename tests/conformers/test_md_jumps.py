@@ -16,6 +16,7 @@ from molsamp.conformers.model import TorsionMixture
 from molsamp.errors import InputError
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 from molsamp.systems import from_smiles
+from molsamp.testing import exact_bin_masses
 
 BINS = 36
 A, B = 1.0, 4.0  # u(theta) = A cos(theta) + B cos(3 theta) in kT: trans and two gauche wells, 8 kT barriers
@@ -46,16 +47,15 @@ def three_well_butane(tmp_path_factory):
     return dataclasses.replace(system, openmm_system=forces), torsions
 
 
-def exact_bin_masses(per_bin=200):
-    width = 2 * math.pi / (BINS * per_bin)
-    theta = -math.pi + width * (torch.arange(BINS * per_bin, dtype=torch.float64) + 0.5)
-    mass = (-(A * torch.cos(theta) + B * torch.cos(3 * theta))).exp().reshape(BINS, per_bin).sum(-1)
-    return mass / mass.sum()
+def exact_torsion_bins():
+    """Probability of each of the :data:`BINS` torsion bins under exp(-u)."""
+    return exact_bin_masses(lambda theta: -(A * torch.cos(theta) + B * torch.cos(3 * theta)),
+                            np.linspace(-math.pi, math.pi, BINS + 1))
 
 
 def test_chains_reproduce_the_exact_torsion_density(three_well_butane):
     system, torsions = three_well_butane
-    exact = exact_bin_masses()
+    exact = exact_torsion_bins()
     assert js_divergence(torsion_histogram(WRONG.sample(20000, torch.Generator().manual_seed(0))[:, 0], BINS),
                          exact).item() > 0.1
     chains = sample_md_jumps(system, torsions, WRONG, 6000, chains=4, md_steps=10, burn_in=20, seed=1,
@@ -75,7 +75,7 @@ def test_the_flat_blend_reaches_a_well_the_model_misses(three_well_butane):
     the flat density (here uniform_weight=0.2) does, and the chains reproduce the exact density."""
     system, torsions = three_well_butane
     trans_only = TorsionMixture(torch.tensor([[0.0]]), torch.tensor([[math.pi]]), torch.tensor([[20.0]]))
-    exact = exact_bin_masses()
+    exact = exact_torsion_bins()
     runs = {weight: sample_md_jumps(system, torsions, trans_only, 4000, md_steps=10, uniform_weight=weight, seed=3,
                                     platform="CPU", progress=False) for weight in (0.0, 0.2)}
     js = {weight: js_divergence(torsion_histogram(run.observables["torsions"][:, 0], BINS), exact).item()
@@ -92,7 +92,7 @@ def test_md_alone_stays_in_its_well(three_well_butane):
                              seed=2, platform="CPU", progress=False)
     assert chains.info["acceptance"] < 0.01
     angles = chains.observables["torsions"][:, 0]
-    assert js_divergence(torsion_histogram(angles, BINS), exact_bin_masses()) > 0.1
+    assert js_divergence(torsion_histogram(angles, BINS), exact_torsion_bins()) > 0.1
 
 
 def test_bad_chain_options(three_well_butane):

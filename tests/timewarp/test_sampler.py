@@ -9,6 +9,7 @@ import torch
 from molsamp.analysis import js_divergence
 from molsamp.kernels import ChainState, MetropolisHastings
 from molsamp.targets import EnergyFunction
+from molsamp.testing import exact_bin_masses
 from molsamp.timewarp.sampler import Exploration, TimewarpDistribution, TimewarpProposal
 
 
@@ -43,17 +44,10 @@ def shifted_gaussian():
     return TimewarpDistribution(ShiftedGaussianFlow(), torch.zeros(1, 1))
 
 
-def exact_histogram(edges):
-    grid = np.linspace(edges[0], edges[-1], 20001)
-    density = np.exp(-((grid**2 - 1) ** 2) / 0.1)
-    cdf = np.concatenate([[0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(grid))])
-    return np.diff(np.interp(edges, grid, cdf)) / cdf[-1]
-
-
 def js_to_exact(samples):
     """Jensen-Shannon divergence (nats, 36 bins on [-1.8, 1.8]) of samples against the double well's density."""
     edges = np.linspace(-1.8, 1.8, 37)
-    return js_divergence(np.histogram(samples, edges)[0].astype(float), exact_histogram(edges)).item()
+    return js_divergence(np.histogram(samples, edges)[0].astype(float), exact_bin_masses(lambda x: -((x**2 - 1) ** 2) / 0.1, edges)).item()
 
 
 def test_mh_with_a_conditional_proposal_reproduces_the_target():
