@@ -134,6 +134,20 @@ def _evaluate(context: openmm.Context, groups: int, positions: np.ndarray) -> tu
     return energies, forces
 
 
+def _energies(context: openmm.Context, groups: int, positions: np.ndarray) -> tuple[np.ndarray]:
+    """Energies ``[B]`` (kJ/mol) of force ``groups``, without forces; NaN where OpenMM fails."""
+    import openmm
+
+    energies = np.empty(len(positions))
+    for i, x in enumerate(positions):
+        try:
+            context.setPositions(x)
+            energies[i] = context.getState(getEnergy=True, groups=groups).getPotentialEnergy()._value
+        except openmm.OpenMMException:
+            energies[i] = np.nan
+    return (energies,)
+
+
 def _relax(context: openmm.Context, groups: int, positions: np.ndarray, angles: np.ndarray,
            steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Energies ``[B]`` (kJ/mol, force ``groups`` only) and positions ``[B, N, 3]`` (nm) after at most ``steps``
@@ -159,7 +173,7 @@ def _relax(context: openmm.Context, groups: int, positions: np.ndarray, angles: 
     return energies, relaxed
 
 
-_OPERATIONS = {"evaluate": _evaluate, "relax": _relax}
+_OPERATIONS = {"evaluate": _evaluate, "energies": _energies, "relax": _relax}
 
 
 def _worker_main(fd: int, platform: str) -> None:
@@ -295,6 +309,10 @@ class OpenMMPool:
     def evaluate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energies ``[B]`` (kJ/mol) and forces ``[B, N, 3]`` (kJ/mol/nm) of ``positions: [B, N, 3]`` (nm)."""
         return self._run("evaluate", (np.asarray(positions, dtype=np.float64),))
+
+    def energies(self, positions: np.ndarray) -> np.ndarray:
+        """Energies ``[B]`` (kJ/mol) of ``positions: [B, N, 3]`` (nm), without forces (cheaper)."""
+        return self._run("energies", (np.asarray(positions, dtype=np.float64),))[0]
 
     def relax(self, positions: np.ndarray, angles: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Energies ``[B]`` (kJ/mol, without the restraints) and positions ``[B, N, 3]`` (nm) after at most ``steps``

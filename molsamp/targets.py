@@ -117,21 +117,30 @@ class OpenMMTarget:
         return self._pool.n_workers
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """Reduced energies ``[B]`` (kT) of positions ``x: [B, N, 3]`` (nm); backward gives -F/kT."""
+        """Reduced energies ``[B]`` (kT) of positions ``x: [B, N, 3]`` (nm); backward gives -F/kT. Forces are only
+        computed when a gradient can be asked for (``x`` requires grad and grad mode is on)."""
         x = torch.as_tensor(x)
         check_positions(x, self.n_atoms)
-        return _OpenMMEnergy.apply(x, self)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _OpenMMEnergy.apply(x, self)
+        energies = self._reduced(self._pool.energies(x.detach().cpu().numpy()))
+        return torch.as_tensor(energies, dtype=x.dtype, device=x.device)
 
     __call__ = energy
 
     def evaluate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reduced energies ``[B]`` and their gradients ``[B, N, 3]`` (kT/nm) as numpy arrays, no autograd."""
         energies, forces = self._pool.evaluate(np.asarray(positions, dtype=np.float64))
-        overflow = ~(np.isfinite(energies) & np.isfinite(forces).all(axis=(1, 2)))
-        self.n_overflow += int(overflow.sum())
-        energies = np.where(overflow, np.inf, energies / self.kT)
-        gradients = np.where(overflow[:, None, None], 0.0, -forces / self.kT)
+        overflow = ~np.isfinite(forces).all(axis=(1, 2))
+        energies = self._reduced(np.where(overflow, np.nan, energies))
+        gradients = np.where(np.isinf(energies)[:, None, None], 0.0, -forces / self.kT)
         return energies, gradients
+
+    def _reduced(self, energies: np.ndarray) -> np.ndarray:
+        """Energies (kJ/mol) in kT, with +inf (counted in ``n_overflow``) where they are not finite."""
+        overflow = ~np.isfinite(energies)
+        self.n_overflow += int(overflow.sum())
+        return np.where(overflow, np.inf, energies / self.kT)
 
     def close(self) -> None:
         """Stop the worker processes (idempotent)."""

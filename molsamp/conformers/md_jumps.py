@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from molsamp.analysis import compute_dihedrals, time_series_ess, torsion_ess
+from molsamp.conformers.model import TorsionMixture
 from molsamp.conformers.torsions import Torsions, rotate_torsion, set_torsions
 from molsamp.errors import InputError
 from molsamp.kernels import ChainState, Cycle, MetropolisHastings
@@ -42,7 +43,6 @@ MAX_CHAINS, FRAMES_PER_CHAIN = 32, 16
 """Default number of chains: one per ``FRAMES_PER_CHAIN`` frames asked for, at most ``MAX_CHAINS``."""
 
 if TYPE_CHECKING:
-    from molsamp.conformers.model import TorsionMixture
     from molsamp.systems import System
     from molsamp.targets import OpenMMTarget
 
@@ -53,19 +53,18 @@ class TorsionJump:
     log ratio log q_k(theta) - log q_k(theta')."""
 
     def __init__(self, torsions: Torsions, mixture: TorsionMixture, k: int) -> None:
-        self.torsions, self.mixture, self.k = torsions, mixture, k
+        self.torsions, self.k = torsions, k
+        self.marginal = TorsionMixture(mixture.logits[k:k + 1], mixture.means[k:k + 1],
+                                       mixture.concentrations[k:k + 1])
+        self.atoms = torch.as_tensor(torsions.atoms[k:k + 1])
 
     @torch.no_grad()
     def propose(self, x: torch.Tensor, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        k = self.k
-        angle = compute_dihedrals(x, self.torsions.atoms[k:k + 1])[:, 0].double()
-        proposed = self.mixture.sample(len(x), generator)[:, k].double()
-        x_new = rotate_torsion(x, self.torsions, k, proposed - angle)
-        both = torch.zeros(2 * len(x), self.mixture.n_torsions, dtype=torch.float64)
-        both[:, k] = torch.cat([angle, proposed])
-        log_q, log_q_proposed = self.mixture.marginal_log_prob(both)[:, k].double().chunk(2)
-        return x_new, log_q - log_q_proposed
+        angle = compute_dihedrals(x, self.atoms).double()
+        proposed, log_q_proposed = self.marginal.sample_and_log_prob(len(x), generator)
+        x_new = rotate_torsion(x, self.torsions, self.k, (proposed.double() - angle)[:, 0])
+        return x_new, (self.marginal.log_prob(angle) - log_q_proposed).double()
 
 
 class TorsionJumpChain:
