@@ -9,8 +9,8 @@ Timewarp proposals, SMC moves and the MD of :mod:`molsamp.md` are compositions o
 
 from __future__ import annotations
 
-__all__ = ["ChainState", "Kernel", "Proposal", "metropolis_accept", "MetropolisHastings", "Cycle", "Langevin",
-           "energy_and_gradient"]
+__all__ = ["ChainState", "Kernel", "Proposal", "RandomWalk", "metropolis_accept", "MetropolisHastings", "Cycle",
+           "Langevin", "energy_and_gradient"]
 
 import dataclasses
 import math
@@ -52,6 +52,18 @@ class Proposal(Protocol):
 
     def propose(self, x: torch.Tensor, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class RandomWalk:
+    """The symmetric Gaussian proposal x' = x + scale * N(0, I) (log ratio 0), in the units of x."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def propose(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return x + self.scale * noise, torch.zeros(len(x), dtype=x.dtype, device=x.device)
 
 
 def metropolis_accept(log_ratio: torch.Tensor | float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""Equivariant flow matching (Klein, Kramer and Noe, NeurIPS 2023): regress the flow's vector field on the straight
+paths between prior draws and data, with the prior draws paired to the data by minibatch optimal transport and
+aligned to their partners over the symmetries of identical particles (permutations by the Hungarian method,
+rotations and reflections by Kabsch), so that the paths are short and the learned flow nearly straight.
+
+Any coupling whose marginals are the prior and the data gives a flow from one to the other. The alignment keeps the
+prior marginal because the prior and the (augmented) data are invariant under the symmetries: only the orientation
+and labelling of each prior draw change, never its shape.
+"""
+
+from __future__ import annotations
+
+__all__ = ["align", "pair", "flow_matching_loss", "train_flow_matching", "random_symmetry"]
+
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from molsamp.flows.cnf import EquivariantFlow, centred
+
+
+def _kabsch(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The orthogonal matrix R ``[D, D]`` (rotation or reflection) that minimises |x R - y| for ``x, y: [N, D]``."""
+    u, _, vt = np.linalg.svd(x.T @ y)
+    return u @ vt
+
+
+def _best_permutation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment
+
+    cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    return linear_sum_assignment(cost.T)[1]  # for each particle of y, the particle of x matched to it
+
+
+def align(x: torch.Tensor, y: torch.Tensor, rounds: int = 4) -> torch.Tensor:
+    """Each configuration of ``x: [B, N, D]`` relabelled and rotated (or reflected) towards its partner in
+    ``y: [B, N, D]`` (both centred): particles first matched by their distance from the centre (which no rotation
+    changes), then alternating Kabsch rotation and Hungarian relabelling, ``rounds`` times. A local search: it
+    finds an exact rotated and relabelled copy most of the time, not always."""
+    out = centred(x).detach().cpu().double().numpy().copy()
+    target = centred(y).detach().cpu().double().numpy()
+    for b in range(len(out)):
+        radii = np.linalg.norm(out[b], axis=1)[:, None], np.linalg.norm(target[b], axis=1)[:, None]
+        out[b] = out[b][_best_permutation(*radii)]
+        for _ in range(rounds):
+            out[b] = out[b] @ _kabsch(out[b], target[b])
+            out[b] = out[b][_best_permutation(out[b], target[b])]
+        out[b] = out[b] @ _kabsch(out[b], target[b])
+    return torch.as_tensor(out, dtype=x.dtype, device=x.device)
+
+
+def pair(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """The prior draws ``x0: [B, N, D]`` reordered into a minibatch optimal-transport pairing with the data ``x1``
+    and aligned to their partners (:func:`align`). The transport cost is the squared difference of a
+    symmetry-invariant summary of each configuration (its particles' sorted distances from the centre), which
+    avoids aligning all B^2 pairs."""
+    from scipy.optimize import linear_sum_assignment
+
+    a = centred(x0).detach().cpu().double().numpy()
+    b = centred(x1).detach().cpu().double().numpy()
+    sorted_a = np.sort(np.linalg.norm(a, axis=2), 1)  # a symmetry-invariant proxy of each configuration's shape
+    sorted_b = np.sort(np.linalg.norm(b, axis=2), 1)
+    cost = ((sorted_a[:, None, :] - sorted_b[None, :, :]) ** 2).sum(-1)
+    order = linear_sum_assignment(cost.T)[1]
+    return align(x0[torch.as_tensor(order, device=x0.device)], x1)
+
+
+def random_symmetry(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x: [B, N, D]`` with each configuration randomly rotated or reflected (Haar on O(D)) and relabelled."""
+    b, n, d = x.shape
+    gaussian = torch.randn(b, d, d, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]  # Haar-distributed orthogonal matrices
+    permutation = torch.argsort(torch.rand(b, n, generator=generator), 1)
+    x = torch.gather(x, 1, permutation[..., None].expand(-1, -1, d).to(x.device))
+    return x @ q.to(x.dtype).to(x.device)
+
+
+def flow_matching_loss(flow: EquivariantFlow, x0: torch.Tensor, x1: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean squared error between the field at x_t = (1 - t) x0 + t x1 (t uniform, one per pair) and the path's
+    velocity x1 - x0, per degree of freedom."""
+    t = torch.rand(len(x0), generator=generator, dtype=x0.dtype).to(x0.device)
+    xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
+    return ((flow.field(t, xt) - (x1 - x0)) ** 2).sum((1, 2)).mean() / flow.degrees_of_freedom
+
+
+def train_flow_matching(flow: EquivariantFlow, data: torch.Tensor, steps: int = 2000, batch_size: int = 128,
+                        learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
+                        log: Callable[[dict], None] | None = None, log_every: int = 100) -> list[float]:
+    """Fit ``flow`` to samples ``data: [M, N, D]`` by equivariant flow matching (Adam, cosine-decayed learning
+    rate); each batch is randomly rotated and relabelled, paired with prior draws by :func:`pair`. Returns the loss
+    of every step; ``log`` gets ``{"step", "loss"}`` every ``log_every`` steps."""
+    from tqdm import tqdm
+
+    generator = torch.Generator().manual_seed(seed)
+    parameter = next(flow.parameters())
+    data = centred(data.to(parameter))
+    optimiser = torch.optim.Adam(flow.parameters(), lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    flow.train()
+    losses = []
+    show = sys.stderr.isatty() if progress is None else progress
+    for step in tqdm(range(steps), disable=not show, unit="step", desc="flow matching"):
+        index = torch.randint(len(data), (batch_size,), generator=generator)
+        x1 = random_symmetry(data[index.to(data.device)], generator)
+        x0 = pair(flow.sample_prior(batch_size, generator), x1)
+        loss = flow_matching_loss(flow, x0, x1, generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if log is not None and (step + 1) % log_every == 0:
+            log({"step": step + 1, "loss": float(np.mean(losses[-log_every:]))})
+    flow.eval()
+    return losses
