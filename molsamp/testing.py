@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["assert_grad_matches_finite_differences", "assert_grad_matches_force", "exact_bin_masses", "exact_draws",
            "assert_samples_match", "assert_distribution_contract", "assert_kernel_contract",
-           "assert_kernel_stationary", "assert_kernel_resumes"]
+           "assert_kernel_stationary", "assert_kernel_resumes", "ShiftedGaussianFlow"]
 
 import io
 import itertools
@@ -254,3 +254,23 @@ def assert_kernel_resumes(make_kernel: Callable[[], Kernel], state: ChainState, 
     assert torch.equal(resumed.u, straight.u), "a resumed run ends with other energies than a straight one"
     assert (resumed.v is None) == (straight.v is None) and (resumed.v is None or torch.equal(resumed.v, straight.v)), \
         "a resumed run ends with other velocities than a straight one"
+
+
+class ShiftedGaussianFlow:
+    """A stand-in for :class:`~molsamp.timewarp.model.TimewarpFlow` with an exact, asymmetric conditional density:
+    v ~ N(0, I), x' ~ N(0.6 x + 0.4 v, 0.7^2) (atom features ignored), for tests of conditional proposals."""
+
+    def _mean(self, x, v):
+        return 0.6 * x + 0.4 * v
+
+    def sample(self, x_cond, features, generator=None):
+        v = torch.randn(x_cond.shape, generator=generator, dtype=x_cond.dtype)
+        noise = torch.randn(x_cond.shape, generator=generator, dtype=x_cond.dtype)
+        x_next = self._mean(x_cond, v) + 0.7 * noise
+        return x_next, v, self.log_prob(x_next, v, x_cond, features)
+
+    def log_prob(self, x_next, v, x_cond, features):
+        log_v = -0.5 * (v**2).flatten(1).sum(1) - 0.5 * v[0].numel() * math.log(2 * math.pi)
+        log_x = (-0.5 * (((x_next - self._mean(x_cond, v)) / 0.7) ** 2).flatten(1).sum(1)
+                 - x_next[0].numel() * math.log(0.7 * math.sqrt(2 * math.pi)))
+        return log_v + log_x

@@ -21,8 +21,8 @@ from molsamp.kernels import ChainState, Cycle, Kernel, Langevin, MetropolisHasti
 from molsamp.md import OpenMMDynamics
 from molsamp.systems import load
 from molsamp.targets import EnergyFunction
-from molsamp.testing import (assert_distribution_contract, assert_kernel_contract, assert_kernel_resumes,
-                             assert_kernel_stationary, exact_draws)
+from molsamp.testing import (ShiftedGaussianFlow, assert_distribution_contract, assert_kernel_contract,
+                             assert_kernel_resumes, assert_kernel_stationary, exact_draws)
 from molsamp.timewarp import model as timewarp_model
 from molsamp.timewarp.features import N_FEATURES, atom_features
 from molsamp.timewarp.sampler import Exploration, TimewarpDistribution, TimewarpProposal
@@ -226,25 +226,6 @@ class WithoutHastingsRatio:
 
     def propose(self, x, generator=None):
         return self.proposal.propose(x, generator)[0], torch.zeros(len(x), dtype=torch.float64)
-
-
-class ShiftedGaussianFlow:
-    """A stand-in for TimewarpFlow with an exact, asymmetric density: v ~ N(0, I), x' ~ N(0.6 x + 0.4 v, 0.7^2)."""
-
-    def _mean(self, x, v):
-        return 0.6 * x + 0.4 * v
-
-    def sample(self, x_cond, features, generator=None):
-        v = torch.randn(x_cond.shape, generator=generator, dtype=x_cond.dtype)
-        noise = torch.randn(x_cond.shape, generator=generator, dtype=x_cond.dtype)
-        x_next = self._mean(x_cond, v) + 0.7 * noise
-        return x_next, v, self.log_prob(x_next, v, x_cond, features)
-
-    def log_prob(self, x_next, v, x_cond, features):
-        log_v = -0.5 * (v**2).flatten(1).sum(1) - 0.5 * v[0].numel() * math.log(2 * math.pi)
-        log_x = (-0.5 * (((x_next - self._mean(x_cond, v)) / 0.7) ** 2).flatten(1).sum(1)
-                 - x_next[0].numel() * math.log(0.7 * math.sqrt(2 * math.pi)))
-        return log_v + log_x
 
 
 def toy_timewarp():

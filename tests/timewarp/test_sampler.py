@@ -1,6 +1,5 @@
 """Metropolis-Hastings with a conditional proposal over (x, v) reproduces a known target; exploration is biased."""
 
-import math
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ import torch
 from molsamp.analysis import js_divergence
 from molsamp.kernels import ChainState, MetropolisHastings
 from molsamp.targets import EnergyFunction
-from molsamp.testing import exact_bin_masses
+from molsamp.testing import ShiftedGaussianFlow, exact_bin_masses
 from molsamp.timewarp.sampler import Exploration, TimewarpDistribution, TimewarpProposal
 
 
@@ -19,25 +18,6 @@ def double_well_energy(x):
 
 
 DOUBLE_WELL = EnergyFunction(double_well_energy)
-
-
-class ShiftedGaussianFlow:
-    """x' = 0.6 x + 0.8 * (0.5 v' + noise): a deliberately asymmetric proposal with an exact density, using v', with
-    the methods of a TimewarpFlow (atom features ignored)."""
-
-    def _mean(self, x, v):
-        return 0.6 * x + 0.4 * v
-
-    def sample(self, x, features, generator=None):
-        v = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-        x_next = self._mean(x, v) + 0.7 * noise
-        return x_next, v, self.log_prob(x_next, v, x, features)
-
-    def log_prob(self, x_next, v, x, features):
-        log_v = -0.5 * (v**2).flatten(1).sum(1) - 0.5 * math.log(2 * math.pi)
-        log_x = -0.5 * (((x_next - self._mean(x, v)) / 0.7) ** 2).flatten(1).sum(1) - math.log(0.7 * math.sqrt(2 * math.pi))
-        return log_v + log_x
 
 
 def shifted_gaussian():
