@@ -416,6 +416,53 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "acceptance_per_chain"}))
 
 
+@cli.command()
+@click.argument("system")
+@click.option("-n", "--n", "n", type=_POSITIVE_INT, default=10000, show_default=True, help="Flow samples.")
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Flow checkpoint (default: the shipped models/<system>-flow.pt).")
+@click.option("--refine", type=click.Choice(["smc"]),
+              help="Anneal the flow's samples to the target by SMC with MALA moves (weighted, exact).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=_POSITIVE_INT, default=500, show_default=True,
+              help="Samples per ODE solve (memory).")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG of energy and interatomic-distance histograms (with --reference samples if given).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Reference samples (.npz with x and energy_kT, e.g. data/flows/<system>.npz) for --plot "
+                   "and the energy W1.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Samples (.npz): x, log_q, energy_kT, log_w and log_Z.")
+def sample(system: str, n: int, model: Path | None, refine: str | None, seed: int, batch_size: int,
+           plot: Path | None, reference: Path | None, overwrite: bool, quiet: bool, output: Path) -> None:
+    """Draw independent samples of the particle SYSTEM (dw4, lj13, lj55) from its equivariant Boltzmann generator,
+    with exact log-densities and importance weights; prints the reweighting ESS."""
+    from molsamp.files import check_output
+    from molsamp.flows.diagnostics import energy_w1, plot_flow_samples
+    from molsamp.flows.generator import sample as draw
+    from molsamp.samples import Samples
+    from molsamp.systems import load
+
+    if output.suffix != ".npz":
+        raise _UserError(f"output {str(output)!r}: samples are written as .npz; use a .npz name")
+    check_output(output, overwrite)
+    if plot is not None:
+        check_output(plot, overwrite)
+    references = Samples.from_npz(reference) if reference is not None else None
+    samples = draw(load(system), n, model=model, refine=refine, seed=seed, batch_size=batch_size,
+                   progress=False if quiet else None)
+    if references is not None:
+        samples.info["energy_w1"] = energy_w1(samples, references.u)
+    samples.to_npz(output)
+    if plot is not None:
+        plot_flow_samples(samples, plot, references, title=f"{system}: ESS {samples.info['ess_percent']:.1f}%")
+    click.echo(f"ESS {samples.info['ess_percent']:.1f}% ({samples.info['ess']:.0f} of {len(samples)} samples, "
+               f"{samples.info['dropped']} dropped); wrote {output}" + (f" and {plot}" if plot else ""))
+    click.echo(json.dumps({k: v for k, v in samples.info.items() if isinstance(v, (int, float, str))}))
+
+
 @cli.group()
 def train() -> None:
     """Train the learned samplers."""
@@ -532,6 +579,64 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
             validation=held_out, checkpoint=output, log=lambda record: log.write(json.dumps(record) + "\n"),
             energies=energies, acceptance_weight=acceptance_weight)
     click.echo(f"wrote {output} ({sum(len(p) for p in training)} pairs of {len(training)} systems) and {log_path}")
+
+
+@train.command("flow")
+@click.argument("system")
+@click.option("--chains", type=_POSITIVE_INT, default=1000, show_default=True,
+              help="Parallel MCMC chains making the training data.")
+@click.option("--samples-per-chain", type=_POSITIVE_INT, default=10, show_default=True)
+@click.option("--burn-in", type=_POSITIVE_INT, default=5000, show_default=True, help="MCMC steps before sampling.")
+@click.option("--steps", type=_POSITIVE_INT, default=4000, show_default=True, help="Optimisation steps.")
+@click.option("--batch-size", type=_POSITIVE_INT, default=256, show_default=True)
+@click.option("--hidden", type=_POSITIVE_INT, default=64, show_default=True, help="Width of the EGNN.")
+@click.option("--layers", type=_POSITIVE_INT, default=4, show_default=True, help="EGNN layers.")
+@click.option("--learning-rate", type=_POSITIVE_FLOAT, default=1e-3, show_default=True)
+@click.option("--eval-samples", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Flow samples drawn after training to measure the ESS for the model card.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
+def train_flow(system: str, chains: int, samples_per_chain: int, burn_in: int, steps: int, batch_size: int,
+               hidden: int, layers: int, learning_rate: float, eval_samples: int, seed: int, overwrite: bool,
+               output: Path) -> None:
+    """Train an equivariant Boltzmann generator for a particle system (dw4, lj13, lj55): reference data from the
+    project's own MCMC, then equivariant flow matching."""
+    import time
+
+    import torch
+
+    from molsamp.files import check_output
+    from molsamp.flows.generator import importance_samples, reference_samples, save_flow, train_flow as fit
+    from molsamp.systems import load
+
+    check_output(output, overwrite)
+    target_system = load(system)
+    log_path = output.with_suffix(".log.jsonl")
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
+        def record(entry: dict) -> None:
+            log.write(json.dumps(entry) + "\n")
+
+        start = time.perf_counter()
+        data = reference_samples(target_system, chains, samples_per_chain, burn_in=burn_in, seed=seed)
+        data_card = {key: data.info[key] for key in ("sampler", "chains", "burn_in", "thin", "step", "acceptance",
+                                                       "js_halves", "seed")}
+        record({"reference_data": len(data), **data_card, "seconds": time.perf_counter() - start})
+        start = time.perf_counter()
+        flow = fit(target_system, data, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers,
+                   learning_rate=learning_rate, seed=seed, log=record)
+        card = {"data": {"samples": len(data), **data_card}, "training_seconds": time.perf_counter() - start,
+                "command": "molsamp train flow " + " ".join(sys.argv[3:])}
+        if eval_samples:
+            measured = importance_samples(flow.double(), target_system.target(), eval_samples,
+                                          torch.Generator().manual_seed(seed + 1))
+            card["ess_percent"] = measured.info["ess_percent"]
+            card["ess_samples"] = eval_samples
+            record({"ess_percent": card["ess_percent"], "samples": eval_samples})
+        save_flow(flow.float(), output, target_system, **card)
+    click.echo(f"wrote {output} and {log_path}" + (f"; ESS {card['ess_percent']:.1f}% of {eval_samples} samples"
+                                                   if eval_samples else ""))
 
 
 def _picoseconds(text: str) -> float:

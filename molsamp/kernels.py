@@ -1,16 +1,19 @@
-"""Markov chain kernels: the one Metropolis-Hastings rule, Langevin dynamics, and their composition.
+"""Markov chain kernels: the one Metropolis-Hastings rule, Langevin dynamics, gradient-based MCMC, and their
+composition.
 
 Every MCMC sampler of molsamp is a :class:`Kernel` that maps a :class:`ChainState` of ``C`` parallel chains to the
 next. :class:`MetropolisHastings` turns any :class:`Proposal` and any :class:`~molsamp.targets.Target` into an
-exact kernel; :class:`Langevin` integrates BAOAB dynamics on a differentiable target; :class:`Cycle` applies
-kernels one after another (each leaves the target invariant, so their composition does too). Torsion jumps,
-Timewarp proposals, SMC moves and the MD of :mod:`molsamp.md` are compositions of these.
+exact kernel; :class:`RandomWalk` and :class:`MALA` (Metropolis-adjusted Langevin) are proposals for it;
+:class:`HMC` is an exact Hamiltonian Monte Carlo kernel; :class:`Langevin` integrates BAOAB dynamics on a
+differentiable target; :class:`Cycle` applies kernels one after another (each leaves the target invariant, so their
+composition does too). Torsion jumps, Timewarp proposals, SMC moves and the MD of :mod:`molsamp.md` are
+compositions of these.
 """
 
 from __future__ import annotations
 
-__all__ = ["ChainState", "Kernel", "Proposal", "RandomWalk", "metropolis_accept", "MetropolisHastings", "Cycle",
-           "Langevin", "energy_and_gradient"]
+__all__ = ["ChainState", "Kernel", "Proposal", "RandomWalk", "MALA", "metropolis_accept", "MetropolisHastings",
+           "HMC", "Cycle", "Langevin", "energy_and_gradient"]
 
 import dataclasses
 import math
@@ -166,3 +169,90 @@ class Langevin:
             u, gradient = energy_and_gradient(self.target.energy, x)
             v = v - half * kT * gradient / mass
         return ChainState(x, u, v.detach())
+
+
+def _squared_norm(x: torch.Tensor) -> torch.Tensor:
+    """Sum of squares over the event dimensions: ``[C, *event]`` to ``[C]``."""
+    return (x**2).flatten(1).sum(1)
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    """Whether every entry of each chain's ``x: [C, ...]`` is finite, ``[C]``."""
+    return torch.isfinite(x).flatten(1).all(1)
+
+
+class MALA:
+    """The Metropolis-adjusted Langevin proposal on a differentiable target's reduced energy u (kT):
+    x' = x - (step^2 / 2) grad u(x) + step * N(0, I), with ``step`` in the units of x. Its log ratio
+    log q(x | x') - log q(x' | x) needs grad u(x') too: two energy and gradient evaluations per proposal, besides
+    the energy that :class:`MetropolisHastings` evaluates at x'. ``MetropolisHastings(MALA(target, step), target)``
+    is exact. Where x' would not be finite the proposal stays at x, and where grad u(x') is not finite it is
+    proposed anyway: both get log ratio -inf, so both are rejected, as is an x' of infinite or NaN energy (by the MH
+    test); the target never sees a non-finite position."""
+
+    def __init__(self, target: Target, step: float) -> None:
+        self.target, self.step_size = target, step
+
+    def propose(self, x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach()
+        h = self.step_size
+        _, gradient = energy_and_gradient(self.target.energy, x)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x_new = x - 0.5 * h**2 * gradient + h * noise
+        moved = _finite(x_new)
+        x_new = _select(moved, x_new, x)
+        _, gradient_new = energy_and_gradient(self.target.energy, x_new)
+        backward = (x - x_new + 0.5 * h**2 * gradient_new) / h
+        log_ratio = 0.5 * _squared_norm(noise) - 0.5 * _squared_norm(backward)
+        return x_new, torch.where(moved & _finite(gradient_new), log_ratio, -math.inf)
+
+
+class HMC:
+    """Hamiltonian Monte Carlo on a differentiable target's reduced energy u (kT): each :meth:`step` draws fresh
+    momenta p ~ N(0, mass) per chain, integrates ``n_leapfrog`` leapfrog steps of size ``step`` (time in the units
+    of ``step``, ``mass`` broadcasts against x) and accepts each chain's end point by the Metropolis test on
+    H = u(x) + sum p^2 / (2 mass), which makes it exact. Rejected chains keep their positions and energies; every
+    chain keeps its velocities (if any). A trajectory that meets a non-finite position, energy or gradient (its
+    start included) stops there and is rejected; the target never sees a non-finite position. ``accepted``,
+    ``offered`` and ``last_accepted`` ``[C]`` count the decisions as in :class:`MetropolisHastings`;
+    ``n_evaluations`` counts energy and gradient evaluations, one per chain and configuration (``n_leapfrog + 1``
+    per chain and step)."""
+
+    def __init__(self, target: Target, step: float, n_leapfrog: int, mass: torch.Tensor | float = 1.0) -> None:
+        self.target, self.step_size, self.n_leapfrog, self.mass = target, step, n_leapfrog, mass
+        self.accepted = self.offered = self.n_evaluations = 0
+        self.last_accepted: torch.Tensor | None = None
+
+    @property
+    def acceptance(self) -> float:
+        """Fraction of the trajectories accepted so far (NaN before the first)."""
+        return self.accepted / self.offered if self.offered else math.nan
+
+    def _evaluate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.n_evaluations += len(x)
+        return energy_and_gradient(self.target.energy, x)
+
+    @torch.no_grad()
+    def step(self, state: ChainState, generator: torch.Generator | None = None) -> ChainState:
+        start = state.x.detach()
+        mass = torch.as_tensor(self.mass, dtype=start.dtype, device=start.device)
+        p = torch.sqrt(mass) * torch.randn(start.shape, generator=generator, dtype=start.dtype, device=start.device)
+        x, half = start, 0.5 * self.step_size
+        u, gradient = self._evaluate(x)
+        h_start = u + 0.5 * _squared_norm(p / torch.sqrt(mass))
+        alive = torch.isfinite(u) & _finite(gradient)
+        for _ in range(self.n_leapfrog):
+            p = p - half * gradient
+            x = x + self.step_size * p / mass
+            alive = alive & _finite(x)
+            x = _select(alive, x, start)  # a finite stand-in, so that the target never sees NaN
+            u, gradient = self._evaluate(x)
+            alive = alive & torch.isfinite(u) & _finite(gradient)
+            p = p - half * gradient
+        h_end = u + 0.5 * _squared_norm(p / torch.sqrt(mass))
+        accept = metropolis_accept(torch.where(alive, h_start - h_end, -math.inf), generator)
+        self.last_accepted = accept
+        self.accepted += int(accept.sum())
+        self.offered += accept.numel()
+        return ChainState(_select(accept, x, start), torch.where(accept, u, state.u), state.v)

@@ -76,18 +76,24 @@ def annealed_smc(
     that beta invariant (its ``acceptance``, if it has one, is recorded). ``betas`` rise to 1 and are positive. The
     final weighted particles are consistent for exp(-u); ``u = +inf`` means probability zero.
 
-    Returns :class:`~molsamp.samples.Samples` with normalised log-weights, ``log_q`` and ``info["history"]``: one
-    record per step (beta, ESS before resampling, resampled or not, acceptance).
+    Returns :class:`~molsamp.samples.Samples` with normalised log-weights, ``log_q``, ``info["history"]``: one
+    record per step (beta, ESS before resampling, resampled or not, acceptance, and the step's kernel's
+    ``n_evaluations`` where it counts them, else None), ``info["log_Z"]``: the SMC estimate of log (Z_target / Z_q),
+    that is of log ∫ exp(-u) dx for a normalised q (the sum over steps of the log of the weighted mean of the
+    incremental weights; biased low by about half its variance, as the log of a near-unbiased estimate of the ratio),
+    and ``info["energy_evaluations"]`` (the kernels' total) when every kernel counts them.
     """
     with torch.no_grad():
         lq = (q.log_prob(x) if log_q is None else log_q).double()
         u = (target.energy(x) if u is None else u).double()
     log_w = torch.zeros(len(x), dtype=torch.float64)
-    history, previous = [], 0.0
+    history, previous, log_z = [], 0.0, 0.0
     for beta in betas:
         if not 0.0 < beta <= 1.0 or beta < previous:
             raise ValueError(f"betas must rise within (0, 1], got {list(betas)}")
+        log_w_before = torch.logsumexp(log_w, 0)
         log_w = log_w + (beta - previous) * torch.nan_to_num(-u - lq, nan=-torch.inf)
+        log_z += float(torch.logsumexp(log_w, 0) - log_w_before)
         previous = beta
         ess = kish_ess(log_w)
         resampled = ess < ess_threshold * len(x)
@@ -104,6 +110,10 @@ def annealed_smc(
             lq = q.log_prob(x).double()
         u = torch.where(torch.isposinf(state.u), torch.inf, (state.u.double() + (1 - beta) * lq) / beta)
         history.append({"beta": beta, "ess": ess, "resampled": bool(resampled),
-                        "acceptance": getattr(move, "acceptance", None)})
+                        "acceptance": getattr(move, "acceptance", None),
+                        "evaluations": getattr(move, "n_evaluations", None)})
     log_w = log_w - torch.logsumexp(log_w, 0)
-    return Samples(x, u, log_w, log_q=lq, info={"history": history})
+    info = {"history": history, "log_Z": log_z}
+    if all(h["evaluations"] is not None for h in history):
+        info["energy_evaluations"] = sum(h["evaluations"] for h in history)
+    return Samples(x, u, log_w, log_q=lq, info=info)

@@ -76,6 +76,48 @@ class Samples:
                                                                      dtype=torch.float64),
                                    info={**self.info, "resampled_from": len(self)})
 
+    def to_npz(self, path: str | os.PathLike) -> Path:
+        """Write ``x``, ``energy_kT`` (u), ``log_w`` (normalised log-weights), ``log_q`` where present, the
+        observables, and the numbers of ``info`` (ESS, log_Z, ...) as 0-d arrays, to one ``.npz`` file atomically."""
+        import numpy as np
+
+        from molsamp.files import atomic_path
+
+        arrays = {"x": self.x, "energy_kT": self.u, "log_w": self.log_weights, **self.observables}
+        if self.log_q is not None:
+            arrays["log_q"] = self.log_q
+        arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
+        arrays.update({name: np.asarray(value) for name, value in self.info.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)})
+        with atomic_path(path) as temporary:
+            np.savez_compressed(temporary, **arrays)
+        return Path(path)
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> Samples:
+        """Samples read back from :meth:`to_npz`'s file (other arrays of the sample count become observables,
+        0-d arrays go to ``info``). :class:`~molsamp.errors.InputError` if it lacks ``x`` or ``energy_kT``."""
+        import numpy as np
+
+        from molsamp.errors import InputError
+
+        try:
+            with np.load(path) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: not a readable .npz file ({error})") from None
+        if "x" not in arrays or "energy_kT" not in arrays:
+            raise InputError(f"{path}: samples need arrays 'x' and 'energy_kT', found {sorted(arrays)}")
+        x, u = torch.as_tensor(arrays.pop("x")), torch.as_tensor(arrays.pop("energy_kT"))
+        log_w = arrays.pop("log_w", None)
+        log_q = arrays.pop("log_q", None)
+        info = {name: value.item() for name, value in arrays.items() if value.ndim == 0}
+        observables = {name: torch.as_tensor(value) for name, value in arrays.items()
+                       if value.ndim and len(value) == len(x)}
+        log_weights = torch.full((len(x),), -math.log(len(x)), dtype=torch.float64) if log_w is None else \
+            torch.as_tensor(log_w)
+        return cls(x, u, log_weights, None if log_q is None else torch.as_tensor(log_q), observables, info)
+
     def to_mdtraj(self, topology: mdtraj.Topology) -> mdtraj.Trajectory:
         """Positions (nm) as an mdtraj Trajectory (weights are not carried: resample first if they matter)."""
         import mdtraj

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["assert_grad_matches_finite_differences", "assert_grad_matches_force", "exact_bin_masses", "exact_draws",
            "assert_samples_match", "assert_distribution_contract", "assert_kernel_contract",
-           "assert_kernel_stationary", "assert_kernel_resumes", "ShiftedGaussianFlow"]
+           "assert_kernel_stationary", "assert_kernel_resumes", "assert_equivariant", "ShiftedGaussianFlow"]
 
 import io
 import itertools
@@ -109,6 +109,31 @@ def assert_samples_match(samples, log_density: LogDensity, edges: np.ndarray, ma
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def random_orthogonal(dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A Haar-random orthogonal matrix ``[dim, dim]`` (float64): a rotation or a reflection."""
+    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))
+
+
+def assert_equivariant(field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
+                       t: torch.Tensor, atol: float = 1e-5, seed: int = 0) -> None:
+    """A vector field ``field(t, x)`` over identical particles ``x: [B, N, D]`` (float64) is E(D)-equivariant
+    (rotations and reflections), invariant to translations, equivariant to permutations of the particles, and has
+    zero mean over the particles, each to ``atol``: what an equivariant flow on the centred subspace needs."""
+    generator = _generator(seed)
+    v = field(t, x)
+    zeros = torch.zeros_like(v.mean(1))
+    torch.testing.assert_close(v.mean(1), zeros, atol=atol, rtol=0, msg="the field is not centred")
+    rotation = random_orthogonal(x.shape[-1], generator).to(x)
+    torch.testing.assert_close(field(t, x @ rotation), v @ rotation, atol=atol, rtol=0,
+                               msg="not equivariant to a rotation or reflection")
+    shift = torch.randn(len(x), 1, x.shape[-1], generator=generator, dtype=x.dtype).to(x.device)
+    torch.testing.assert_close(field(t, x + shift), v, atol=atol, rtol=0, msg="not invariant to translations")
+    permutation = torch.randperm(x.shape[1], generator=generator).to(x.device)
+    torch.testing.assert_close(field(t, x[:, permutation]), v[:, permutation], atol=atol, rtol=0,
+                               msg="not equivariant to permutations of the particles")
 
 
 def assert_distribution_contract(distribution: Distribution, n: int = 64, context: Any = None, seed: int = 0,

@@ -7,12 +7,7 @@ import pytest
 import torch
 
 from molsamp.flows import EGNNField, EquivariantFlow
-from molsamp.testing import assert_distribution_contract
-
-
-def random_orthogonal(d, seed):
-    q, r = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q * torch.sign(torch.diagonal(r))
+from molsamp.testing import assert_distribution_contract, assert_equivariant, random_orthogonal
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +20,29 @@ def flow():
 def test_the_field_is_equivariant_and_centred(dim):
     torch.manual_seed(1)
     field = EGNNField(hidden=16, layers=2).double()
-    x = torch.randn(5, 6, dim, dtype=torch.float64)
-    t = torch.rand(5, dtype=torch.float64)
-    v = field(t, x)
-    torch.testing.assert_close(v.mean(1), torch.zeros(5, dim, dtype=torch.float64))
-    rotation = random_orthogonal(dim, 2)
-    torch.testing.assert_close(field(t, x @ rotation), v @ rotation)  # rotations and reflections
-    permutation = torch.tensor([3, 0, 5, 1, 4, 2])
-    torch.testing.assert_close(field(t, x[:, permutation]), v[:, permutation])
-    torch.testing.assert_close(field(t, x + torch.randn(5, 1, dim, dtype=torch.float64)), v)  # translations
+    assert_equivariant(field, 2 * torch.randn(5, 6, dim, dtype=torch.float64), torch.rand(5, dtype=torch.float64))
+
+
+class CentredLinearField(torch.nn.Module):
+    """v(t, x) = (a + b t) (x - mean x): linear, equivariant, with the flow x(1) = exp(a + b/2) z in closed form."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a, dtype=torch.float64))
+        self.b = b
+
+    def forward(self, t, x):
+        return (self.a + self.b * t) * (x - x.mean(1, keepdim=True))
+
+
+def test_the_log_density_of_a_linear_field_is_the_change_of_variables():
+    flow = EquivariantFlow(5, 3, prior_scale=0.8).double()
+    flow.field = CentredLinearField(0.3, -0.4)
+    scale = math.exp(0.3 - 0.4 / 2)
+    with torch.no_grad():
+        x, log_q = flow.sample_and_log_prob(8, torch.Generator().manual_seed(0))
+    z = x / scale
+    torch.testing.assert_close(log_q, flow.prior_log_prob(z) - 4 * 3 * math.log(scale), atol=1e-4, rtol=0)
 
 
 def test_samples_are_centred_and_their_log_density_is_recovered_backwards(flow):
@@ -42,7 +51,7 @@ def test_samples_are_centred_and_their_log_density_is_recovered_backwards(flow):
         assert x.shape == (32, 4, 2) and x.mean(1).abs().max() < 1e-10
         torch.testing.assert_close(flow.log_prob(x), log_q, atol=1e-4, rtol=0)
         # Invariance: a rotated, reflected or relabelled configuration has the same density.
-        rotated = x @ random_orthogonal(2, 3)
+        rotated = x @ random_orthogonal(2, torch.Generator().manual_seed(3))
         torch.testing.assert_close(flow.log_prob(rotated[:, [1, 3, 0, 2]]), log_q, atol=1e-4, rtol=0)
 
 
