@@ -422,7 +422,12 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Flow checkpoint (default: the shipped models/<system>-flow.pt).")
 @click.option("--refine", type=click.Choice(["smc"]),
-              help="Anneal the flow's samples to the target by SMC with MALA moves (weighted, exact).")
+              help="Anneal the flow's samples to the target by SMC with random-walk MH moves (weighted, exact; "
+                   "each move costs a flow solve per sample).")
+@click.option("--smc-betas", type=_POSITIVE_INT, default=5, show_default=True,
+              help="With --refine smc: equal steps in beta from the flow to the target.")
+@click.option("--smc-moves", type=_POSITIVE_INT, default=2, show_default=True,
+              help="With --refine smc: MH moves of every sample per beta.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=_POSITIVE_INT, default=500, show_default=True,
               help="Samples per ODE solve (memory).")
@@ -435,8 +440,9 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Samples (.npz): x, log_q, energy_kT, log_w and log_Z.")
-def sample(system: str, n: int, model: Path | None, refine: str | None, seed: int, batch_size: int,
-           plot: Path | None, reference: Path | None, overwrite: bool, quiet: bool, output: Path) -> None:
+def sample(system: str, n: int, model: Path | None, refine: str | None, smc_betas: int, smc_moves: int, seed: int,
+           batch_size: int, plot: Path | None, reference: Path | None, overwrite: bool, quiet: bool,
+           output: Path) -> None:
     """Draw independent samples of the particle SYSTEM (dw4, lj13, lj55) from its equivariant Boltzmann generator,
     with exact log-densities and importance weights; prints the reweighting ESS."""
     from molsamp.files import check_output
@@ -452,7 +458,7 @@ def sample(system: str, n: int, model: Path | None, refine: str | None, seed: in
         check_output(plot, overwrite)
     references = Samples.from_npz(reference) if reference is not None else None
     samples = draw(load(system), n, model=model, refine=refine, seed=seed, batch_size=batch_size,
-                   progress=False if quiet else None)
+                   progress=False if quiet else None, smc_betas=smc_betas, smc_moves=smc_moves)
     if references is not None:
         samples.info["energy_w1"] = energy_w1(samples, references.u)
     samples.to_npz(output)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = ["independence_metropolis", "GeometricPath", "annealed_smc"]
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -64,30 +65,42 @@ def annealed_smc(
     betas: Sequence[float],
     log_q: torch.Tensor | None = None,
     u: torch.Tensor | None = None,
+    log_w: torch.Tensor | None = None,
     ess_threshold: float = 0.5,
+    recompute: str = "log_q",
     generator: torch.Generator | None = None,
 ) -> Samples:
     """Sequential Monte Carlo from a Distribution q to a Target along pi_beta ∝ q^(1 - beta) exp(-beta u)
     (:class:`GeometricPath`).
 
     Particles ``x: [N, *event]`` drawn from q (with their ``log_q`` and reduced energies ``u``, ``[N]``, evaluated
-    when not given) are reweighted by pi_{beta_k} / pi_{beta_(k-1)}, resampled (systematic) when the Kish ESS falls
-    below ``ess_threshold * N``, and moved by ``kernel(path)``, an MCMC kernel that leaves the path's density at
-    that beta invariant (its ``acceptance``, if it has one, is recorded). ``betas`` rise to 1 and are positive. The
-    final weighted particles are consistent for exp(-u); ``u = +inf`` means probability zero.
+    when not given), or drawn from another density q0 and given the log-weights ``log_w = log q - log q0`` (q then
+    needs no normalisation), are reweighted by pi_{beta_k} / pi_{beta_(k-1)}, resampled (systematic) when the Kish
+    ESS falls below ``ess_threshold * N``, and moved by ``kernel(path)``, an MCMC kernel that leaves the path's
+    density at that beta invariant (its ``acceptance``, if it has one, is recorded). ``betas`` rise to 1 and are
+    positive. The final weighted particles are consistent for exp(-u); ``u = +inf`` means probability zero.
 
-    Returns :class:`~molsamp.samples.Samples` with normalised log-weights, ``log_q``, ``info["history"]``: one
-    record per step (beta, ESS before resampling, resampled or not, acceptance, and the step's kernel's
-    ``n_evaluations`` where it counts them, else None), ``info["log_Z"]``: the SMC estimate of log (Z_target / Z_q),
-    that is of log ∫ exp(-u) dx for a normalised q (the sum over steps of the log of the weighted mean of the
-    incremental weights; biased low by about half its variance, as the log of a near-unbiased estimate of the ratio),
-    and ``info["energy_evaluations"]`` (the kernels' total) when every kernel counts them.
+    After each move either q (``recompute="log_q"``, where q is the cheaper) or the target's energy
+    (``recompute="energy"``, e.g. for a flow's q) is evaluated at the particles, once each, and the other is read
+    off the path's energy.
+
+    Returns :class:`~molsamp.samples.Samples` with normalised log-weights, ``log_q`` (None with
+    ``recompute="energy"`` when the last beta is 1), ``info["history"]``: one record per step (beta, ESS before
+    resampling, resampled or not, acceptance, and the step's kernel's ``n_evaluations`` where it counts them, else
+    None), ``info["log_Z"]``: the SMC estimate of log ∫ exp(-u) dx for particles drawn from a normalised density
+    (q or q0): the log mean initial weight plus the sum over steps of the log of the weighted mean of the
+    incremental weights; biased low by about half its variance, as the log of a near-unbiased estimate.
+    ``info["energy_evaluations"]`` is the kernels' total (plus one per particle and step with
+    ``recompute="energy"``), when every kernel counts them.
     """
+    if recompute not in ("log_q", "energy"):
+        raise ValueError(f"recompute must be 'log_q' or 'energy', got {recompute!r}")
     with torch.no_grad():
         lq = (q.log_prob(x) if log_q is None else log_q).double()
         u = (target.energy(x) if u is None else u).double()
-    log_w = torch.zeros(len(x), dtype=torch.float64)
-    history, previous, log_z = [], 0.0, 0.0
+    log_w = torch.zeros(len(x), dtype=torch.float64) if log_w is None else log_w.double()
+    history, previous = [], 0.0
+    log_z = float(torch.logsumexp(log_w, 0) - math.log(len(x)))
     for beta in betas:
         if not 0.0 < beta <= 1.0 or beta < previous:
             raise ValueError(f"betas must rise within (0, 1], got {list(betas)}")
@@ -105,15 +118,21 @@ def annealed_smc(
         move = kernel(path)
         state = move.step(ChainState(x, torch.where(torch.isposinf(u), torch.inf, beta * u - (1 - beta) * lq)),
                           generator)
-        x = state.x
+        x, path_u = state.x, state.u.double()
+        # the path's energy beta u - (1 - beta) log q gives one of u and log q at the new positions from the other
         with torch.no_grad():
-            lq = q.log_prob(x).double()
-        u = torch.where(torch.isposinf(state.u), torch.inf, (state.u.double() + (1 - beta) * lq) / beta)
+            if recompute == "log_q":
+                lq = q.log_prob(x).double()
+                u = torch.where(torch.isposinf(path_u), torch.inf, (path_u + (1 - beta) * lq) / beta)
+            else:
+                u = target.energy(x).double()
+                lq = None if beta == 1.0 else torch.where(torch.isposinf(u), lq, (beta * u - path_u) / (1 - beta))
         history.append({"beta": beta, "ess": ess, "resampled": bool(resampled),
                         "acceptance": getattr(move, "acceptance", None),
                         "evaluations": getattr(move, "n_evaluations", None)})
     log_w = log_w - torch.logsumexp(log_w, 0)
     info = {"history": history, "log_Z": log_z}
     if all(h["evaluations"] is not None for h in history):
-        info["energy_evaluations"] = sum(h["evaluations"] for h in history)
+        info["energy_evaluations"] = sum(h["evaluations"] for h in history) + \
+            (len(x) * len(history) if recompute == "energy" else 0)
     return Samples(x, u, log_w, log_q=lq, info=info)

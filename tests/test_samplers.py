@@ -112,6 +112,40 @@ def test_annealed_smc_carries_a_wide_gaussian_to_a_narrow_shifted_one():
     torch.testing.assert_close(samples.log_q, q.log_prob(samples.x))
 
 
+@pytest.mark.parametrize("recompute", ["log_q", "energy"])
+def test_annealed_smc_reads_one_of_energy_and_proposal_density_off_the_path_energy(recompute):
+    generator = torch.Generator().manual_seed(0)
+    q, target = Normal(0.0, 2.0), EnergyFunction(lambda x: -normal_log_density(x[:, 0], 1.0, 0.5))
+    samples = annealed_smc(q.sample(500, generator), q, target,
+                           lambda path: MetropolisHastings(RandomWalk(), path, n_steps=2), [0.3, 0.7],
+                           recompute=recompute, generator=generator)
+    torch.testing.assert_close(samples.log_q, q.log_prob(samples.x))
+    torch.testing.assert_close(samples.u, target.energy(samples.x))
+
+
+class ShiftedLogDensity(Normal):
+    """N(mean, std^2) times e^7: an unnormalised path density."""
+
+    def log_prob(self, x, context=None):
+        return super().log_prob(x) + 7.0
+
+
+def test_annealed_smc_starts_from_particles_of_another_density_with_their_weights():
+    """Particles from q0 = N(0, 3^2) weighted by q / q0 towards an unnormalised q: the same answers as drawing from
+    q, and log Z is still that of exp(-u) because the mean initial weight carries q's normalisation."""
+    generator = torch.Generator().manual_seed(1)
+    q0, q = Normal(0.0, 3.0), ShiftedLogDensity(0.0, 2.0)
+    target = EnergyFunction(lambda x: -normal_log_density(x[:, 0], 1.0, 0.5) - 3.0)
+    x = q0.sample(20_000, generator)
+    betas = [(k / 10) ** 2 for k in range(1, 11)]
+    samples = annealed_smc(x, q, target, lambda path: MetropolisHastings(RandomWalk(), path, n_steps=5), betas,
+                           log_w=q.log_prob(x) - q0.log_prob(x), ess_threshold=0.95, generator=generator)
+    weights = samples.log_weights.exp()
+    mean = float((weights * samples.x[:, 0]).sum())
+    assert mean == pytest.approx(1.0, abs=0.02)
+    assert samples.info["log_Z"] == pytest.approx(3.0, abs=0.05)
+
+
 class IsotropicNormal:
     """A normal Distribution N(0, std^2 I) over events ``[2]``."""
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from molsamp.errors import InputError
 from molsamp.samples import Samples, systematic_resample
 
 
@@ -97,3 +98,22 @@ def test_select_keeps_observables_aligned_and_renormalises():
     picked = samples.select(torch.tensor([3, 1]))
     assert picked.observables["index"].tolist() == [3, 1] and picked.u.tolist() == [3.0, 1.0]
     torch.testing.assert_close(picked.log_weights.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_samples_round_trip_through_npz(tmp_path):
+    x = torch.randn(5, 4, 2, dtype=torch.float64)
+    log_w = random_log_weights(5, seed=3)
+    samples = Samples(x, torch.arange(5.0, dtype=torch.float64), log_w - torch.logsumexp(log_w, 0),
+                      log_q=-torch.ones(5, dtype=torch.float64), observables={"phi": torch.zeros(5)},
+                      info={"ess_percent": 42.0, "log_Z": -1.5, "sampler": "text is not written"})
+    back = Samples.from_npz(samples.to_npz(tmp_path / "samples.npz"))
+    for name in ("x", "u", "log_weights", "log_q"):
+        torch.testing.assert_close(getattr(back, name), getattr(samples, name))
+    torch.testing.assert_close(back.observables["phi"], samples.observables["phi"])
+    assert back.info == {"ess_percent": 42.0, "log_Z": -1.5}
+
+
+def test_reading_samples_without_energies_is_a_clear_error(tmp_path):
+    np.savez(tmp_path / "positions.npz", x=np.zeros((3, 4, 2)))
+    with pytest.raises(InputError, match="'x' and 'energy_kT'"):
+        Samples.from_npz(tmp_path / "positions.npz")

@@ -68,9 +68,10 @@ class EquivariantFlow(nn.Module):
                             device=parameter.device)
         return centred(self.config["prior_scale"] * noise)
 
-    def _integrate(self, x: torch.Tensor, start: float, end: float, generator: torch.Generator | None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Positions at ``end`` and int_start^end div v dt along the trajectory from ``x`` at ``start``."""
+    def _integrate(self, x: torch.Tensor, start: float, end: float, generator: torch.Generator | None,
+                   steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions at ``end`` and int_start^end div v dt along the trajectory from ``x`` at ``start``: by the
+        adaptive solver at the flow's tolerances, or with ``steps`` by ``steps`` fixed Runge-Kutta-4 steps."""
         from torchdiffeq import odeint
 
         create_graph = torch.is_grad_enabled()
@@ -90,8 +91,11 @@ class EquivariantFlow(nn.Module):
 
         times = torch.tensor([start, end], dtype=x.dtype, device=x.device)
         zeros = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        xs, integrals = odeint(dynamics, (x, zeros), times, rtol=self.config["rtol"], atol=self.config["atol"],
-                               method="dopri5")
+        if steps is None:
+            solver = {"method": "dopri5", "rtol": self.config["rtol"], "atol": self.config["atol"]}
+        else:
+            solver = {"method": "rk4", "options": {"step_size": abs(end - start) / steps}}
+        xs, integrals = odeint(dynamics, (x, zeros), times, **solver)
         return xs[-1], integrals[-1]
 
     def sample_and_log_prob(self, n: int, generator: torch.Generator | None = None, context: None = None
@@ -106,12 +110,16 @@ class EquivariantFlow(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, context: None = None) -> torch.Tensor:
         return self.sample_and_log_prob(n, generator, context)[0]
 
-    def log_prob(self, x: torch.Tensor, context: None = None, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
-        """Log-density ``[B]`` at ``x: [B, N, D]`` (centred first) by solving the flow backwards."""
+    def log_prob(self, x: torch.Tensor, context: None = None, generator: torch.Generator | None = None,
+                 steps: int | None = None) -> torch.Tensor:
+        """Log-density ``[B]`` at ``x: [B, N, D]`` (centred first) by solving the flow backwards.
+
+        The adaptive solver's step sizes depend on the whole batch, so a sample's value changes with its batch at
+        the level of the tolerances. With ``steps``, ``steps`` fixed RK4 steps instead: a deterministic,
+        differentiable function of each configuration alone (not exactly normalised), as an SMC path needs."""
         if context is not None:
             raise ValueError("an EquivariantFlow is unconditional: context must be None")
-        z, integral = self._integrate(centred(x), 1.0, 0.0, generator)
+        z, integral = self._integrate(centred(x), 1.0, 0.0, generator, steps)
         return self.prior_log_prob(centred(z)) + integral
 
 
