@@ -17,7 +17,7 @@ from molsamp.conformers import model as conformer_model
 from molsamp.conformers.features import molecule_graph
 from molsamp.conformers.model import TorsionMixture, TorsionMixtureNet
 from molsamp.conformers.moves import TorsionStep
-from molsamp.kernels import ChainState, Cycle, Kernel, Langevin, MetropolisHastings
+from molsamp.kernels import HMC, MALA, ChainState, Cycle, Kernel, Langevin, MetropolisHastings
 from molsamp.md import OpenMMDynamics
 from molsamp.systems import load
 from molsamp.targets import EnergyFunction
@@ -271,6 +271,8 @@ EXACT_KERNELS = {
     # BIASED by the time step (O(dt^2)), hence twice the exact kernels' tolerance. On this double well BAOAB's error
     # in x stays below the sampling noise up to its stability limit (dt ~ 0.2); dt = 0.02 is ten times smaller.
     "small-step Langevin": double_well_case(lambda: Langevin(DOUBLE_WELL, n_steps=10, timestep=0.02), max_js=0.01),
+    "MALA": double_well_case(lambda: MetropolisHastings(MALA(DOUBLE_WELL, 0.5), DOUBLE_WELL)),
+    "HMC": double_well_case(lambda: HMC(DOUBLE_WELL, 0.2, n_leapfrog=5)),
     "shuffled cycle of MH": double_well_case(lambda: Cycle([MetropolisHastings(GaussianRandomWalk(0.5), DOUBLE_WELL),
                                                             MetropolisHastings(TimewarpProposal(toy_timewarp()),
                                                                                DOUBLE_WELL)], shuffle=True)),
@@ -285,6 +287,8 @@ BIASED_KERNELS = {
         lambda: MetropolisHastings(GaussianRandomWalk(0.5), HOT_DOUBLE_WELL), target=HOT_DOUBLE_WELL),
     "Langevin at twice the temperature": double_well_case(
         lambda: Langevin(HOT_DOUBLE_WELL, n_steps=10, timestep=0.02), target=HOT_DOUBLE_WELL, max_js=0.01),
+    "MALA without its Hastings ratio": double_well_case(
+        lambda: MetropolisHastings(WithoutHastingsRatio(MALA(DOUBLE_WELL, 0.8)), DOUBLE_WELL)),
 }
 
 
