@@ -601,12 +601,15 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--eval-samples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Flow samples drawn after training to measure the ESS for the model card.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Continue training this checkpoint of the same system (its architecture and prior are kept; "
+                   "the card adds up the training time).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_flow(system: str, chains: int, samples_per_chain: int, burn_in: int, steps: int, batch_size: int,
-               hidden: int, layers: int, learning_rate: float, eval_samples: int, seed: int, overwrite: bool,
-               output: Path) -> None:
+               hidden: int, layers: int, learning_rate: float, eval_samples: int, seed: int, init: Path | None,
+               overwrite: bool, output: Path) -> None:
     """Train an equivariant Boltzmann generator for a particle system (dw4, lj13, lj55): reference data from the
     project's own MCMC, then equivariant flow matching."""
     import time
@@ -614,11 +617,13 @@ def train_flow(system: str, chains: int, samples_per_chain: int, burn_in: int, s
     import torch
 
     from molsamp.files import check_output
-    from molsamp.flows.generator import importance_samples, reference_samples, save_flow, train_flow as fit
+    from molsamp.flows.generator import importance_samples, load_flow, reference_samples, save_flow, train_flow as fit
     from molsamp.systems import load
 
     check_output(output, overwrite)
     target_system = load(system)
+    start_flow = None if init is None else load_flow(init, target_system)
+    earlier = {} if start_flow is None else start_flow.metadata
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         def record(entry: dict) -> None:
@@ -631,9 +636,11 @@ def train_flow(system: str, chains: int, samples_per_chain: int, burn_in: int, s
         record({"reference_data": len(data), **data_card, "seconds": time.perf_counter() - start})
         start = time.perf_counter()
         flow = fit(target_system, data, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers,
-                   learning_rate=learning_rate, seed=seed, log=record)
-        card = {"data": {"samples": len(data), **data_card}, "training_seconds": time.perf_counter() - start,
-                "command": "molsamp train flow " + " ".join(sys.argv[3:])}
+                   learning_rate=learning_rate, seed=seed, log=record, init=start_flow)
+        command = "molsamp train flow " + " ".join(sys.argv[3:])
+        card = {"data": {"samples": len(data), **data_card},
+                "training_seconds": earlier.get("training_seconds", 0.0) + time.perf_counter() - start,
+                "command": f"{earlier['command']}; then {command}" if "command" in earlier else command}
         if eval_samples:
             measured = importance_samples(flow.double(), target_system.target(), eval_samples,
                                           torch.Generator().manual_seed(seed + 1))

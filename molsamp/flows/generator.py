@@ -54,11 +54,13 @@ def finite_rows(x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
 
 def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int = 256, hidden: int = 64,
                layers: int = 4, learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
-               log: Callable[[dict], None] | None = None) -> EquivariantFlow:
+               log: Callable[[dict], None] | None = None, init: EquivariantFlow | None = None) -> EquivariantFlow:
     """An :class:`EquivariantFlow` for ``system`` fitted to ``data`` by equivariant flow matching (float32 weights).
 
     Rows of ``data`` with a non-finite position or energy are dropped and counted (``log`` gets
-    ``{"dropped": k}``); the prior's scale is the root-mean-square centred coordinate of the data."""
+    ``{"dropped": k}``); the prior's scale is the root-mean-square centred coordinate of the data. With ``init``
+    (a flow for ``system``, e.g. from :func:`load_flow`) training continues from it, with its architecture and
+    prior; ``hidden`` and ``layers`` are then unused."""
     from molsamp.flows.matching import train_flow_matching
 
     _check_particle_system(system)
@@ -71,7 +73,7 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
     n, dim = system.analytic.event_shape
     scale = float((x - x.mean(1, keepdim=True)).pow(2).mean().sqrt())
     torch.manual_seed(seed)
-    flow = EquivariantFlow(n, dim, hidden=hidden, layers=layers, prior_scale=scale)
+    flow = EquivariantFlow(n, dim, hidden=hidden, layers=layers, prior_scale=scale) if init is None else init.float()
     train_flow_matching(flow, x, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                         progress=progress, log=log)
     return flow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from molsamp.flows.generator import save_flow, train_flow
+from molsamp.flows.generator import load_flow, save_flow, train_flow
 from molsamp.samples import Samples
 from molsamp.systems import load
 
@@ -50,3 +50,19 @@ def test_a_model_for_another_system_is_a_one_line_error(dw4_model, tmp_path):
 def test_samples_are_written_as_npz(dw4_model, tmp_path):
     result = molsamp("sample", "dw4", "--model", dw4_model, "-o", tmp_path / "dw4.h5")
     assert_one_line_error(result, ".npz")
+
+
+def test_train_flow_writes_a_checkpoint_with_its_card_and_continues_from_it(tmp_path):
+    tiny = ["--chains", 20, "--samples-per-chain", 2, "--burn-in", 100, "--steps", 2, "--batch-size", 16,
+            "--hidden", 8, "--layers", 1, "--eval-samples", 8]
+    first = molsamp("train", "flow", "dw4", *tiny, "-o", tmp_path / "first.pt", env=ONE_THREAD)
+    assert first.returncode == 0, first.stderr
+    assert "ESS" in first.stdout and (tmp_path / "first.log.jsonl").is_file()
+    second = molsamp("train", "flow", "dw4", *tiny, "--init", tmp_path / "first.pt", "-o", tmp_path / "second.pt",
+                     env=ONE_THREAD)
+    assert second.returncode == 0, second.stderr
+    dw4 = load("dw4")
+    before, after = (load_flow(tmp_path / name, dw4).metadata for name in ("first.pt", "second.pt"))
+    assert after["training_seconds"] > before["training_seconds"]
+    assert after["command"].startswith(before["command"] + "; then ") and "--init" in after["command"]
+    assert before["data"]["chains"] == 20 and 0 <= after["ess_percent"] <= 100
