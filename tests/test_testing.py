@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 import torch
 
-from molsamp.testing import assert_samples_match, exact_bin_masses, exact_draws
+from molsamp.testing import assert_equivariant, assert_samples_match, exact_bin_masses, exact_draws
 
 EDGES = np.linspace(-4.0, 4.0, 33)
 
@@ -46,3 +46,24 @@ def test_log_weights_reweight_the_histogram():
     assert_samples_match(draws, shifted, EDGES, max_js=0.003, log_weights=log_weights)
     with pytest.raises(AssertionError, match="Jensen-Shannon"):
         assert_samples_match(draws, shifted, EDGES, max_js=0.003)
+
+
+def centred_field(field):
+    def centred(t, x):
+        v = field(t, x)
+        return v - v.mean(1, keepdim=True)
+    return centred
+
+
+@pytest.mark.parametrize("field, message", [
+    (lambda t, x: x - x.mean(1, keepdim=True) + 1.0, "not centred"),
+    (centred_field(lambda t, x: x * torch.tensor([1.0, 2.0, 3.0], dtype=x.dtype)), "rotation or reflection"),
+    (centred_field(lambda t, x: x * (x**2).sum(-1, keepdim=True)), "translations"),
+    (centred_field(lambda t, x: (x - x.mean(1, keepdim=True)) * torch.arange(5.0, dtype=x.dtype)[:, None]),
+     "permutations"),
+], ids=["off-centre", "anisotropic", "translation-dependent", "labelled particles"])
+def test_the_equivariance_check_names_each_broken_symmetry(field, message):
+    x = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert_equivariant(lambda t, x: torch.sin(t) * (x - x.mean(1, keepdim=True)), x, torch.tensor(0.3))
+    with pytest.raises(AssertionError, match=message):
+        assert_equivariant(field, x, torch.tensor(0.3))
