@@ -9,7 +9,14 @@ import torch
 from molsamp.errors import InputError
 from molsamp.flows import EquivariantFlow
 from molsamp.flows.diagnostics import reweighted_mean
-from molsamp.flows.generator import importance_samples, load_flow, refine_smc, save_flow, train_flow
+from molsamp.flows.generator import (
+    default_model,
+    importance_samples,
+    load_flow,
+    refine_smc,
+    save_flow,
+    train_flow,
+)
 from molsamp.samples import Samples
 from molsamp.systems import load
 from molsamp.targets import EnergyFunction
@@ -101,3 +108,19 @@ def test_a_checkpoint_for_another_system_is_a_clear_error(tmp_path):
     assert load_flow(path, dw4).event_shape == (4, 2)
     with pytest.raises(InputError, match="a flow for 'dw4'.*not for 'lj13'"):
         load_flow(path, load("lj13"))
+
+
+def test_the_shipped_dw4_flow_loads_with_its_card():
+    dw4 = load("dw4")
+    flow = load_flow(default_model(dw4), dw4)
+    card = flow.metadata
+    assert flow.event_shape == (4, 2) and next(flow.parameters()).dtype == torch.float64
+    assert card["data"]["samples"] > 0 and card["data"]["js_halves"] < 0.01
+    assert card["training_seconds"] > 0 and card["command"].startswith("molsamp train flow dw4")
+    assert 0 < card["ess_percent"] <= 100
+
+
+def test_without_a_shipped_flow_the_error_says_how_to_train_one():
+    lj13 = load("lj13")
+    with pytest.raises(InputError, match="molsamp train flow lj13"):
+        load_flow(default_model(lj13), lj13)
