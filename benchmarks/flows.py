@@ -13,6 +13,7 @@ here; compare with the papers directly.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,9 +38,7 @@ def benchmark(name: str, model: Path, n: int, n_smc: int, n_nll: int, seed: int)
               "samples": n, "ess_percent": draws.info["ess_percent"], "dropped": draws.info["dropped"],
               "log_Z": draws.info["log_Z"], "sampling_seconds": draws.info["seconds"],
               "energy_w1": energy_w1(draws, reference.u), "energy_w1_unweighted": energy_w1(draws, reference.u, False)}
-    subset = Samples(draws.x[:n_smc], draws.u[:n_smc], draws.log_weights[:n_smc] -
-                     torch.logsumexp(draws.log_weights[:n_smc], 0), log_q=draws.log_q[:n_smc],
-                     info={"draws": n_smc})
+    subset = dataclasses.replace(draws.select(torch.arange(n_smc)), info={"draws": n_smc})
     refined = refine_smc(flow, target, subset, generator=generator, progress=False)
     plain_ess = subset.ess()
     record["smc"] = {"samples": n_smc, "ess_percent": refined.info["ess_percent"],
