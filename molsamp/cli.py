@@ -431,8 +431,11 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=_POSITIVE_INT, default=500, show_default=True,
               help="Samples per ODE solve (memory).")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Arithmetic of the flow's ODE solves (float32's rounding is far below the solver's error).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG of energy and interatomic-distance histograms (with --reference samples if given).")
+              help="PNG of energy and interatomic-distance histograms (with --reference samples if given); for a "
+                   "peptide also <plot>-ramachandran.png.")
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Reference samples (.npz with x and energy_kT, e.g. data/flows/<system>.npz) for --plot "
                    "and the energy W1.")
@@ -441,12 +444,14 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Samples (.npz): x, log_q, energy_kT, log_w and log_Z.")
 def sample(system: str, n: int, model: Path | None, refine: str | None, smc_betas: int, smc_moves: int, seed: int,
-           batch_size: int, plot: Path | None, reference: Path | None, overwrite: bool, quiet: bool,
-           output: Path) -> None:
-    """Draw independent samples of the particle SYSTEM (dw4, lj13, lj55) from its equivariant Boltzmann generator,
+           batch_size: int, precision: str, plot: Path | None, reference: Path | None, overwrite: bool,
+           quiet: bool, output: Path) -> None:
+    """Draw independent samples of SYSTEM (dw4, lj13, lj55, ala2-vacuum) from its equivariant Boltzmann generator,
     with exact log-densities and importance weights; prints the reweighting ESS."""
+    import torch
+
     from molsamp.files import check_output
-    from molsamp.flows.diagnostics import energy_w1, plot_flow_samples
+    from molsamp.flows.diagnostics import energy_w1, plot_flow_samples, plot_flow_ramachandran
     from molsamp.flows.generator import sample as draw
     from molsamp.samples import Samples
     from molsamp.systems import load
@@ -457,13 +462,20 @@ def sample(system: str, n: int, model: Path | None, refine: str | None, smc_beta
     if plot is not None:
         check_output(plot, overwrite)
     references = Samples.from_npz(reference) if reference is not None else None
-    samples = draw(load(system), n, model=model, refine=refine, seed=seed, batch_size=batch_size,
-                   progress=False if quiet else None, smc_betas=smc_betas, smc_moves=smc_moves)
+    target_system = load(system)
+    samples = draw(target_system, n, model=model, refine=refine, seed=seed, batch_size=batch_size,
+                   progress=False if quiet else None, smc_betas=smc_betas, smc_moves=smc_moves,
+                   dtype=getattr(torch, precision))
     if references is not None:
         samples.info["energy_w1"] = energy_w1(samples, references.u)
     samples.to_npz(output)
     if plot is not None:
-        plot_flow_samples(samples, plot, references, title=f"{system}: ESS {samples.info['ess_percent']:.1f}%")
+        title = f"{system}: ESS {samples.info['ess_percent']:.1f}%"
+        plot_flow_samples(samples, plot, references, title=title)
+        if target_system.analytic is None:
+            ramachandran = plot.with_name(f"{plot.stem}-ramachandran.png")
+            plot_flow_ramachandran(samples, target_system.topology, ramachandran, references, title=title)
+            plot = f"{plot} and {ramachandran}"
     click.echo(f"ESS {samples.info['ess_percent']:.1f}% ({samples.info['ess']:.0f} of {len(samples)} samples, "
                f"{samples.info['dropped']} dropped); wrote {output}" + (f" and {plot}" if plot else ""))
     click.echo(json.dumps({k: v for k, v in samples.info.items() if isinstance(v, (int, float, str))}))
@@ -589,6 +601,9 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 
 @train.command("flow")
 @click.argument("system")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training data of a molecule: an MD trajectory (.h5) of the system, e.g. from "
+                   "data/flows/make_md.py. Particle systems make their own by MCMC.")
 @click.option("--chains", type=_POSITIVE_INT, default=1000, show_default=True,
               help="Parallel MCMC chains making the training data.")
 @click.option("--samples-per-chain", type=_POSITIVE_INT, default=10, show_default=True)
@@ -607,17 +622,27 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
-def train_flow(system: str, chains: int, samples_per_chain: int, burn_in: int, steps: int, batch_size: int,
-               hidden: int, layers: int, learning_rate: float, eval_samples: int, seed: int, init: Path | None,
-               overwrite: bool, output: Path) -> None:
-    """Train an equivariant Boltzmann generator for a particle system (dw4, lj13, lj55): reference data from the
-    project's own MCMC, then equivariant flow matching."""
+def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
+               batch_size: int, hidden: int, layers: int, learning_rate: float, eval_samples: int, seed: int,
+               init: Path | None, overwrite: bool, output: Path) -> None:
+    """Train an equivariant Boltzmann generator for a particle system (dw4, lj13, lj55; reference data from the
+    project's own MCMC) or a small molecule (ala2-vacuum; --data from the project's MD), by equivariant flow
+    matching."""
     import time
 
     import torch
 
     from molsamp.files import check_output
-    from molsamp.flows.generator import importance_samples, load_flow, reference_samples, save_flow, train_flow as fit
+    from molsamp.flows.generator import (
+        flow_target,
+        handedness,
+        importance_samples,
+        load_flow,
+        reference_samples,
+        save_flow,
+        trajectory_samples,
+    )
+    from molsamp.flows.generator import train_flow as fit
     from molsamp.systems import load
 
     check_output(output, overwrite)
@@ -630,20 +655,24 @@ def train_flow(system: str, chains: int, samples_per_chain: int, burn_in: int, s
             log.write(json.dumps(entry) + "\n")
 
         start = time.perf_counter()
-        data = reference_samples(target_system, chains, samples_per_chain, burn_in=burn_in, seed=seed)
-        data_card = {key: data.info[key] for key in ("sampler", "chains", "burn_in", "thin", "step", "acceptance",
-                                                       "js_halves", "seed")}
-        record({"reference_data": len(data), **data_card, "seconds": time.perf_counter() - start})
+        if data is None:
+            samples = reference_samples(target_system, chains, samples_per_chain, burn_in=burn_in, seed=seed)
+            data_card = {key: samples.info[key] for key in ("sampler", "chains", "burn_in", "thin", "step",
+                                                              "acceptance", "js_halves", "seed")}
+        else:
+            samples = trajectory_samples(target_system, data)
+            data_card = samples.info
+        record({"reference_data": len(samples), **data_card, "seconds": time.perf_counter() - start})
         start = time.perf_counter()
-        flow = fit(target_system, data, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers,
+        flow = fit(target_system, samples, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers,
                    learning_rate=learning_rate, seed=seed, log=record, init=start_flow)
         command = "molsamp train flow " + " ".join(sys.argv[3:])
-        card = {"data": {"samples": len(data), **data_card},
+        card = {"data": {"samples": len(samples), **data_card},
                 "training_seconds": earlier.get("training_seconds", 0.0) + time.perf_counter() - start,
                 "command": f"{earlier['command']}; then {command}" if "command" in earlier else command}
         if eval_samples:
-            measured = importance_samples(flow.double(), target_system.target(), eval_samples,
-                                          torch.Generator().manual_seed(seed + 1))
+            measured = importance_samples(flow, flow_target(target_system), eval_samples,
+                                          torch.Generator().manual_seed(seed + 1), fold=handedness(target_system))
             card["ess_percent"] = measured.info["ess_percent"]
             card["ess_samples"] = eval_samples
             record({"ess_percent": card["ess_percent"], "samples": eval_samples})

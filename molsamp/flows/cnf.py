@@ -40,14 +40,19 @@ class EquivariantFlow(nn.Module):
         prior_scale: standard deviation of the centred Gaussian prior (the system's length unit).
         rtol, atol: tolerances of the adaptive Dormand-Prince solver.
         hutchinson: estimate the divergence stochastically (one Rademacher probe per solve) instead of exactly.
+        atom_types, length_unit: for molecules, see :class:`~molsamp.flows.egnn.EGNNField`.
     """
 
     def __init__(self, n_particles: int, dim: int, hidden: int = 32, layers: int = 3, prior_scale: float = 1.0,
-                 rtol: float = 1e-5, atol: float = 1e-5, hutchinson: bool = False) -> None:
+                 rtol: float = 1e-5, atol: float = 1e-5, hutchinson: bool = False,
+                 atom_types: list[int] | None = None, length_unit: float = 1.0) -> None:
         super().__init__()
+        if atom_types is not None and len(atom_types) != n_particles:
+            raise ValueError(f"{len(atom_types)} atom types for {n_particles} particles")
         self.config = {"n_particles": n_particles, "dim": dim, "hidden": hidden, "layers": layers,
-                       "prior_scale": prior_scale, "rtol": rtol, "atol": atol, "hutchinson": hutchinson}
-        self.field = EGNNField(hidden, layers)
+                       "prior_scale": prior_scale, "rtol": rtol, "atol": atol, "hutchinson": hutchinson,
+                       "atom_types": atom_types, "length_unit": length_unit}
+        self.field = EGNNField(hidden, layers, atom_types, length_unit)
         self.event_shape = torch.Size((n_particles, dim))
         self.n_evaluations = 0  # vector-field evaluations by the solver so far
 

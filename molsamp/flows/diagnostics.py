@@ -1,18 +1,25 @@
 """How well a Boltzmann generator matches its target: reweighted expectations, the held-out negative
 log-likelihood, the Wasserstein-1 distance between energy distributions, and energy and interatomic-distance
-histograms against reference samples."""
+histograms against reference samples, and the Ramachandran surface of a peptide."""
 
 from __future__ import annotations
 
-__all__ = ["reweighted_mean", "held_out_nll", "energy_w1", "interatomic_distances", "plot_flow_samples"]
+__all__ = ["reweighted_mean", "held_out_nll", "energy_w1", "interatomic_distances", "plot_flow_samples",
+           "backbone_angles", "plot_flow_ramachandran"]
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from molsamp.samples import Samples
+
+if TYPE_CHECKING:
+    import mdtraj
+
+    from molsamp.flows.molecule import Handedness
 
 
 def reweighted_mean(values: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
@@ -22,11 +29,13 @@ def reweighted_mean(values: torch.Tensor, log_weights: torch.Tensor) -> torch.Te
     return torch.tensordot(weights.to(values.dtype), values, dims=([0], [0]))
 
 
-def held_out_nll(flow, x: torch.Tensor, batch_size: int = 500) -> float:
+def held_out_nll(flow, x: torch.Tensor, batch_size: int = 500, fold: Handedness | None = None) -> float:
     """Mean negative log-likelihood -log q(x) (nats, per configuration, density in the flow's length unit^-dof) of
-    held-out samples ``x: [B, N, D]`` under ``flow``."""
+    held-out samples ``x: [B, N, D]`` under ``flow`` (folded onto a molecule's stereoisomer by ``fold``)."""
     with torch.no_grad():
         log_q = torch.cat([flow.log_prob(batch.to(next(flow.parameters()))) for batch in x.split(batch_size)])
+    if fold is not None:
+        log_q = fold.fold(x.to(log_q), log_q)[1]
     return float(-log_q.double().mean())
 
 
@@ -84,3 +93,25 @@ def plot_flow_samples(samples: Samples, path: str | os.PathLike, reference: Samp
         return _save_png(figure, path)
     finally:
         plt.close(figure)
+
+
+def plot_flow_ramachandran(samples: Samples, topology: mdtraj.Topology, path: str | os.PathLike,
+                           reference: Samples | None = None, title: str | None = None) -> Path:
+    """The reweighted Ramachandran free-energy surface of a peptide's flow ``samples`` (beside that of
+    ``reference`` samples when given), written as a PNG."""
+    from molsamp.analysis.plots import plot_ramachandran
+
+    phi, psi = backbone_angles(samples.x, topology)
+    other = None if reference is None else backbone_angles(reference.x, topology)
+    return plot_ramachandran(phi, psi, path, log_weights=samples.log_weights, reference=other, title=title)
+
+
+def backbone_angles(x: torch.Tensor, topology: mdtraj.Topology) -> tuple[torch.Tensor, torch.Tensor]:
+    """phi and psi ``[B]`` (rad) of the first residue with both, for positions ``x: [B, N, 3]`` (nm)."""
+    from molsamp.analysis import backbone_dihedral_indices, compute_dihedrals
+
+    indices = backbone_dihedral_indices(topology)
+    if len(indices["phi"]) == 0 or len(indices["psi"]) == 0:
+        raise ValueError("no backbone phi/psi in this topology: not a peptide")
+    angles = compute_dihedrals(x.double(), np.stack([indices["phi"][0], indices["psi"][0]]))
+    return angles[:, 0], angles[:, 1]

@@ -1,11 +1,16 @@
-"""A Boltzmann generator for a particle system: reference data from the project's MCMC, an equivariant flow trained
-on it by flow matching, saved with its card, and independent samples with exact log-densities and importance
-weights log w = -u(x) - log q(x)."""
+"""A Boltzmann generator for a particle system or a small molecule: reference data from the project's MCMC (or MD),
+an equivariant flow trained on it by flow matching, saved with its card, and independent samples with exact
+log-densities and importance weights log w = -u(x) - log q(x).
+
+Particle systems (dw4, lj13, lj55) are sampled under their energy. A molecule (an OpenMM system such as
+``ala2-vacuum``) is sampled under its force field with every bond term, restricted to its own stereoisomer
+(:class:`~molsamp.flows.molecule.StereoisomerTarget`); the flow's draws are folded onto that stereoisomer
+(:class:`~molsamp.flows.molecule.Handedness`), which keeps their log-densities exact."""
 
 from __future__ import annotations
 
-__all__ = ["reference_samples", "train_flow", "save_flow", "load_flow", "default_model", "importance_samples",
-           "refine_smc", "sample"]
+__all__ = ["flow_target", "handedness", "reference_samples", "trajectory_samples", "train_flow", "save_flow",
+           "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
 
 import math
 import os
@@ -19,6 +24,7 @@ import torch
 
 from molsamp.errors import InputError
 from molsamp.flows.cnf import EquivariantFlow, centred
+from molsamp.flows.molecule import Handedness, StereoisomerTarget, atom_classes
 from molsamp.flows.references import mcmc_samples
 from molsamp.samples import Samples
 
@@ -28,20 +34,52 @@ if TYPE_CHECKING:
 KIND = "equivariant-flow"
 
 
-def _check_particle_system(system: System) -> None:
-    if system.analytic is None:
-        raise InputError(f"system {system.name!r}: equivariant flows sample systems of identical particles "
-                         "(dw4, lj13, lj55); this one has a force field")
+MOLECULE_LENGTH_UNIT = 0.1
+"""nm: a molecule's flow feeds its network positions in Angstrom (:class:`~molsamp.flows.egnn.EGNNField`)."""
+
+
+def _event_shape(system: System) -> tuple[int, int]:
+    return tuple(system.analytic.event_shape) if system.analytic is not None else (system.n_atoms, 3)
+
+
+def handedness(system: System) -> Handedness | None:
+    """The stereocentres of a molecule's reference structure (None for a particle system)."""
+    return None if system.analytic is not None else Handedness(system.topology, system.positions)
+
+
+def flow_target(system: System):
+    """The Boltzmann target of ``system``'s flow: a particle system's energy, or a molecule's force field (every bond
+    term, kT units) restricted to its own stereoisomer."""
+    if system.analytic is not None:
+        return system.analytic
+    return StereoisomerTarget(system.target(), handedness(system))
 
 
 def reference_samples(system: System, n_chains: int = 1000, n_samples: int = 10, burn_in: int = 5000,
                       thin: int = 50, seed: int = 0) -> Samples:
     """Equilibrium samples of a particle system by parallel random-walk MH (:func:`~molsamp.flows.references.
     mcmc_samples`) started from the system's lattice positions, the step tuned during burn-in; deterministic for
-    a seed. ``info["js_halves"]`` is the convergence check."""
-    _check_particle_system(system)
+    a seed. ``info["js_halves"]`` is the convergence check. Molecules take MD instead (:func:`trajectory_samples`)."""
+    if system.analytic is None:
+        raise InputError(f"{system.name!r} is a molecule: its training data are MD frames (for ala2-vacuum: python "
+                         "data/flows/make_md.py), passed with --data")
     return mcmc_samples(system.target(), torch.as_tensor(system.positions), n_chains=n_chains, n_samples=n_samples,
                         burn_in=burn_in, thin=thin, seed=seed)
+
+
+def trajectory_samples(system: System, path: str | os.PathLike) -> Samples:
+    """The frames of an MD trajectory of the molecule ``system`` (``.h5``, or ``.dcd`` with the system's topology),
+    centred, with their reduced energies under :func:`flow_target` (so frames of the other stereoisomer get +inf)."""
+    from molsamp.trajectories import load_trajectory
+
+    if system.analytic is not None:
+        raise InputError(f"{system.name!r} is a particle system: its data come from reference_samples")
+    traj, _ = load_trajectory(path, system)
+    if traj.n_atoms != system.n_atoms:
+        raise InputError(f"{path}: {traj.n_atoms} atoms, {system.name!r} has {system.n_atoms}")
+    x = centred(torch.as_tensor(traj.xyz, dtype=torch.float64))
+    u = flow_target(system).energy(x)
+    return Samples.unweighted(x, u, info={"sampler": "MD", "trajectory": str(path), "frames": len(x)})
 
 
 def finite_rows(x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
@@ -63,17 +101,19 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
     prior; ``hidden`` and ``layers`` are then unused."""
     from molsamp.flows.matching import train_flow_matching
 
-    _check_particle_system(system)
     keep = finite_rows(data.x, data.u)
     x = data.x[keep].float()
     if log is not None:
         log({"data": len(data), "dropped": int((~keep).sum())})
     if len(x) < batch_size:
         raise InputError(f"{len(x)} finite training samples, fewer than one batch of {batch_size}")
-    n, dim = system.analytic.event_shape
+    n, dim = _event_shape(system)
     scale = float((x - x.mean(1, keepdim=True)).pow(2).mean().sqrt())
+    molecule = {} if system.analytic is not None else {"atom_types": atom_classes(system.topology),
+                                                       "length_unit": MOLECULE_LENGTH_UNIT}
     torch.manual_seed(seed)
-    flow = EquivariantFlow(n, dim, hidden=hidden, layers=layers, prior_scale=scale) if init is None else init.float()
+    flow = (EquivariantFlow(n, dim, hidden=hidden, layers=layers, prior_scale=scale, **molecule) if init is None
+            else init.float())
     train_flow_matching(flow, x, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                         progress=progress, log=log)
     return flow
@@ -104,16 +144,17 @@ def load_flow(path: str | os.PathLike, system: System, dtype: torch.dtype = torc
                          f"-o {system.name}-flow.pt' and pass --model")
     flow = load_checkpoint(path, KIND, EquivariantFlow, device)
     trained_for = flow.metadata.get("system")
-    if trained_for != system.name or tuple(flow.event_shape) != tuple(system.analytic.event_shape):
+    if trained_for != system.name or tuple(flow.event_shape) != _event_shape(system):
         raise InputError(f"{path}: a flow for {trained_for!r} ({tuple(flow.event_shape)}), not for "
-                         f"{system.name!r} ({tuple(system.analytic.event_shape)})")
+                         f"{system.name!r} ({_event_shape(system)})")
     return flow.to(dtype)
 
 
 def importance_samples(flow: EquivariantFlow, target, n: int, generator: torch.Generator,
-                       batch_size: int = 500, progress: bool | None = None) -> Samples:
+                       batch_size: int = 500, progress: bool | None = None,
+                       fold: Handedness | None = None) -> Samples:
     """``n`` flow draws with their exact log-densities ``log_q``, reduced energies and normalised log-weights
-    -u - log q. Draws with a non-finite position, log-density or energy (NaN, overflow) are dropped and counted in
+    -u - log q; for a molecule, folded onto its stereoisomer by ``fold`` (:func:`handedness`). Draws with a non-finite position, log-density or energy (NaN, overflow) are dropped and counted in
     ``info["dropped"]``; u = +inf stays, with weight 0. ``info`` has the Kish ESS (count and % of the draws
     kept), ``log_Z`` (log mean weight over all ``n`` draws, dropped ones counting as 0: the estimate of
     log of the target's normalising constant), and the flow's field evaluations."""
@@ -128,6 +169,9 @@ def importance_samples(flow: EquivariantFlow, target, n: int, generator: torch.G
         for first in range(0, n, batch_size):
             with torch.no_grad():
                 x, log_q = flow.sample_and_log_prob(min(batch_size, n - first), generator)
+                if fold is not None:
+                    x, log_q = fold.fold(x, log_q)
+                x = x.double()
                 u = target.energy(x).double()
             xs.append(x), log_qs.append(log_q.double()), us.append(u)
             bar.update(len(x))
@@ -154,7 +198,7 @@ class FixedStepDensity:
         self.flow, self.steps, self.event_shape = flow, steps, flow.event_shape
 
     def log_prob(self, x: torch.Tensor, context: None = None) -> torch.Tensor:
-        return self.flow.log_prob(x, steps=self.steps).double()
+        return self.flow.log_prob(x.to(next(self.flow.parameters())), steps=self.steps).double()
 
 
 class CentredRandomWalk:
@@ -238,19 +282,25 @@ def refine_smc(flow: EquivariantFlow, target, draws: Samples, n_betas: int = 5, 
 
 def sample(system: System, n: int, model: str | os.PathLike | None = None, refine: str | None = None,
            seed: int = 0, batch_size: int = 500, progress: bool | None = None, smc_betas: int = 5,
-           smc_moves: int = 2) -> Samples:
+           smc_moves: int = 2, dtype: torch.dtype = torch.float32) -> Samples:
     """``n`` independent samples of ``system`` from its trained flow (default: the shipped one), weighted to the
-    Boltzmann distribution exactly (see :func:`importance_samples`); with ``refine="smc"`` then carried to the
-    target by annealed SMC (:func:`refine_smc` with ``smc_betas`` betas and ``smc_moves`` moves per beta).
-    Positions centred, in the system's units."""
-    _check_particle_system(system)
+    Boltzmann distribution exactly (see :func:`importance_samples`); with ``refine="smc"`` (particle systems) then
+    carried to the target by annealed SMC (:func:`refine_smc` with ``smc_betas`` betas and ``smc_moves`` moves per
+    beta). Positions centred, in the system's units.
+
+    The flow is integrated in ``dtype``: float32 by default, 2 to 3 times faster than float64 on a CPU, its rounding
+    error in log q being far below the solver's (docs/flows.md)."""
     if refine not in (None, "smc"):
         raise InputError(f"unknown refinement {refine!r}; the one there is: 'smc'")
-    flow = load_flow(model or default_model(system), system)
+    if refine == "smc" and system.analytic is None:
+        raise InputError(f"SMC refinement is for particle systems; for the molecule {system.name!r} each move would "
+                         "need a solve of the flow with the exact divergence of every coordinate")
+    flow = load_flow(model or default_model(system), system, dtype=dtype)
+    target = flow_target(system)
     generator = torch.Generator().manual_seed(seed)
-    samples = importance_samples(flow, system.target(), n, generator, batch_size, progress)
+    samples = importance_samples(flow, target, n, generator, batch_size, progress, fold=handedness(system))
     if refine == "smc":
-        samples = refine_smc(flow, system.target(), samples, n_betas=smc_betas, n_steps=smc_moves,
+        samples = refine_smc(flow, target, samples, n_betas=smc_betas, n_steps=smc_moves,
                              batch_size=batch_size, generator=generator, progress=progress)
     samples.info.update(seed=seed, model=str(model or default_model(system)))
     return samples

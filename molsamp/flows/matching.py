@@ -27,53 +27,75 @@ def _kabsch(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
-def _best_permutation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _best_permutation(x: np.ndarray, y: np.ndarray, different_type: np.ndarray | None) -> np.ndarray:
+    """For each particle of y, the particle of x matched to it (Hungarian method on squared distances), never
+    across types (``different_type: [N, N]`` boolean, or None when all particles are identical)."""
     from scipy.optimize import linear_sum_assignment
 
     cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
-    return linear_sum_assignment(cost.T)[1]  # for each particle of y, the particle of x matched to it
+    if different_type is not None:
+        cost = np.where(different_type, np.inf, cost)
+    return linear_sum_assignment(cost.T)[1]
 
 
-def align(x: torch.Tensor, y: torch.Tensor, rounds: int = 4) -> torch.Tensor:
-    """Each configuration of ``x: [B, N, D]`` relabelled and rotated (or reflected) towards its partner in
-    ``y: [B, N, D]`` (both centred): particles first matched by their distance from the centre (which no rotation
-    changes), then alternating Kabsch rotation and Hungarian relabelling, ``rounds`` times. A local search: it
-    finds an exact rotated and relabelled copy most of the time, not always."""
+def _type_mask(types: list[int] | None) -> np.ndarray | None:
+    return None if types is None else np.not_equal.outer(types, types)
+
+
+def align(x: torch.Tensor, y: torch.Tensor, rounds: int = 4, types: list[int] | None = None) -> torch.Tensor:
+    """Each configuration of ``x: [B, N, D]`` relabelled (within each atom type of ``types``, default: all
+    particles identical) and rotated (or reflected) towards its partner in ``y: [B, N, D]`` (both centred):
+    particles first matched by their distance from the centre (which no rotation changes), then alternating Kabsch
+    rotation and Hungarian relabelling, ``rounds`` times. A local search: it finds an exact rotated and relabelled
+    copy most of the time, not always."""
     out = centred(x).detach().cpu().double().numpy().copy()
     target = centred(y).detach().cpu().double().numpy()
+    mask = _type_mask(types)
     for b in range(len(out)):
         radii = np.linalg.norm(out[b], axis=1)[:, None], np.linalg.norm(target[b], axis=1)[:, None]
-        out[b] = out[b][_best_permutation(*radii)]
+        out[b] = out[b][_best_permutation(*radii, mask)]
         for _ in range(rounds):
             out[b] = out[b] @ _kabsch(out[b], target[b])
-            out[b] = out[b][_best_permutation(out[b], target[b])]
+            out[b] = out[b][_best_permutation(out[b], target[b], mask)]
         out[b] = out[b] @ _kabsch(out[b], target[b])
     return torch.as_tensor(out, dtype=x.dtype, device=x.device)
 
 
-def pair(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+def _shape_summary(x: torch.Tensor, types: list[int] | None) -> np.ndarray:
+    """``[B, N]``: the particles' distances from the centre, sorted within each type (invariant to rotations and
+    to relabelling identical particles)."""
+    radii = np.linalg.norm(centred(x).detach().cpu().double().numpy(), axis=2)
+    if types is None:
+        return np.sort(radii, 1)
+    kinds = np.asarray(types)
+    return np.concatenate([np.sort(radii[:, kinds == kind], 1) for kind in np.unique(kinds)], 1)
+
+
+def pair(x0: torch.Tensor, x1: torch.Tensor, types: list[int] | None = None) -> torch.Tensor:
     """The prior draws ``x0: [B, N, D]`` reordered into a minibatch optimal-transport pairing with the data ``x1``
     and aligned to their partners (:func:`align`). The transport cost is the squared difference of a
-    symmetry-invariant summary of each configuration (its particles' sorted distances from the centre), which
-    avoids aligning all B^2 pairs."""
+    symmetry-invariant summary of each configuration (:func:`_shape_summary`), which avoids aligning all B^2
+    pairs."""
     from scipy.optimize import linear_sum_assignment
 
-    a = centred(x0).detach().cpu().double().numpy()
-    b = centred(x1).detach().cpu().double().numpy()
-    sorted_a = np.sort(np.linalg.norm(a, axis=2), 1)  # a symmetry-invariant proxy of each configuration's shape
-    sorted_b = np.sort(np.linalg.norm(b, axis=2), 1)
-    cost = ((sorted_a[:, None, :] - sorted_b[None, :, :]) ** 2).sum(-1)
+    a, b = _shape_summary(x0, types), _shape_summary(x1, types)
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
     order = linear_sum_assignment(cost.T)[1]
-    return align(x0[torch.as_tensor(order, device=x0.device)], x1)
+    return align(x0[torch.as_tensor(order, device=x0.device)], x1, types=types)
 
 
-def random_symmetry(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``x: [B, N, D]`` with each configuration randomly rotated or reflected (Haar on O(D)) and relabelled."""
+def random_symmetry(x: torch.Tensor, generator: torch.Generator | None = None, types: list[int] | None = None
+                    ) -> torch.Tensor:
+    """``x: [B, N, D]`` with each configuration randomly rotated or reflected (Haar on O(D)) and relabelled
+    (within each atom type of ``types``; default: all particles identical)."""
     b, n, d = x.shape
     gaussian = torch.randn(b, d, d, generator=generator, dtype=torch.float64)
     q, r = torch.linalg.qr(gaussian)
     q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]  # Haar-distributed orthogonal matrices
-    permutation = torch.argsort(torch.rand(b, n, generator=generator), 1)
+    kinds = torch.zeros(n, dtype=torch.long) if types is None else torch.as_tensor(types)
+    shuffled = torch.argsort(torch.rand(b, n, generator=generator) + kinds, 1)  # by type, random within a type
+    permutation = torch.empty_like(shuffled)
+    permutation[:, torch.argsort(kinds, stable=True)] = shuffled
     x = torch.gather(x, 1, permutation[..., None].expand(-1, -1, d).to(x.device))
     return x @ q.to(x.dtype).to(x.device)
 
@@ -96,6 +118,7 @@ def train_flow_matching(flow: EquivariantFlow, data: torch.Tensor, steps: int = 
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(seed)
+    types = flow.config["atom_types"]
     parameter = next(flow.parameters())
     data = centred(data.to(parameter))
     optimiser = torch.optim.Adam(flow.parameters(), lr=learning_rate)
@@ -105,8 +128,8 @@ def train_flow_matching(flow: EquivariantFlow, data: torch.Tensor, steps: int = 
     show = sys.stderr.isatty() if progress is None else progress
     for step in tqdm(range(steps), disable=not show, unit="step", desc="flow matching"):
         index = torch.randint(len(data), (batch_size,), generator=generator)
-        x1 = random_symmetry(data[index.to(data.device)], generator)
-        x0 = pair(flow.sample_prior(batch_size, generator), x1)
+        x1 = random_symmetry(data[index.to(data.device)], generator, types)
+        x0 = pair(flow.sample_prior(batch_size, generator), x1, types)
         loss = flow_matching_loss(flow, x0, x1, generator)
         optimiser.zero_grad()
         loss.backward()

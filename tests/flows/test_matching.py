@@ -25,6 +25,23 @@ def test_alignment_keeps_shapes_and_brings_a_rotated_relabelled_copy_closer():
     assert (after < 1e-12).double().mean() > 0.9  # copies are found exactly (a local search: not guaranteed)
 
 
+def test_with_atom_types_particles_are_only_exchanged_within_a_type():
+    types = [0, 1, 0, 2, 1, 0]
+    x = torch.randn(64, 6, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = x - x.mean(1, keepdim=True)
+    moved = random_symmetry(x, torch.Generator().manual_seed(4), types)
+    radii, moved_radii = x.norm(dim=2), moved.norm(dim=2)  # rotations keep each particle's distance from the centre
+    for kind in set(types):
+        members = [i for i, t in enumerate(types) if t == kind]
+        torch.testing.assert_close(torch.sort(moved_radii[:, members], 1).values,
+                                   torch.sort(radii[:, members], 1).values)
+    assert not torch.allclose(moved_radii, radii)  # some particles did move within their type
+    aligned = align(moved, x, types=types)
+    assert (((aligned - x) ** 2).sum((1, 2)) < 1e-12).double().mean() > 0.9
+    paired = pair(moved, x, types=types)
+    assert ((paired - x) ** 2).sum() < ((moved - x) ** 2).sum()
+
+
 def test_pairing_reorders_and_aligns_without_changing_shapes():
     generator = torch.Generator().manual_seed(2)
     x0 = torch.randn(16, 4, 2, generator=generator, dtype=torch.float64)
