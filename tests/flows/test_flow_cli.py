@@ -66,3 +66,22 @@ def test_train_flow_writes_a_checkpoint_with_its_card_and_continues_from_it(tmp_
     assert after["training_seconds"] > before["training_seconds"]
     assert after["command"].startswith(before["command"] + "; then ") and "--init" in after["command"]
     assert before["data"]["chains"] == 20 and 0 <= after["ess_percent"] <= 100
+
+
+def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
+    from molsamp.md import run_md
+    from molsamp.systems import load_flexible
+
+    no_data = molsamp("train", "flow", "ala2-vacuum", "-o", tmp_path / "ala2.pt", env=ONE_THREAD)
+    assert_one_line_error(no_data, "make_md.py")
+    trajectory = run_md(load_flexible("ala2-vacuum"), tmp_path / "md.h5", duration=20.0, save_every=1.0, seed=0,
+                        platform="CPU", progress=False)
+    tiny = ["--steps", 2, "--batch-size", 8, "--hidden", 8, "--layers", 1, "--eval-samples", 2]
+    trained = molsamp("train", "flow", "ala2-vacuum", "--data", trajectory, *tiny, "-o", tmp_path / "ala2.pt",
+                      env=ONE_THREAD)
+    assert trained.returncode == 0, trained.stderr
+    card = load_flow(tmp_path / "ala2.pt", load("ala2-vacuum")).metadata
+    assert card["data"]["frames"] == 20 and card["data"]["sampler"] == "MD"
+    refined = molsamp("sample", "ala2-vacuum", "--model", tmp_path / "ala2.pt", "--refine", "smc", "-o",
+                      tmp_path / "ala2.npz", env=ONE_THREAD)
+    assert_one_line_error(refined, "particle systems")
