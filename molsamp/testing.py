@@ -16,7 +16,7 @@ __all__ = ["assert_grad_matches_finite_differences", "assert_grad_matches_force"
 import io
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,10 +118,12 @@ def random_orthogonal(dim: int, generator: torch.Generator | None = None) -> tor
 
 
 def assert_equivariant(field: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-                       t: torch.Tensor, atol: float = 1e-5, seed: int = 0) -> None:
-    """A vector field ``field(t, x)`` over identical particles ``x: [B, N, D]`` (float64) is E(D)-equivariant
-    (rotations and reflections), invariant to translations, equivariant to permutations of the particles, and has
-    zero mean over the particles, each to ``atol``: what an equivariant flow on the centred subspace needs."""
+                       t: torch.Tensor, atol: float = 1e-5, seed: int = 0,
+                       types: Sequence[int] | None = None) -> None:
+    """A vector field ``field(t, x)`` over particles ``x: [B, N, D]`` (float64) is E(D)-equivariant (rotations and
+    reflections), invariant to translations, equivariant to permutations of identical particles (all of them, or
+    those of one type in ``types``), and has zero mean over the particles, each to ``atol``: what an equivariant
+    flow on the centred subspace needs."""
     generator = _generator(seed)
     v = field(t, x)
     zeros = torch.zeros_like(v.mean(1))
@@ -131,7 +133,12 @@ def assert_equivariant(field: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
                                msg="not equivariant to a rotation or reflection")
     shift = torch.randn(len(x), 1, x.shape[-1], generator=generator, dtype=x.dtype).to(x.device)
     torch.testing.assert_close(field(t, x + shift), v, atol=atol, rtol=0, msg="not invariant to translations")
-    permutation = torch.randperm(x.shape[1], generator=generator).to(x.device)
+    kinds = torch.zeros(x.shape[1], dtype=torch.long) if types is None else torch.as_tensor(types)
+    permutation = torch.arange(x.shape[1])
+    for kind in kinds.unique():
+        members = torch.nonzero(kinds == kind).flatten()
+        permutation[members] = members[torch.randperm(len(members), generator=generator)]
+    permutation = permutation.to(x.device)
     torch.testing.assert_close(field(t, x[:, permutation]), v[:, permutation], atol=atol, rtol=0,
                                msg="not equivariant to permutations of the particles")
 

@@ -23,6 +23,16 @@ def test_the_field_is_equivariant_and_centred(dim):
     assert_equivariant(field, 2 * torch.randn(5, 6, dim, dtype=torch.float64), torch.rand(5, dtype=torch.float64))
 
 
+def test_with_atom_types_the_field_is_equivariant_to_exchanges_within_a_type_only():
+    torch.manual_seed(2)
+    types = [0, 1, 1, 2, 0, 1]
+    field = EGNNField(hidden=16, layers=2, atom_types=types, length_unit=0.1).double()
+    x, t = 0.2 * torch.randn(5, 6, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
+    assert_equivariant(field, x, t, types=types)
+    with pytest.raises(AssertionError, match="permutations"):
+        assert_equivariant(field, x, t)  # exchanging atoms of different types changes the molecule
+
+
 class CentredLinearField(torch.nn.Module):
     """v(t, x) = (a + b t) (x - mean x): linear, equivariant, with the flow x(1) = exp(a + b/2) z in closed form."""
 
