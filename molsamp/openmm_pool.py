@@ -116,19 +116,30 @@ def _restrained_system_xml(system: openmm.System, torsions: np.ndarray) -> str:
     return openmm.XmlSerializer.serialize(system)
 
 
+def _set_positions(context: openmm.Context, x: np.ndarray) -> None:
+    """Set positions (nm) and place the virtual sites where their definitions put them: an energy is always of the
+    real atoms' positions, whatever the virtual sites' given positions were."""
+    context.setPositions(x)
+    context.computeVirtualSites()
+
+
 def _evaluate(context: openmm.Context, groups: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Energies ``[B]`` (kJ/mol) and forces ``[B, N, 3]`` (kJ/mol/nm) of force ``groups`` (a bitmask); NaN where
-    OpenMM fails."""
+    OpenMM fails. The forces on real atoms include those OpenMM distributes from virtual sites; the forces it still
+    reports on the virtual sites themselves are set to zero, so the forces are the energy's gradient with respect to
+    the real atoms."""
     import openmm
 
     energies = np.empty(len(positions))
     forces = np.empty_like(positions)
+    system = context.getSystem()
+    virtual = np.array([system.isVirtualSite(i) for i in range(system.getNumParticles())])
     for i, x in enumerate(positions):
         try:
-            context.setPositions(x)
+            _set_positions(context, x)
             state = context.getState(getEnergy=True, getForces=True, groups=groups)
             energies[i] = state.getPotentialEnergy()._value
-            forces[i] = state.getForces(asNumpy=True)._value
+            forces[i] = np.where(virtual[:, None], 0.0, state.getForces(asNumpy=True)._value)
         except openmm.OpenMMException:
             energies[i], forces[i] = np.nan, np.nan
     return energies, forces
@@ -141,7 +152,7 @@ def _energies(context: openmm.Context, groups: int, positions: np.ndarray) -> tu
     energies = np.empty(len(positions))
     for i, x in enumerate(positions):
         try:
-            context.setPositions(x)
+            _set_positions(context, x)
             energies[i] = context.getState(getEnergy=True, groups=groups).getPotentialEnergy()._value
         except openmm.OpenMMException:
             energies[i] = np.nan

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["System", "load", "load_flexible", "from_smiles", "available", "repartition_hydrogen_mass", "SYSTEMS_DIR",
-           "SOLVENTS"]
+           "SOLVENTS", "nonbonded_options"]
 
 import dataclasses
 import os
@@ -67,6 +67,15 @@ class System:
     def n_atoms(self) -> int:
         return len(self.masses)
 
+    @property
+    def box(self) -> np.ndarray | None:
+        """Periodic box vectors ``[3, 3]`` (nm, one per row) of a periodic system (constant volume), else None."""
+        if self.openmm_system is None or not self.openmm_system.usesPeriodicBoundaryConditions():
+            return None
+        import openmm.unit as unit
+
+        return np.array([v.value_in_unit(unit.nanometer) for v in self.openmm_system.getDefaultPeriodicBoxVectors()])
+
     def target(self, **kwargs: Any) -> Target:
         """The energy target; keyword arguments go to :class:`~molsamp.targets.OpenMMTarget` (n_workers, platform)."""
         if self.analytic is not None:
@@ -86,6 +95,8 @@ class _SystemFile:
     constraints: str | None = None
     analytic: str | None = None
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    nonbonded: dict[str, Any] = dataclasses.field(default_factory=dict)
+    box: list[float] | None = None
     smiles: str | None = None
     solvent: str | None = None
     temperature: float = 300.0
@@ -94,7 +105,7 @@ class _SystemFile:
 
 
 _FIELD_TYPES = {"description": str, "structure": str, "forcefield": (list, str), "constraints": str, "analytic": str,
-                "parameters": dict, "smiles": str, "solvent": str, "temperature": (int, float),
+                "parameters": dict, "nonbonded": dict, "box": list, "smiles": str, "solvent": str, "temperature": (int, float),
                 "timestep": (int, float), "friction": (int, float)}
 
 
@@ -150,6 +161,11 @@ def _parse(path: Path) -> _SystemFile:
         raise SystemFileError(f"{path}: give exactly one of 'structure' (with 'forcefield'), 'analytic' or 'smiles'")
     if spec.structure is not None and not spec.forcefield:
         raise SystemFileError(f"{path}: key 'forcefield' is required with 'structure'")
+    if spec.structure is None and (spec.nonbonded or spec.box):
+        raise SystemFileError(f"{path}: keys 'nonbonded' and 'box' apply only with 'structure'")
+    if spec.box is not None and not (len(spec.box) == 3 and all(isinstance(edge, (int, float)) and edge > 0
+                                                                for edge in spec.box)):
+        raise SystemFileError(f"{path}: key 'box' must be three positive edge lengths (nm), got {spec.box!r}")
     if spec.structure is not None and not isinstance(spec.forcefield, list):
         raise SystemFileError(f"{path}: key 'forcefield' must be a list of OpenMM force field files with 'structure'")
     if spec.smiles is None and spec.solvent is not None:
@@ -170,6 +186,7 @@ def _parse(path: Path) -> _SystemFile:
 
 def _openmm_system(path: Path, spec: _SystemFile) -> System:
     import mdtraj
+    import openmm
     import openmm.app as app
 
     from molsamp.peptides import openmm_constraints
@@ -183,8 +200,16 @@ def _openmm_system(path: Path, spec: _SystemFile) -> System:
     except InputError as error:
         raise SystemFileError(f"{path}: key {error}") from None
     try:
+        nonbonded = nonbonded_options(spec.nonbonded)
+    except InputError as error:
+        raise SystemFileError(f"{path}: key 'nonbonded': {error}") from None
+    if spec.box is not None:
+        pdb.topology.setPeriodicBoxVectors(np.diag(spec.box) * openmm.unit.nanometer)
+    if nonbonded["nonbondedMethod"] != app.NoCutoff and pdb.topology.getPeriodicBoxVectors() is None:
+        raise SystemFileError(f"{path}: a periodic nonbonded method needs a box (CRYST1 record) in {spec.structure}")
+    try:
         forcefield = app.ForceField(*spec.forcefield)
-        openmm_system = forcefield.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, **constraints)
+        openmm_system = forcefield.createSystem(pdb.topology, **nonbonded, **constraints)
     except (ValueError, OSError) as error:
         raise SystemFileError(f"{path}: key 'forcefield': {error}") from None
     masses = np.array([openmm_system.getParticleMass(i)._value for i in range(openmm_system.getNumParticles())])
@@ -194,6 +219,42 @@ def _openmm_system(path: Path, spec: _SystemFile) -> System:
         masses=masses, openmm_system=openmm_system, timestep=float(spec.timestep), friction=float(spec.friction),
         description=spec.description,
     )
+
+
+NONBONDED_METHODS = ("NoCutoff", "CutoffPeriodic", "Ewald", "PME")
+"""Nonbonded methods a system file may name (OpenMM's ``app`` constants of the same names)."""
+
+
+def nonbonded_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """``createSystem`` keyword arguments of a system file's ``nonbonded`` mapping: ``method`` (one of
+    :data:`NONBONDED_METHODS`, default NoCutoff), ``cutoff`` and ``switch`` (nm; switching from ``switch`` to the
+    cutoff, default none), ``dispersion_correction`` (default true) and ``ewald_error_tolerance`` (default 5e-4)."""
+    import openmm.app as app
+
+    known = {"method", "cutoff", "switch", "dispersion_correction", "ewald_error_tolerance"}
+    if unknown := set(spec) - known:
+        raise InputError(f"unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+    method = spec.get("method", "NoCutoff")
+    if method not in NONBONDED_METHODS:
+        raise InputError(f"method must be one of {list(NONBONDED_METHODS)}, got {method!r}")
+    options: dict[str, Any] = {"nonbondedMethod": getattr(app, method)}
+    if method == "NoCutoff":
+        if len(spec) > 1:
+            raise InputError("NoCutoff takes no other options")
+        return options
+    cutoff, switch = spec.get("cutoff"), spec.get("switch")
+    if not isinstance(cutoff, (int, float)) or isinstance(cutoff, bool) or not cutoff > 0:
+        raise InputError(f"{method} needs a positive 'cutoff' (nm), got {cutoff!r}")
+    if switch is not None and not (isinstance(switch, (int, float)) and 0 < switch < cutoff):
+        raise InputError(f"'switch' must be a distance (nm) below the cutoff {cutoff}, got {switch!r}")
+    tolerance = spec.get("ewald_error_tolerance", 5e-4)
+    if not (isinstance(tolerance, float) and 0 < tolerance < 1):
+        raise InputError(f"'ewald_error_tolerance' must be a number in (0, 1), got {tolerance!r}")
+    correction = spec.get("dispersion_correction", True)
+    if not isinstance(correction, bool):
+        raise InputError(f"'dispersion_correction' must be true or false, got {correction!r}")
+    return {**options, "nonbondedCutoff": float(cutoff), "switchDistance": None if switch is None else float(switch),
+            "ewaldErrorTolerance": tolerance, "useDispersionCorrection": correction}
 
 
 def _analytic_system(path: Path, spec: _SystemFile) -> System:

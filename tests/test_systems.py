@@ -13,7 +13,7 @@ def forces_by_name(system):
 
 
 def test_available_lists_the_builtins():
-    assert {"ala2", "ala2-vacuum", "dw4", "lj13", "lj55"} <= set(available())
+    assert {"ala2", "ala2-vacuum", "dw4", "lj13", "lj55", "ice-xi-16", "ice-xi-128"} <= set(available())
 
 
 def test_ala2_is_ff14sb_in_obc2_with_hbond_constraints():
@@ -32,6 +32,38 @@ def test_ala2_is_ff14sb_in_obc2_with_hbond_constraints():
 def test_ala2_vacuum_has_no_solvent_model():
     forces = forces_by_name(load("ala2-vacuum"))
     assert "GBSAOBCForce" not in forces and "CustomGBForce" not in forces
+
+
+@pytest.mark.parametrize("name, molecules, edges", [("ice-xi-16", 16, [0.89846, 0.77808, 0.73358]),
+                                                     ("ice-xi-128", 128, [1.79692, 1.55616, 1.46716])])
+def test_ice_is_rigid_tip4pew_with_pme_at_constant_volume(name, molecules, edges):
+    ice = load(name)
+    assert ice.n_atoms == 4 * molecules and ice.temperature == 100.0
+    np.testing.assert_array_equal(ice.box, np.diag(edges))
+    assert ice.openmm_system.getNumConstraints() == 3 * molecules  # O-H, O-H, H-H: rigid, for MD
+    assert all(ice.openmm_system.isVirtualSite(i) for i in range(3, ice.n_atoms, 4))
+    nonbonded = next(f for f in ice.openmm_system.getForces() if isinstance(f, openmm.NonbondedForce))
+    assert nonbonded.getNonbondedMethod() == openmm.NonbondedForce.PME
+    cutoff = nonbonded.getCutoffDistance().value_in_unit(openmm.unit.nanometer)
+    assert cutoff == pytest.approx(min(edges) / 2, abs=2e-5)
+    assert nonbonded.getUseSwitchingFunction()
+    assert nonbonded.getSwitchingDistance().value_in_unit(openmm.unit.nanometer) == pytest.approx(0.9 * cutoff)
+    assert nonbonded.getUseDispersionCorrection() and nonbonded.getEwaldErrorTolerance() == 1e-4
+
+
+@pytest.mark.parametrize("nonbonded, match", [
+    ("{method: PME}", "needs a positive 'cutoff'"),
+    ("{method: Reaction}", "method must be one of"),
+    ("{method: PME, cutoff: 0.3, switch: 0.4}", "below the cutoff"),
+    ("{method: PME, cutoff: 0.3, shift: 0.2}", "unknown keys"),
+    ("{method: NoCutoff, cutoff: 0.3}", "NoCutoff takes no other options"),
+])
+def test_malformed_nonbonded_options_are_named(tmp_path, nonbonded, match):
+    (tmp_path / "ice.pdb").write_text((SYSTEMS_DIR / "ice-xi-16.pdb").read_text())
+    path = tmp_path / "ice.yaml"
+    path.write_text(f"structure: ice.pdb\nforcefield: [tip4pew.xml]\nnonbonded: {nonbonded}\n")
+    with pytest.raises(SystemFileError, match=f"key 'nonbonded': .*{match}"):
+        load(path)
 
 
 @pytest.mark.parametrize("name, n, dim", [("dw4", 4, 2), ("lj13", 13, 3), ("lj55", 55, 3)])
@@ -75,6 +107,8 @@ def test_missing_yaml_file_is_named(tmp_path):
     ("analytic: lennard-jones\nsolvent: obc2\n", "key 'solvent' applies only with 'smiles'"),
     ("structure: ala2.pdb\nforcefield: amber14-all.xml\n", "key 'forcefield' must be a list"),
     ("smiles: C[Si](C)(C)C\n", r"key 'smiles': molecule 'C\[Si\]\(C\)\(C\)C': element 'Si'"),
+    ("smiles: CCO\nnonbonded: {method: PME, cutoff: 1.0}\n", "apply only with 'structure'"),
+    ("structure: ala2.pdb\nforcefield: [amber14-all.xml]\nbox: [1.0, 1.0]\n", "key 'box' must be three"),
 ])
 def test_malformed_yaml_names_file_and_key(tmp_path, monkeypatch, text, match):
     monkeypatch.setenv("MOLSAMP_CACHE", str(tmp_path))

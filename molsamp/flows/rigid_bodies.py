@@ -8,11 +8,20 @@ that is the same at q and -q. :func:`matrix_to_quaternion` returns the represent
 
 from __future__ import annotations
 
-__all__ = ["quaternion_to_matrix", "matrix_to_quaternion", "check_unit_quaternions", "RigidBodies"]
+__all__ = ["quaternion_to_matrix", "matrix_to_quaternion", "check_unit_quaternions", "RigidBodies", "water_body",
+           "RigidBodyTarget"]
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 
 from molsamp.errors import InputError
+
+if TYPE_CHECKING:
+    import openmm
+
+    from molsamp.targets import Target
 
 
 def check_unit_quaternions(q: torch.Tensor, atol: float = 1e-6) -> None:
@@ -93,3 +102,65 @@ class RigidBodies:
         rotation = u @ torch.diag_embed(flip) @ vt
         centres = mean - torch.einsum("bmij,j->bmi", rotation, body_mean)
         return centres, matrix_to_quaternion(rotation)
+
+
+def water_body(system: openmm.System) -> torch.Tensor:
+    """Body-frame coordinates ``[S, 3]`` (nm, float64) of the rigid water model of an OpenMM System of identical
+    waters, sites in the System's order (O, H, H, then virtual sites): O at the origin, the H-O-H bisector along +z,
+    the molecule in the xz plane. Read from the first molecule's constraints (O-H, O-H, H-H distances) and virtual-site
+    weights, so it is the geometry that MD's SETTLE keeps."""
+    import openmm
+
+    constraints = {}
+    for index in range(system.getNumConstraints()):
+        i, j, distance = system.getConstraintParameters(index)
+        constraints[frozenset((i, j))] = distance.value_in_unit(openmm.unit.nanometer)
+    try:
+        oh1, oh2, hh = (constraints[frozenset(pair)] for pair in ((0, 1), (0, 2), (1, 2)))
+    except KeyError:
+        raise InputError("water_body needs rigid water: constraints O-H, O-H and H-H on particles 0, 1, 2 "
+                         "(build the System with rigidWater=True)") from None
+    if not np.isclose(oh1, oh2):
+        raise InputError(f"water_body needs a symmetric water, got O-H distances {oh1} and {oh2} nm")
+    height = np.sqrt(oh1**2 - (hh / 2) ** 2)
+    sites = [[0.0, 0.0, 0.0], [hh / 2, 0.0, height], [-hh / 2, 0.0, height]]
+    index = 3
+    while index < system.getNumParticles() and system.isVirtualSite(index):
+        site = system.getVirtualSite(index)
+        if not isinstance(site, openmm.ThreeParticleAverageSite) or \
+                [site.getParticle(k) for k in range(3)] != [0, 1, 2]:
+            raise InputError(f"virtual site {index} is not an average of particles 0, 1, 2 (O, H, H)")
+        sites.append(list(sum(site.getWeight(k) * np.array(sites[k]) for k in range(3))))
+        index += 1
+    if system.getNumParticles() % len(sites):
+        raise InputError(f"{system.getNumParticles()} particles are not whole waters of {len(sites)} sites")
+    return torch.tensor(sites, dtype=torch.float64)
+
+
+class RigidBodyTarget:
+    """The energy of rigid molecules as a function of their rigid-body coordinates: ``state: [B, M, 7]`` holds each
+    molecule's reference point (nm) and unit quaternion (w, x, y, z); the energy (kT) is ``target``'s at the atom
+    positions :meth:`RigidBodies.atoms` gives, with gradients carried back through the exact geometry.
+
+    Args:
+        target: the energy of atom positions ``[B, M * A, 3]``, e.g. an :class:`~molsamp.targets.OpenMMTarget`.
+        bodies: the molecule's rigid geometry.
+    """
+
+    def __init__(self, target: Target, bodies: RigidBodies) -> None:
+        n_atoms = target.event_shape[0]
+        if n_atoms % len(bodies.body):
+            raise InputError(f"{n_atoms} atoms are not whole molecules of {len(bodies.body)} atoms")
+        self.target, self.bodies = target, bodies
+        self.n_molecules = n_atoms // len(bodies.body)
+        self.event_shape = (self.n_molecules, 7)
+        self.kT = target.kT
+
+    def energy(self, state: torch.Tensor) -> torch.Tensor:
+        """Reduced energies ``[B]`` (kT) of rigid-body coordinates ``state: [B, M, 7]``."""
+        if tuple(state.shape[1:]) != self.event_shape:
+            raise InputError(f"rigid-body coordinates have shape {tuple(state.shape)}; expected [B, "
+                             f"{self.n_molecules}, 7] (reference point, unit quaternion)")
+        return self.target.energy(self.bodies.atoms(state[..., :3], state[..., 3:]))
+
+    __call__ = energy
