@@ -1,0 +1,289 @@
+"""Boltzmann generators for molecular crystals: a normalising flow over the positions and orientations of rigid
+molecules around their lattice sites (after Kohler, Invernizzi, de Haan and Noe, "Rigid body flows for sampling
+molecular crystal structures", ICML 2023), in a chart around the lattice with a quasi-harmonic prior.
+
+**States** ``[B, M, 7]`` hold each molecule's reference point (nm) and unit quaternion (w, x, y, z). Densities are
+over reference points (Lebesgue, nm^3 per molecule) and orientations (the Haar measure of SO(3) normalised as Euler
+angles, sin(beta) d alpha d beta d gamma, total 8 pi^2, so a uniform orientation has density 1 / 8 pi^2): q and -q
+are one orientation and get one density, and exp(-u) needs no Jacobian.
+
+**Chart** (:class:`LatticeChart`): local coordinates y of a state are the displacements (nm) of the reference points
+from their lattice sites, wrapped into the periodic box, and the rotation vectors (rad) of each molecule's rotation
+relative to its lattice orientation. For a translation-invariant energy (a periodic crystal), the displacements are
+those of molecules 2..M relative to molecule 1, and molecule 1's position is a uniform shift over the box: the
+crystal's free translation is sampled exactly instead of learned.
+
+**Flow** (:class:`CrystalFlow`): y = mu + L T(z), z from a standard normal truncated to the cube [-B, B]^D (normalised
+exactly), T a stack of rational-quadratic spline couplings (zuko) that map the cube onto itself, mu and L L^T the
+mean and covariance of local coordinates fitted to MD samples (a quasi-harmonic model of the crystal). The
+constructor checks that the cube's image lies inside the chart (rotation angles below pi, displacements below half
+the box), so every state the flow returns has exactly one z and log q is exact; states outside the image have q = 0.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LatticeChart", "CrystalFlow", "rotation_vector_to_quaternion", "quaternion_to_rotation_vector",
+           "quaternion_product", "log_haar_density"]
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from molsamp.errors import InputError
+from molsamp.flows.rigid_bodies import check_unit_quaternions
+
+LOG_EULER_VOLUME = math.log(8 * math.pi**2)
+"""log of SO(3)'s volume in the Euler-angle normalisation of the Haar measure."""
+
+
+def quaternion_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product ``a b`` of quaternions ``[..., 4]`` (w, x, y, z): the rotation b, then a."""
+    a, b = torch.broadcast_tensors(a, b)
+    aw, av = a[..., :1], a[..., 1:]
+    bw, bv = b[..., :1], b[..., 1:]
+    return torch.cat([aw * bw - (av * bv).sum(-1, keepdim=True),
+                      aw * bv + bw * av + torch.linalg.cross(av, bv, dim=-1)], -1)
+
+
+def _conjugate(q: torch.Tensor) -> torch.Tensor:
+    return torch.cat([q[..., :1], -q[..., 1:]], -1)
+
+
+def rotation_vector_to_quaternion(omega: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions ``[..., 4]`` (w >= 0 for angles up to pi) of rotation vectors ``omega: [..., 3]`` (rad)."""
+    angle = omega.norm(dim=-1, keepdim=True)
+    return torch.cat([torch.cos(angle / 2), 0.5 * torch.sinc(angle / (2 * math.pi)) * omega], -1)
+
+
+def quaternion_to_rotation_vector(q: torch.Tensor) -> torch.Tensor:
+    """Rotation vectors ``[..., 3]`` (rad, angle in [0, pi]) of unit quaternions ``q: [..., 4]``; q and -q give the
+    same vector."""
+    q = torch.where(q[..., :1] < 0, -q, q)
+    w, v = q[..., :1], q[..., 1:]
+    sine = v.norm(dim=-1, keepdim=True)
+    safe = torch.where(sine > 1e-8, sine, torch.ones_like(sine))
+    scale = torch.where(sine > 1e-8, 2 * torch.atan2(sine, w) / safe, 2 / w)  # angle / sin(angle / 2)
+    return scale * v
+
+
+def log_haar_density(omega: torch.Tensor) -> torch.Tensor:
+    """log of the Haar measure's density ``2 (1 - cos theta) / theta^2`` (Euler normalisation) with respect to
+    Lebesgue measure on rotation vectors ``omega: [..., 3]``: ``[...]``."""
+    angle = omega.norm(dim=-1)
+    return 2 * torch.log(torch.sinc(angle / (2 * math.pi)))
+
+
+class LatticeChart:
+    """Local coordinates of rigid molecules around a lattice (see the module's docstring).
+
+    Args:
+        sites: lattice reference points ``[M, 3]`` (nm).
+        orientations: lattice orientations, unit quaternions ``[M, 4]``.
+        box: edges ``[3]`` (nm) of the orthorhombic periodic box.
+        translation_invariant: whether the energy is unchanged by a global shift (a periodic crystal): molecule 1's
+            position is then uniform over the box and the others are placed relative to it.
+    """
+
+    def __init__(self, sites: torch.Tensor, orientations: torch.Tensor, box: torch.Tensor,
+                 translation_invariant: bool = True) -> None:
+        self.sites = torch.as_tensor(sites, dtype=torch.float64)
+        self.orientations = torch.as_tensor(orientations, dtype=torch.float64)
+        self.box = torch.as_tensor(box, dtype=torch.float64).reshape(-1)
+        if self.sites.ndim != 2 or self.sites.shape[1] != 3 or self.orientations.shape != (len(self.sites), 4):
+            raise InputError(f"a lattice needs sites [M, 3] and orientations [M, 4], got {tuple(self.sites.shape)} "
+                             f"and {tuple(self.orientations.shape)}")
+        if self.box.shape != (3,) or not bool((self.box > 0).all()):
+            raise InputError(f"the box must be 3 positive edges (nm, orthorhombic), got {self.box.tolist()}")
+        check_unit_quaternions(self.orientations)
+        self.translation_invariant = translation_invariant
+        self.n_molecules = len(self.sites)
+        self.n_displaced = self.n_molecules - 1 if translation_invariant else self.n_molecules
+        self.dim = 3 * self.n_displaced + 3 * self.n_molecules
+
+    def _wrap(self, v: torch.Tensor) -> torch.Tensor:
+        box = self.box.to(v)
+        return v - box * torch.round(v / box)
+
+    def bounds(self) -> torch.Tensor:
+        """``[D]`` largest |y_k| the chart allows a coordinate alone: half the box edge for displacements, pi /
+        sqrt(3) for rotation-vector components (so that every vector inside the cube has an angle below pi)."""
+        displacement = (self.box / 2).repeat(self.n_displaced)
+        return torch.cat([displacement, torch.full((3 * self.n_molecules,), math.pi / math.sqrt(3),
+                                                   dtype=torch.float64)])
+
+    def local(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local coordinates ``y: [B, D]`` of states ``[B, M, 7]`` and the log-density change ``[B]``: log p_state =
+        log p_y + this (minus the Haar factors, and minus log V for molecule 1's uniform position)."""
+        x, q = state[..., :3], state[..., 3:]
+        sites, orientations = self.sites.to(state), self.orientations.to(state)
+        if self.translation_invariant:
+            displacement = self._wrap(x[:, 1:] - x[:, :1] - (sites[1:] - sites[:1]))
+        else:
+            displacement = self._wrap(x - sites)
+        omega = quaternion_to_rotation_vector(quaternion_product(_conjugate(orientations), q))
+        return torch.cat([displacement.flatten(1), omega.flatten(1)], 1), self._log_jacobian(omega)
+
+    def state(self, y: torch.Tensor, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``[B, M, 7]`` of local coordinates ``y: [B, D]`` (molecule 1 at ``shift: [B, 3]`` nm, default its
+        site, when translation invariant) and the log-density change ``[B]`` as :meth:`local`'s."""
+        sites, orientations = self.sites.to(y), self.orientations.to(y)
+        displacement = y[:, :3 * self.n_displaced].reshape(len(y), self.n_displaced, 3)
+        omega = y[:, 3 * self.n_displaced:].reshape(len(y), self.n_molecules, 3)
+        if self.translation_invariant:
+            first = sites[:1].expand(len(y), 1, 3) if shift is None else shift[:, None, :]
+            x = torch.cat([first, first + sites[1:] - sites[:1] + displacement], 1)
+        else:
+            x = sites + displacement
+        q = quaternion_product(orientations, rotation_vector_to_quaternion(omega))
+        return torch.cat([x, q], -1), self._log_jacobian(omega)
+
+    def _log_jacobian(self, omega: torch.Tensor) -> torch.Tensor:
+        translation = torch.log(self.box).sum() if self.translation_invariant else 0.0
+        return -log_haar_density(omega).sum(-1) - translation
+
+
+class _SplineCoupling(nn.Module):
+    """Monotone rational-quadratic splines (zuko) on the coordinates outside ``mask``, conditioned on those inside
+    by an MLP; identity at initialisation, the cube [-bound, bound]^D mapped onto itself."""
+
+    def __init__(self, mask: torch.Tensor, hidden: int, bins: int, bound: float) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+        self.bins, self.bound = bins, bound
+        n_in, n_out = int(mask.sum()), int((~mask).sum())
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, n_out * (3 * bins - 1)))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def _spline(self, z: torch.Tensor):
+        from zuko.transforms import MonotonicRQSTransform
+
+        parameters = self.net(z[:, self.mask]).reshape(len(z), -1, 3 * self.bins - 1)
+        widths, heights, derivatives = parameters.split([self.bins, self.bins, self.bins - 1], -1)
+        return MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        moved, log_det = self._spline(z).call_and_ladj(z[:, ~self.mask])
+        out = z.clone()
+        out[:, ~self.mask] = moved
+        return out, log_det.sum(-1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spline = self._spline(y)
+        moved = spline.inv(y[:, ~self.mask])
+        out = y.clone()
+        out[:, ~self.mask] = moved
+        return out, -spline.call_and_ladj(moved)[1].sum(-1)
+
+
+class CrystalFlow(nn.Module):
+    """A normalised flow density over rigid-molecule states around a lattice (see the module's docstring); a
+    :class:`~molsamp.distributions.Distribution` with ``event_shape`` (M, 7).
+
+    Args:
+        chart: the lattice's local coordinates.
+        mean: ``[D]`` mean of the local coordinates.
+        covariance: ``[D, D]`` their covariance (positive definite).
+        layers: spline couplings.
+        hidden: width of each coupling's MLP.
+        bins: spline bins.
+        bound: B, the half-width of the cube of whitened coordinates the prior is truncated to.
+        seed: seeds the couplings' masks (and nothing else).
+    """
+
+    def __init__(self, chart: LatticeChart, mean: torch.Tensor, covariance: torch.Tensor, layers: int = 8,
+                 hidden: int = 256, bins: int = 8, bound: float = 6.0, seed: int = 0) -> None:
+        super().__init__()
+        self.chart = chart
+        self.event_shape = torch.Size((chart.n_molecules, 7))
+        self.config = {"layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed,
+                       "translation_invariant": chart.translation_invariant}
+        mean = torch.as_tensor(mean, dtype=torch.float64)
+        covariance = torch.as_tensor(covariance, dtype=torch.float64)
+        if mean.shape != (chart.dim,) or covariance.shape != (chart.dim, chart.dim):
+            raise InputError(f"the chart has {chart.dim} local coordinates; got a mean {tuple(mean.shape)} and a "
+                             f"covariance {tuple(covariance.shape)}")
+        cholesky, info = torch.linalg.cholesky_ex(covariance)
+        if int(info):
+            raise InputError("the covariance of the local coordinates is not positive definite")
+        reach = mean.abs() + bound * cholesky.abs().sum(1)  # the largest |y_k| on the cube's image
+        if bool((reach >= chart.bounds()).any()):
+            k = int(torch.argmax(reach / chart.bounds()))
+            raise InputError(f"the prior's cube reaches outside the chart (coordinate {k}: {float(reach[k]):.3g} of "
+                             f"{float(chart.bounds()[k]):.3g}): lower the bound B={bound} or the covariance")
+        self.register_buffer("mean", mean)
+        self.register_buffer("cholesky", cholesky)
+        masks = [torch.randperm(chart.dim, generator=torch.Generator().manual_seed(seed + k)) < chart.dim // 2
+                 for k in range(layers // 2)]
+        self.couplings = nn.ModuleList(_SplineCoupling(mask, hidden, bins, bound)
+                                       for pair in masks for mask in (pair, ~pair))
+        self.to(torch.float64)
+
+    def _log_base(self, z: torch.Tensor) -> torch.Tensor:
+        bound = self.config["bound"]
+        log_mass = math.log(math.erf(bound / math.sqrt(2)))  # of [-B, B] under the standard normal
+        log_normal = -0.5 * (z**2).sum(-1) - z.shape[1] * (0.5 * math.log(2 * math.pi) + log_mass)
+        return torch.where((z.abs() <= bound).all(-1), log_normal, torch.full_like(log_normal, -math.inf))
+
+    def _log_scale(self) -> torch.Tensor:
+        return torch.log(torch.diagonal(self.cholesky)).sum()
+
+    def sample_and_log_prob(self, n: int, generator: torch.Generator | None = None, context: None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``[n, M, 7]`` and their exact log-densities ``[n]``; differentiable in the flow's parameters (the
+        reverse-KL loss needs it), so call under ``torch.no_grad()`` when sampling only."""
+        if context is not None:
+            raise InputError("a crystal flow is unconditional: context must be None")
+        bound = self.config["bound"]
+        tail = 0.5 * math.erfc(bound / math.sqrt(2))  # the standard normal's mass below -B
+        device = self.mean.device
+        u = torch.rand(n, self.chart.dim, generator=generator, dtype=torch.float64, device=device)
+        z = torch.special.ndtri(tail + (1 - 2 * tail) * u).clamp(-bound, bound)
+        log_q = self._log_base(z)
+        for coupling in self.couplings:
+            z, log_det = coupling(z)
+            log_q = log_q - log_det
+        y = self.mean + z @ self.cholesky.T
+        shift = None
+        if self.chart.translation_invariant:
+            shift = torch.rand(n, 3, generator=generator, dtype=torch.float64, device=device) * self.chart.box.to(device)
+        state, log_jacobian = self.chart.state(y, shift)
+        return state, log_q - self._log_scale() + log_jacobian
+
+    def sample(self, n: int, generator: torch.Generator | None = None, context: None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.sample_and_log_prob(n, generator)[0]
+
+    def log_prob(self, state: torch.Tensor, context: None = None) -> torch.Tensor:
+        """Exact log-densities ``[B]`` of states ``[B, M, 7]`` (-inf outside the flow's support)."""
+        if context is not None:
+            raise InputError("a crystal flow is unconditional: context must be None")
+        state = torch.as_tensor(state, dtype=torch.float64)
+        if tuple(state.shape[1:]) != tuple(self.event_shape):
+            raise InputError(f"states have shape {tuple(state.shape)}; expected [B, {self.chart.n_molecules}, 7]")
+        check_unit_quaternions(state[..., 3:])
+        y, log_jacobian = self.chart.local(state)
+        z = torch.linalg.solve_triangular(self.cholesky, (y - self.mean).T, upper=False).T
+        inside = (z.abs() <= self.config["bound"]).all(-1)
+        z = torch.where(inside[:, None], z, torch.zeros_like(z))
+        log_q = torch.zeros(len(z), dtype=torch.float64, device=z.device)
+        for coupling in reversed(self.couplings):
+            z, log_det = coupling.inverse(z)
+            log_q = log_q + log_det
+        log_q = log_q + self._log_base(z) - self._log_scale() + log_jacobian
+        return torch.where(inside, log_q, torch.full_like(log_q, -math.inf))
+
+    @classmethod
+    def fit(cls, chart: LatticeChart, states: torch.Tensor, shrinkage: float = 0.1, scale: float = 1.0,
+            **options: Any) -> CrystalFlow:
+        """A flow whose prior is the Gaussian of the local coordinates of ``states`` ``[S, M, 7]`` (e.g. MD frames),
+        its covariance shrunk towards its diagonal by ``shrinkage`` and multiplied by ``scale`` (e.g. the ratio of
+        temperatures when the frames come from another one); the couplings start as the identity."""
+        y, _ = chart.local(torch.as_tensor(states, dtype=torch.float64))
+        mean = y.mean(0)
+        sample = torch.cov(y.T)
+        covariance = scale * ((1 - shrinkage) * sample + shrinkage * torch.diag(torch.diagonal(sample)))
+        return cls(chart, mean, covariance, **options)

@@ -1,0 +1,122 @@
+"""Crystal flows: the chart around a lattice, the Haar measure in rotation vectors, exact and normalised densities,
+the same density at q and -q, log-determinants equal to autograd's."""
+
+import math
+
+import pytest
+import torch
+
+from molsamp.errors import InputError
+from molsamp.flows.crystal import (CrystalFlow, LatticeChart, log_haar_density, quaternion_to_rotation_vector,
+                                   rotation_vector_to_quaternion)
+
+
+def unit_quaternions(n, generator):
+    q = torch.randn(n, 4, generator=generator, dtype=torch.float64)
+    return q / q.norm(dim=-1, keepdim=True)
+
+
+def random_flow(molecules, translation_invariant, position_scale, angle_scale, bound, seed=0, coupling_scale=0.3):
+    """A flow with random couplings (not the identity; their weights of standard deviation ``coupling_scale``) and a
+    random correlated prior."""
+    generator = torch.Generator().manual_seed(seed)
+    chart = LatticeChart(torch.rand(molecules, 3, generator=generator, dtype=torch.float64),
+                         unit_quaternions(molecules, generator), torch.tensor([1.0, 1.2, 0.9]), translation_invariant)
+    n_positions = 3 * chart.n_displaced
+    scales = torch.cat([torch.full((n_positions,), position_scale), torch.full((chart.dim - n_positions,),
+                                                                               angle_scale)]).double()
+    mixing = torch.eye(chart.dim, dtype=torch.float64) + 0.2 * torch.randn(chart.dim, chart.dim, generator=generator,
+                                                                           dtype=torch.float64) / chart.dim**0.5
+    covariance = scales[:, None] * (mixing @ mixing.T) * scales[None, :] / 2
+    flow = CrystalFlow(chart, 0.1 * scales * torch.randn(chart.dim, generator=generator, dtype=torch.float64),
+                       covariance, layers=4, hidden=16, bins=4, bound=bound)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            parameter.normal_(std=coupling_scale, generator=generator)
+    return flow
+
+
+def test_rotation_vectors_and_quaternions_round_trip_with_q_and_minus_q_alike():
+    generator = torch.Generator().manual_seed(1)
+    q = unit_quaternions(500, generator)
+    omega = quaternion_to_rotation_vector(q)
+    assert float(omega.norm(dim=-1).max()) <= math.pi
+    torch.testing.assert_close(quaternion_to_rotation_vector(-q), omega)
+    torch.testing.assert_close(rotation_vector_to_quaternion(omega), torch.where(q[:, :1] < 0, -q, q))
+    small = torch.tensor([[1e-12, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(quaternion_to_rotation_vector(rotation_vector_to_quaternion(small)), small)
+
+
+def test_haar_measure_in_rotation_vectors_has_the_euler_volume_and_is_what_uniform_rotations_follow():
+    angle = torch.linspace(0, math.pi, 20001, dtype=torch.float64)
+    shell = 4 * math.pi * angle**2 * torch.exp(log_haar_density(torch.stack([angle, 0 * angle, 0 * angle], -1)))
+    assert float(torch.trapezoid(shell, angle)) == pytest.approx(8 * math.pi**2, rel=1e-8)
+    # uniform rotations (uniform unit quaternions) have angles with density (1 - cos theta) / pi
+    angles = quaternion_to_rotation_vector(unit_quaternions(200_000, torch.Generator().manual_seed(2))).norm(dim=-1)
+    assert float((angles < math.pi / 2).double().mean()) == pytest.approx(0.5 - 1 / math.pi, abs=0.004)
+
+
+@pytest.mark.parametrize("translation_invariant", [False, True])
+def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_invariant):
+    flow = random_flow(3, translation_invariant, 0.01, 0.05, bound=6.0)
+    with torch.no_grad():
+        states, log_q = flow.sample_and_log_prob(500, torch.Generator().manual_seed(3))
+        torch.testing.assert_close(flow.log_prob(states), log_q, atol=1e-5, rtol=0)
+        flipped = states.clone()
+        flipped[:, 1, 3:] *= -1
+        torch.testing.assert_close(flow.log_prob(flipped), log_q, atol=1e-5, rtol=0)
+        if translation_invariant:  # a global shift of a sample has the same density
+            shifted = states.clone()
+            shifted[..., :3] += torch.tensor([0.3, 0.7, -0.2], dtype=torch.float64)
+            torch.testing.assert_close(flow.log_prob(shifted), log_q, atol=1e-5, rtol=0)
+    quaternions = states[..., 3:]
+    torch.testing.assert_close(quaternions.norm(dim=-1), torch.ones(500, 3, dtype=torch.float64))
+
+
+def test_couplings_log_determinants_equal_autograds():
+    flow = random_flow(2, True, 0.01, 0.05, bound=6.0)
+    z = torch.randn(4, flow.chart.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for coupling in flow.couplings:
+        _, log_det = coupling(z)
+        for row in range(len(z)):
+            jacobian = torch.autograd.functional.jacobian(lambda v: coupling(v[None])[0][0], z[row])
+            assert float(log_det[row].detach()) == pytest.approx(float(torch.linalg.slogdet(jacobian)[1]), abs=1e-9)
+        back, inverse_log_det = coupling.inverse(coupling(z)[0])
+        torch.testing.assert_close(back, z)
+        torch.testing.assert_close(inverse_log_det, -log_det)
+
+
+@pytest.mark.parametrize("translation_invariant", [False, True])
+def test_density_integrates_to_one_over_positions_and_orientations(translation_invariant):
+    # one molecule: its position relative to a site (or, translation-invariant, uniform over the box) and its
+    # orientation; importance sampling from uniform orientations and wrapped normal (or uniform) positions, whose
+    # densities are written here independently of the chart
+    flow = random_flow(1, translation_invariant, 0.08, 0.8, bound=1.9, seed=5, coupling_scale=0.1)
+    generator = torch.Generator().manual_seed(6)
+    n, box, spread = 400_000, flow.chart.box, 0.08
+    if translation_invariant:
+        positions = torch.rand(n, 1, 3, generator=generator, dtype=torch.float64) * box
+        log_p = -torch.log(box).sum().expand(n)
+    else:
+        centre = flow.chart.sites[0] + flow.mean[:3]
+        offsets = spread * torch.randn(n, 1, 3, generator=generator, dtype=torch.float64)
+        positions = centre + offsets
+        images = torch.arange(-2, 3, dtype=torch.float64)[:, None] * box  # [5, 3]
+        folded = offsets - box * torch.round(offsets / box)
+        log_normal = -0.5 * ((folded[:, 0, None, :] + images) / spread) ** 2 - math.log(spread * (2 * math.pi) ** 0.5)
+        log_p = torch.logsumexp(log_normal, 1).sum(-1)
+    orientations = unit_quaternions(n, generator)[:, None, :]
+    log_p = log_p - math.log(8 * math.pi**2)
+    with torch.no_grad():
+        ratio = torch.exp(flow.log_prob(torch.cat([positions, orientations], -1)) - log_p)
+    estimate, error = float(ratio.mean()), float(ratio.std()) / n**0.5
+    assert error < 0.03
+    assert estimate == pytest.approx(1.0, abs=4 * error)
+
+
+def test_a_prior_reaching_outside_the_chart_is_a_clear_error():
+    with pytest.raises(InputError, match="outside the chart"):
+        random_flow(2, True, 0.2, 0.05, bound=6.0)
+    with pytest.raises(InputError, match="positive definite"):
+        chart = LatticeChart(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.ones(3), False)
+        CrystalFlow(chart, torch.zeros(6), torch.zeros(6, 6))
