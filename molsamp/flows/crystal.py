@@ -7,17 +7,18 @@ over reference points (Lebesgue, nm^3 per molecule) and orientations (the Haar m
 angles, sin(beta) d alpha d beta d gamma, total 8 pi^2, so a uniform orientation has density 1 / 8 pi^2): q and -q
 are one orientation and get one density, and exp(-u) needs no Jacobian.
 
-**Chart** (:class:`LatticeChart`): local coordinates y of a state are the displacements (nm) of the reference points
-from their lattice sites, wrapped into the periodic box, and the rotation vectors (rad) of each molecule's rotation
-relative to its lattice orientation. For a translation-invariant energy (a periodic crystal), the displacements are
-those of molecules 2..M relative to molecule 1, and molecule 1's position is a uniform shift over the box: the
-crystal's free translation is sampled exactly instead of learned.
+**Chart** (:class:`LatticeChart`): local coordinates y in R^D of a state: the displacements (nm) of the reference
+points from their lattice sites, wrapped into the periodic box, and the rotation vectors (rad) of each molecule's
+rotation relative to its lattice orientation, each squashed smoothly onto all of R (displacements by atanh over the
+half box, rotation angles by atanh over pi; both the identity to first order), so that every y is one state and
+every state (but a set of measure zero: half-box displacements, half-turn rotations) one y. For a
+translation-invariant energy (a periodic crystal), the displacements are those of molecules 2..M relative to
+molecule 1, and molecule 1's position is uniform over the box: the crystal's free translation is sampled exactly.
 
-**Flow** (:class:`CrystalFlow`): y = mu + L T(z), z from a standard normal truncated to the cube [-B, B]^D (normalised
-exactly), T a stack of rational-quadratic spline couplings (zuko) that map the cube onto itself, mu and L L^T the
-mean and covariance of local coordinates fitted to MD samples (a quasi-harmonic model of the crystal). The
-constructor checks that the cube's image lies inside the chart (rotation angles below pi, displacements below half
-the box), so every state the flow returns has exactly one z and log q is exact; states outside the image have q = 0.
+**Flow** (:class:`CrystalFlow`): y = mu + L T(z), z standard normal, T a stack of rational-quadratic spline
+couplings (zuko; the identity outside [-B, B]), mu and L L^T the mean and covariance of local coordinates fitted to
+MD samples (a quasi-harmonic model of the crystal). Every map is a bijection with an analytic Jacobian, so log q is
+exact for every state.
 """
 
 from __future__ import annotations
@@ -106,47 +107,77 @@ class LatticeChart:
         box = self.box.to(v)
         return v - box * torch.round(v / box)
 
-    def bounds(self) -> torch.Tensor:
-        """``[D]`` largest |y_k| the chart allows a coordinate alone: half the box edge for displacements, pi /
-        sqrt(3) for rotation-vector components (so that every vector inside the cube has an angle below pi)."""
-        displacement = (self.box / 2).repeat(self.n_displaced)
-        return torch.cat([displacement, torch.full((3 * self.n_molecules,), math.pi / math.sqrt(3),
-                                                   dtype=torch.float64)])
-
     def local(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Local coordinates ``y: [B, D]`` of states ``[B, M, 7]`` and the log-density change ``[B]``: log p_state =
-        log p_y + this (minus the Haar factors, and minus log V for molecule 1's uniform position)."""
+        """Local coordinates ``y: [B, D]`` of states ``[B, M, 7]`` and log|d state / d y| ``[B]`` (Lebesgue x Haar
+        per molecule; with a translation-invariant energy, molecule 1's uniform position contributes -log V): log
+        p_state = log p_y - this."""
         x, q = state[..., :3], state[..., 3:]
         sites, orientations = self.sites.to(state), self.orientations.to(state)
         if self.translation_invariant:
             displacement = self._wrap(x[:, 1:] - x[:, :1] - (sites[1:] - sites[:1]))
         else:
             displacement = self._wrap(x - sites)
+        half = self.box.to(state) / 2
         omega = quaternion_to_rotation_vector(quaternion_product(_conjugate(orientations), q))
-        return torch.cat([displacement.flatten(1), omega.flatten(1)], 1), self._log_jacobian(omega)
+        angle = omega.norm(dim=-1, keepdim=True)
+        y_displacement = half * torch.atanh((displacement / half).clamp(-1 + 1e-15, 1 - 1e-15))
+        y_rotation = omega * _atanh_ratio(angle / math.pi)
+        y = torch.cat([y_displacement.flatten(1), y_rotation.flatten(1)], 1)
+        return y, self._log_jacobian(y_displacement, y_rotation)
 
     def state(self, y: torch.Tensor, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """States ``[B, M, 7]`` of local coordinates ``y: [B, D]`` (molecule 1 at ``shift: [B, 3]`` nm, default its
-        site, when translation invariant) and the log-density change ``[B]`` as :meth:`local`'s."""
+        site, when translation invariant) and log|d state / d y| ``[B]`` as :meth:`local`'s."""
         sites, orientations = self.sites.to(y), self.orientations.to(y)
-        displacement = y[:, :3 * self.n_displaced].reshape(len(y), self.n_displaced, 3)
-        omega = y[:, 3 * self.n_displaced:].reshape(len(y), self.n_molecules, 3)
+        y_displacement = y[:, :3 * self.n_displaced].reshape(len(y), self.n_displaced, 3)
+        y_rotation = y[:, 3 * self.n_displaced:].reshape(len(y), self.n_molecules, 3)
+        half = self.box.to(y) / 2
+        displacement = half * torch.tanh(y_displacement / half)
+        omega = y_rotation * _tanh_ratio(y_rotation.norm(dim=-1, keepdim=True) / math.pi)
         if self.translation_invariant:
             first = sites[:1].expand(len(y), 1, 3) if shift is None else shift[:, None, :]
             x = torch.cat([first, first + sites[1:] - sites[:1] + displacement], 1)
         else:
             x = sites + displacement
         q = quaternion_product(orientations, rotation_vector_to_quaternion(omega))
-        return torch.cat([x, q], -1), self._log_jacobian(omega)
+        return torch.cat([x, q], -1), self._log_jacobian(y_displacement, y_rotation)
 
-    def _log_jacobian(self, omega: torch.Tensor) -> torch.Tensor:
-        translation = torch.log(self.box).sum() if self.translation_invariant else 0.0
-        return -log_haar_density(omega).sum(-1) - translation
+    def _log_jacobian(self, y_displacement: torch.Tensor, y_rotation: torch.Tensor) -> torch.Tensor:
+        """log|d state / d y|: the squashes' derivatives, the Haar measure's density in rotation vectors, and molecule
+        1's uniform position."""
+        half = self.box.to(y_displacement) / 2
+        squash_displacement = _log_sech_squared(y_displacement / half).sum((1, 2))
+        radius = y_rotation.norm(dim=-1) / math.pi  # omega = pi tanh(radius) along y_rotation
+        squash_rotation = _log_sech_squared(radius) + 2 * torch.log(_tanh_ratio(radius))
+        omega = y_rotation * _tanh_ratio(radius[..., None])
+        log_jacobian = squash_displacement + (squash_rotation + log_haar_density(omega)).sum(-1)
+        if self.translation_invariant:
+            log_jacobian = log_jacobian + torch.log(self.box).sum()
+        return log_jacobian
+
+
+def _tanh_ratio(r: torch.Tensor) -> torch.Tensor:
+    """tanh(r) / r, 1 at r = 0."""
+    safe = torch.where(r > 1e-6, r, torch.ones_like(r))
+    return torch.where(r > 1e-6, torch.tanh(safe) / safe, 1 - r**2 / 3)
+
+
+def _atanh_ratio(s: torch.Tensor) -> torch.Tensor:
+    """atanh(s) / s for s in [0, 1), 1 at s = 0."""
+    s = s.clamp(max=1 - 1e-15)
+    safe = torch.where(s > 1e-6, s, torch.ones_like(s))
+    return torch.where(s > 1e-6, torch.atanh(safe) / safe, 1 + s**2 / 3)
+
+
+def _log_sech_squared(r: torch.Tensor) -> torch.Tensor:
+    """log(1 - tanh(r)^2), the log-derivative of tanh, without overflow."""
+    a = r.abs()
+    return 2 * (math.log(2) - a - torch.nn.functional.softplus(-2 * a))
 
 
 class _SplineCoupling(nn.Module):
     """Monotone rational-quadratic splines (zuko) on the coordinates outside ``mask``, conditioned on those inside
-    by an MLP; identity at initialisation, the cube [-bound, bound]^D mapped onto itself."""
+    by an MLP; identity at initialisation and outside [-bound, bound]."""
 
     def __init__(self, mask: torch.Tensor, hidden: int, bins: int, bound: float) -> None:
         super().__init__()
@@ -190,30 +221,27 @@ class CrystalFlow(nn.Module):
         layers: spline couplings.
         hidden: width of each coupling's MLP.
         bins: spline bins.
-        bound: B, the half-width of the cube of whitened coordinates the prior is truncated to.
+        bound: B: the splines act on [-B, B] of the whitened coordinates and are the identity outside.
         seed: seeds the couplings' masks (and nothing else).
     """
 
     def __init__(self, chart: LatticeChart, mean: torch.Tensor, covariance: torch.Tensor, layers: int = 8,
-                 hidden: int = 256, bins: int = 8, bound: float = 6.0, seed: int = 0) -> None:
+                 hidden: int = 256, bins: int = 8, bound: float = 5.0, seed: int = 0) -> None:
         super().__init__()
         self.chart = chart
         self.event_shape = torch.Size((chart.n_molecules, 7))
-        self.config = {"layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed,
-                       "translation_invariant": chart.translation_invariant}
         mean = torch.as_tensor(mean, dtype=torch.float64)
         covariance = torch.as_tensor(covariance, dtype=torch.float64)
+        self.config = {"chart": {"sites": chart.sites, "orientations": chart.orientations, "box": chart.box,
+                                 "translation_invariant": chart.translation_invariant},
+                       "mean": mean, "covariance": covariance,
+                       "layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed}
         if mean.shape != (chart.dim,) or covariance.shape != (chart.dim, chart.dim):
             raise InputError(f"the chart has {chart.dim} local coordinates; got a mean {tuple(mean.shape)} and a "
                              f"covariance {tuple(covariance.shape)}")
         cholesky, info = torch.linalg.cholesky_ex(covariance)
         if int(info):
             raise InputError("the covariance of the local coordinates is not positive definite")
-        reach = mean.abs() + bound * cholesky.abs().sum(1)  # the largest |y_k| on the cube's image
-        if bool((reach >= chart.bounds()).any()):
-            k = int(torch.argmax(reach / chart.bounds()))
-            raise InputError(f"the prior's cube reaches outside the chart (coordinate {k}: {float(reach[k]):.3g} of "
-                             f"{float(chart.bounds()[k]):.3g}): lower the bound B={bound} or the covariance")
         self.register_buffer("mean", mean)
         self.register_buffer("cholesky", cholesky)
         masks = [torch.randperm(chart.dim, generator=torch.Generator().manual_seed(seed + k)) < chart.dim // 2
@@ -222,11 +250,9 @@ class CrystalFlow(nn.Module):
                                        for pair in masks for mask in (pair, ~pair))
         self.to(torch.float64)
 
-    def _log_base(self, z: torch.Tensor) -> torch.Tensor:
-        bound = self.config["bound"]
-        log_mass = math.log(math.erf(bound / math.sqrt(2)))  # of [-B, B] under the standard normal
-        log_normal = -0.5 * (z**2).sum(-1) - z.shape[1] * (0.5 * math.log(2 * math.pi) + log_mass)
-        return torch.where((z.abs() <= bound).all(-1), log_normal, torch.full_like(log_normal, -math.inf))
+    @staticmethod
+    def _log_base(z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
     def _log_scale(self) -> torch.Tensor:
         return torch.log(torch.diagonal(self.cholesky)).sum()
@@ -237,11 +263,8 @@ class CrystalFlow(nn.Module):
         reverse-KL loss needs it), so call under ``torch.no_grad()`` when sampling only."""
         if context is not None:
             raise InputError("a crystal flow is unconditional: context must be None")
-        bound = self.config["bound"]
-        tail = 0.5 * math.erfc(bound / math.sqrt(2))  # the standard normal's mass below -B
         device = self.mean.device
-        u = torch.rand(n, self.chart.dim, generator=generator, dtype=torch.float64, device=device)
-        z = torch.special.ndtri(tail + (1 - 2 * tail) * u).clamp(-bound, bound)
+        z = torch.randn(n, self.chart.dim, generator=generator, dtype=torch.float64, device=device)
         log_q = self._log_base(z)
         for coupling in self.couplings:
             z, log_det = coupling(z)
@@ -251,14 +274,14 @@ class CrystalFlow(nn.Module):
         if self.chart.translation_invariant:
             shift = torch.rand(n, 3, generator=generator, dtype=torch.float64, device=device) * self.chart.box.to(device)
         state, log_jacobian = self.chart.state(y, shift)
-        return state, log_q - self._log_scale() + log_jacobian
+        return state, log_q - self._log_scale() - log_jacobian
 
     def sample(self, n: int, generator: torch.Generator | None = None, context: None = None) -> torch.Tensor:
         with torch.no_grad():
             return self.sample_and_log_prob(n, generator)[0]
 
     def log_prob(self, state: torch.Tensor, context: None = None) -> torch.Tensor:
-        """Exact log-densities ``[B]`` of states ``[B, M, 7]`` (-inf outside the flow's support)."""
+        """Exact log-densities ``[B]`` of states ``[B, M, 7]``."""
         if context is not None:
             raise InputError("a crystal flow is unconditional: context must be None")
         state = torch.as_tensor(state, dtype=torch.float64)
@@ -267,14 +290,17 @@ class CrystalFlow(nn.Module):
         check_unit_quaternions(state[..., 3:])
         y, log_jacobian = self.chart.local(state)
         z = torch.linalg.solve_triangular(self.cholesky, (y - self.mean).T, upper=False).T
-        inside = (z.abs() <= self.config["bound"]).all(-1)
-        z = torch.where(inside[:, None], z, torch.zeros_like(z))
         log_q = torch.zeros(len(z), dtype=torch.float64, device=z.device)
         for coupling in reversed(self.couplings):
             z, log_det = coupling.inverse(z)
             log_q = log_q + log_det
-        log_q = log_q + self._log_base(z) - self._log_scale() + log_jacobian
-        return torch.where(inside, log_q, torch.full_like(log_q, -math.inf))
+        return log_q + self._log_base(z) - self._log_scale() - log_jacobian
+
+    @classmethod
+    def from_config(cls, chart: dict[str, Any], mean: torch.Tensor, covariance: torch.Tensor, **options: Any
+                    ) -> CrystalFlow:
+        """The flow of a checkpoint's ``config`` (the chart as a mapping of its arguments)."""
+        return cls(LatticeChart(**chart), mean, covariance, **options)
 
     @classmethod
     def fit(cls, chart: LatticeChart, states: torch.Tensor, shrinkage: float = 0.1, scale: float = 1.0,

@@ -29,6 +29,7 @@ from molsamp.flows.references import mcmc_samples
 from molsamp.samples import Samples
 
 if TYPE_CHECKING:
+    from molsamp.distributions import Distribution
     from molsamp.systems import System
 
 KIND = "equivariant-flow"
@@ -150,19 +151,21 @@ def load_flow(path: str | os.PathLike, system: System, dtype: torch.dtype = torc
     return flow.to(dtype)
 
 
-def importance_samples(flow: EquivariantFlow, target, n: int, generator: torch.Generator,
+def importance_samples(flow: Distribution, target, n: int, generator: torch.Generator,
                        batch_size: int = 500, progress: bool | None = None,
                        fold: Handedness | None = None) -> Samples:
-    """``n`` flow draws with their exact log-densities ``log_q``, reduced energies and normalised log-weights
-    -u - log q; for a molecule, folded onto its stereoisomer by ``fold`` (:func:`handedness`). Draws with a non-finite position, log-density or energy (NaN, overflow) are dropped and counted in
-    ``info["dropped"]``; u = +inf stays, with weight 0. ``info`` has the Kish ESS (count and % of the draws
-    kept), ``log_Z`` (log mean weight over all ``n`` draws, dropped ones counting as 0: the estimate of
-    log of the target's normalising constant), and the flow's field evaluations."""
+    """``n`` draws of a flow (any :class:`~molsamp.distributions.Distribution`) with their exact log-densities
+    ``log_q``, reduced energies and normalised log-weights -u - log q; for a molecule, folded onto its stereoisomer
+    by ``fold`` (:func:`handedness`). Draws with a non-finite position, log-density or energy (NaN, overflow) are
+    dropped and counted in ``info["dropped"]``; u = +inf stays, with weight 0. ``info`` has the Kish ESS (count and
+    % of the draws kept), ``log_Z`` (log mean weight over all ``n`` draws, dropped ones counting as 0: the estimate
+    of log of the target's normalising constant) with its delta-method standard error ``log_Z_error`` (sqrt of
+    (n / ESS - 1) / n over the kept draws), and the field evaluations of an equivariant flow."""
     from tqdm import tqdm
 
     from molsamp.analysis import kish_ess
 
-    start, evaluations = time.perf_counter(), flow.n_evaluations
+    start, evaluations = time.perf_counter(), getattr(flow, "n_evaluations", None)
     xs, log_qs, us = [], [], []
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=n, disable=not show, unit="sample", desc="flow samples") as bar:
@@ -180,11 +183,12 @@ def importance_samples(flow: EquivariantFlow, target, n: int, generator: torch.G
     x, log_q, u = x[keep], log_q[keep], u[keep]
     log_w = -u - log_q
     ess = kish_ess(log_w) if torch.isfinite(log_w).any() else 0.0
-    info = {"sampler": "equivariant flow, importance weights", "draws": n, "dropped": int((~keep).sum()),
+    info = {"sampler": "flow, importance weights", "draws": n, "dropped": int((~keep).sum()),
             "ess": ess, "ess_percent": 100.0 * ess / max(len(x), 1),
             "log_Z": float(torch.logsumexp(log_w, 0) - math.log(n)),
-            "flow_evaluations": flow.n_evaluations - evaluations, "energy_evaluations": n,
-            "seconds": time.perf_counter() - start}
+            "log_Z_error": math.sqrt(max(len(x) / ess - 1, 0.0) / len(x)) if ess > 0 else math.inf,
+            "flow_evaluations": None if evaluations is None else flow.n_evaluations - evaluations,
+            "energy_evaluations": n, "seconds": time.perf_counter() - start}
     return Samples(x, u, log_w - torch.logsumexp(log_w, 0), log_q=log_q, info=info)
 
 
@@ -241,7 +245,7 @@ def refine_smc(flow: EquivariantFlow, target, draws: Samples, n_betas: int = 5, 
 
     if draws.log_q is None:
         raise ValueError("refine_smc needs the flow's log-densities of the draws (draws.log_q)")
-    start, evaluations = time.perf_counter(), flow.n_evaluations
+    start, evaluations = time.perf_counter(), getattr(flow, "n_evaluations", None)
     density = FixedStepDensity(flow, solver_steps)
     betas = [(k + 1) / n_betas for k in range(n_betas)]
     tuning = {"step": 0.05 * flow.config["prior_scale"] if step is None else step, "kernels": []}

@@ -9,7 +9,7 @@ that is the same at q and -q. :func:`matrix_to_quaternion` returns the represent
 from __future__ import annotations
 
 __all__ = ["quaternion_to_matrix", "matrix_to_quaternion", "check_unit_quaternions", "RigidBodies", "water_body",
-           "RigidBodyTarget"]
+           "RigidBodyTarget", "HarmonicWells"]
 
 from typing import TYPE_CHECKING
 
@@ -164,3 +164,63 @@ class RigidBodyTarget:
         return self.target.energy(self.bodies.atoms(state[..., :3], state[..., 3:]))
 
     __call__ = energy
+
+    def close(self) -> None:
+        """Stop the atom target's workers, if it has any (idempotent)."""
+        if hasattr(self.target, "close"):
+            self.target.close()
+
+    def __enter__(self) -> RigidBodyTarget:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class HarmonicWells:
+    """A toy with a known answer: M independent rigid molecules in a periodic box, each in a harmonic well around its
+    site and an orientational well around its lattice orientation,
+    u = sum_i k / 2 |d_i|^2 - kappa (q_i . q0_i)^2 (kT), with d_i the minimum-image displacement (nm) from site i;
+    the orientational term is the same at q and -q.
+
+    Its normalising constant (Lebesgue in nm^3 per molecule, Haar in the Euler normalisation 8 pi^2 per orientation)
+    is exact: per coordinate, sqrt(2 pi / k) erf(L / 2 sqrt(k / 2)); per orientation,
+    8 pi^2 exp(kappa / 2) (I0(kappa / 2) - I1(kappa / 2)).
+
+    Args:
+        sites: ``[M, 3]`` (nm).
+        orientations: ``[M, 4]`` unit quaternions.
+        box: ``[3]`` box edges (nm).
+        stiffness: k (kT / nm^2).
+        concentration: kappa (kT).
+    """
+
+    def __init__(self, sites: torch.Tensor, orientations: torch.Tensor, box: torch.Tensor, stiffness: float,
+                 concentration: float) -> None:
+        self.sites = torch.as_tensor(sites, dtype=torch.float64)
+        self.orientations = torch.as_tensor(orientations, dtype=torch.float64)
+        check_unit_quaternions(self.orientations)
+        self.box = torch.as_tensor(box, dtype=torch.float64)
+        self.stiffness, self.concentration = float(stiffness), float(concentration)
+        self.event_shape = (len(self.sites), 7)
+        self.kT = 1.0
+
+    def energy(self, state: torch.Tensor) -> torch.Tensor:
+        """Reduced energies ``[B]`` of rigid-body states ``[B, M, 7]``."""
+        box = self.box.to(state)
+        displacement = state[..., :3] - self.sites.to(state)
+        displacement = displacement - box * torch.round(displacement / box)
+        alignment = (state[..., 3:] * self.orientations.to(state)).sum(-1)
+        return (0.5 * self.stiffness * displacement.pow(2).sum(-1) - self.concentration * alignment**2).sum(-1)
+
+    __call__ = energy
+
+    def log_partition_function(self) -> float:
+        """log Z, exact."""
+        from scipy.special import erf, ive
+
+        k, half = self.stiffness, self.box.numpy() / 2
+        position = float(np.sum(0.5 * np.log(2 * np.pi / k) + np.log(erf(half * np.sqrt(k / 2)))))
+        a = self.concentration / 2
+        orientation = np.log(8 * np.pi**2) + self.concentration + np.log(ive(0, a) - ive(1, a))
+        return len(self.sites) * (position + float(orientation))

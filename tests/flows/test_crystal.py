@@ -114,9 +114,18 @@ def test_density_integrates_to_one_over_positions_and_orientations(translation_i
     assert estimate == pytest.approx(1.0, abs=4 * error)
 
 
-def test_a_prior_reaching_outside_the_chart_is_a_clear_error():
-    with pytest.raises(InputError, match="outside the chart"):
-        random_flow(2, True, 0.2, 0.05, bound=6.0)
+def test_chart_is_a_bijection_of_all_local_coordinates():
+    flow = random_flow(3, True, 0.01, 0.05, bound=5.0)
+    y = 0.4 * torch.randn(200, flow.chart.dim, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    states, log_jacobian = flow.chart.state(y, shift=torch.zeros(200, 3, dtype=torch.float64))
+    back, back_log_jacobian = flow.chart.local(states)
+    torch.testing.assert_close(back, y)
+    torch.testing.assert_close(back_log_jacobian, log_jacobian)
+
+
+def test_a_covariance_that_is_not_positive_definite_is_a_clear_error():
+    chart = LatticeChart(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.ones(3), False)
     with pytest.raises(InputError, match="positive definite"):
-        chart = LatticeChart(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.ones(3), False)
         CrystalFlow(chart, torch.zeros(6), torch.zeros(6, 6))
+    with pytest.raises(InputError, match="6 local coordinates"):
+        CrystalFlow(chart, torch.zeros(5), torch.eye(5))

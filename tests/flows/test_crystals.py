@@ -1,0 +1,85 @@
+"""Crystal flows on systems: the toy with a known free energy is reproduced before and after reverse-KL training;
+ice's chart, target and checkpoints; clear errors for the wrong system or temperature."""
+
+import math
+
+import pytest
+import torch
+
+from molsamp.errors import InputError
+from molsamp.flows.crystal import CrystalFlow, LatticeChart
+from molsamp.flows.crystals import (crystal_md_states, crystal_target, initial_flow, is_crystal, lattice_chart,
+                                    load_crystal_flow, save_crystal_flow, train_crystal_flow)
+from molsamp.flows.generator import importance_samples
+from molsamp.flows.rigid_bodies import HarmonicWells
+from molsamp.systems import load
+
+
+def toy(molecules=4, stiffness=400.0, concentration=50.0):
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(molecules, 4, generator=generator, dtype=torch.float64)
+    sites = torch.rand(molecules, 3, generator=generator, dtype=torch.float64)
+    return HarmonicWells(sites, q / q.norm(dim=-1, keepdim=True), torch.tensor([1.0, 0.9, 1.1]), stiffness,
+                         concentration)
+
+
+def harmonic_flow(wells, position_scale=1.0, **options):
+    """A flow around the wells' minima whose prior is their harmonic approximation (widened for positions)."""
+    chart = LatticeChart(wells.sites, wells.orientations, wells.box, translation_invariant=False)
+    n_positions = 3 * chart.n_displaced
+    variances = torch.cat([torch.full((n_positions,), position_scale**2 / wells.stiffness),
+                           torch.full((chart.dim - n_positions,), 2 / wells.concentration)]).double()
+    return CrystalFlow(chart, torch.zeros(chart.dim), torch.diag(variances), **options)
+
+
+def test_the_toy_free_energy_is_reproduced_by_importance_sampling():
+    wells = toy()
+    flow = harmonic_flow(wells, position_scale=1.3, layers=0)
+    with torch.no_grad():
+        draws = importance_samples(flow, wells, 20_000, torch.Generator().manual_seed(1), progress=False)
+    error = draws.info["log_Z_error"]
+    assert 0 < error < 0.05
+    assert draws.info["log_Z"] == pytest.approx(wells.log_partition_function(), abs=4 * error)
+
+
+def test_reverse_kl_training_raises_the_ess_and_keeps_the_free_energy_exact():
+    wells = toy()
+    flow = harmonic_flow(wells, position_scale=1.6, layers=2, hidden=32)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        before = importance_samples(flow, wells, 4000, generator, progress=False)
+    records = []
+    train_crystal_flow(flow, wells, steps=300, batch_size=128, learning_rate=3e-3, final_learning_rate=3e-4,
+                       progress=False, log=records.append, log_every=100)
+    assert [r["step"] for r in records] == [100, 200, 300] and records[-1]["dropped"] == 0
+    with torch.no_grad():
+        after = importance_samples(flow, wells, 4000, generator, progress=False)
+    assert after.info["ess_percent"] > before.info["ess_percent"] + 10
+    assert after.info["log_Z"] == pytest.approx(wells.log_partition_function(), abs=4 * after.info["log_Z_error"])
+
+
+def test_ice_chart_target_and_checkpoint(tmp_path):
+    ice = load("ice-xi-16")
+    assert is_crystal(ice) and not is_crystal(load("ala2"))
+    chart = lattice_chart(ice)
+    assert chart.n_molecules == 16 and chart.translation_invariant and chart.dim == 3 * 15 + 3 * 16
+    lattice = torch.cat([chart.sites, chart.orientations], -1)[None]
+    states = crystal_md_states(ice, 100.0, picoseconds=2.0, every=0.1, equilibration=1.0)
+    assert states.shape == (20, 16, 7)
+    with crystal_target(ice, n_workers=0, platform="Reference") as target, \
+            crystal_target(ice, temperature=50.0, n_workers=0, platform="Reference") as cold:
+        u_lattice = float(target.energy(lattice)[0])
+        assert float(cold.energy(lattice)[0]) == pytest.approx(2 * u_lattice)
+        assert bool((target.energy(states) > u_lattice).all())  # the minimised crystal is the lowest
+    flow = initial_flow(ice, states, layers=2, hidden=16)
+    path = save_crystal_flow(flow, tmp_path / "ice.pt", ice, 100.0, command="test")
+    loaded = load_crystal_flow(path, ice, 100.0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.log_prob(states), flow.log_prob(states))
+        assert math.isfinite(float(loaded.log_prob(states).sum()))
+    with pytest.raises(InputError, match="not 50"):
+        load_crystal_flow(path, ice, 50.0)
+    with pytest.raises(InputError, match="not for 'ice-xi-128'"):
+        load_crystal_flow(path, load("ice-xi-128"))
+    with pytest.raises(InputError, match="not a periodic crystal"):
+        lattice_chart(load("ala2"))
