@@ -439,18 +439,22 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Reference samples (.npz with x and energy_kT, e.g. data/flows/<system>.npz) for --plot "
                    "and the energy W1.")
+@click.option("--temperature", type=_POSITIVE_FLOAT,
+              help="K, for a crystal (ice-xi-16, ice-xi-128): the flow trained at this temperature.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Samples (.npz): x, log_q, energy_kT, log_w and log_Z.")
+              help="Samples (.npz): x, log_q, energy_kT, log_w and log_Z (a crystal's also box and temperature).")
 def sample(system: str, n: int, model: Path | None, refine: str | None, smc_betas: int, smc_moves: int, seed: int,
-           batch_size: int, precision: str, plot: Path | None, reference: Path | None, overwrite: bool,
-           quiet: bool, output: Path) -> None:
-    """Draw independent samples of SYSTEM (dw4, lj13, lj55, ala2-vacuum) from its equivariant Boltzmann generator,
-    with exact log-densities and importance weights; prints the reweighting ESS."""
+           batch_size: int, precision: str, plot: Path | None, reference: Path | None, temperature: float | None,
+           overwrite: bool, quiet: bool, output: Path) -> None:
+    """Draw independent samples of SYSTEM (dw4, lj13, lj55, ala2-vacuum; ice-xi-16, ice-xi-128 with
+    --temperature) from its Boltzmann generator, with exact log-densities and importance weights; prints the
+    reweighting ESS (and a crystal's free energy)."""
     import torch
 
     from molsamp.files import check_output
+    from molsamp.flows.crystals import crystal_samples, is_crystal
     from molsamp.flows.diagnostics import energy_w1, plot_flow_samples, plot_flow_ramachandran
     from molsamp.flows.generator import sample as draw
     from molsamp.samples import Samples
@@ -461,8 +465,22 @@ def sample(system: str, n: int, model: Path | None, refine: str | None, smc_beta
     check_output(output, overwrite)
     if plot is not None:
         check_output(plot, overwrite)
-    references = Samples.from_npz(reference) if reference is not None else None
     target_system = load(system)
+    if is_crystal(target_system):
+        if temperature is None or refine or plot or reference:
+            raise _UserError(f"{system} is a crystal: give --temperature; --refine, --plot and --reference are "
+                             "for equivariant flows")
+        samples = crystal_samples(target_system, temperature, n, model=model, seed=seed, batch_size=batch_size,
+                                  progress=False if quiet else None)
+        samples.to_npz(output)
+        click.echo(f"ESS {samples.info['ess_percent']:.1f}% ({samples.info['ess']:.0f} of {len(samples)} samples); "
+                   f"free energy {samples.info['free_energy_kT']:.3f} +- {samples.info['free_energy_error_kT']:.3f} "
+                   f"kT ({samples.info['free_energy_per_molecule_kT']:.4f} kT per molecule); wrote {output}")
+        click.echo(json.dumps({k: v for k, v in samples.info.items() if isinstance(v, (int, float, str))}))
+        return
+    if temperature is not None:
+        raise _UserError("--temperature is for crystals (ice-xi-16, ice-xi-128)")
+    references = Samples.from_npz(reference) if reference is not None else None
     samples = draw(target_system, n, model=model, refine=refine, seed=seed, batch_size=batch_size,
                    progress=False if quiet else None, smc_betas=smc_betas, smc_moves=smc_moves,
                    dtype=getattr(torch, precision))
@@ -609,9 +627,16 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--samples-per-chain", type=_POSITIVE_INT, default=10, show_default=True)
 @click.option("--burn-in", type=_POSITIVE_INT, default=5000, show_default=True, help="MCMC steps before sampling.")
 @click.option("--steps", type=_POSITIVE_INT, default=4000, show_default=True, help="Optimisation steps.")
-@click.option("--batch-size", type=_POSITIVE_INT, default=256, show_default=True)
-@click.option("--hidden", type=_POSITIVE_INT, default=64, show_default=True, help="Width of the EGNN.")
-@click.option("--layers", type=_POSITIVE_INT, default=4, show_default=True, help="EGNN layers.")
+@click.option("--batch-size", type=_POSITIVE_INT,
+              help="Samples per step [default: 256 for equivariant flows, 32 for crystals].")
+@click.option("--hidden", type=_POSITIVE_INT,
+              help="Width of the EGNN or of a crystal coupling's MLP [default: 64, crystals 256].")
+@click.option("--layers", type=_POSITIVE_INT, help="EGNN layers or crystal couplings [default: 4, crystals 8].")
+@click.option("--temperature", type=_POSITIVE_FLOAT,
+              help="K, for a crystal (ice-xi-16, ice-xi-128): trained at this temperature, its prior fitted to "
+                   "--md-ps of the project's MD there.")
+@click.option("--md-ps", type=_POSITIVE_FLOAT, default=100.0, show_default=True,
+              help="Crystals: ps of MD whose frames (one per 0.2 ps) fit the prior.")
 @click.option("--learning-rate", type=_POSITIVE_FLOAT, default=1e-3, show_default=True)
 @click.option("--eval-samples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Flow samples drawn after training to measure the ESS for the model card.")
@@ -623,16 +648,18 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
-               batch_size: int, hidden: int, layers: int, learning_rate: float, eval_samples: int, seed: int,
-               init: Path | None, overwrite: bool, output: Path) -> None:
-    """Train an equivariant Boltzmann generator for a particle system (dw4, lj13, lj55; reference data from the
-    project's own MCMC) or a small molecule (ala2-vacuum; --data from the project's MD), by equivariant flow
-    matching."""
+               batch_size: int | None, hidden: int | None, layers: int | None, temperature: float | None,
+               md_ps: float, learning_rate: float, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
+               output: Path) -> None:
+    """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
+    the project's own MCMC) or a small molecule (ala2-vacuum; --data from the project's MD), by equivariant flow
+    matching; a crystal flow for ice (ice-xi-16, ice-xi-128, with --temperature), by reverse KL on the energy."""
     import time
 
     import torch
 
     from molsamp.files import check_output
+    from molsamp.flows.crystals import is_crystal
     from molsamp.flows.generator import (
         flow_target,
         handedness,
@@ -647,6 +674,15 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
 
     check_output(output, overwrite)
     target_system = load(system)
+    if is_crystal(target_system):
+        if temperature is None or data is not None or init is not None:
+            raise _UserError(f"{system} is a crystal: give --temperature; --data and --init are for equivariant flows")
+        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden or 256, layers or 8, md_ps,
+                       learning_rate, eval_samples, seed, output)
+        return
+    if temperature is not None:
+        raise _UserError("--temperature is for crystals (ice-xi-16, ice-xi-128)")
+    batch_size, hidden, layers = batch_size or 256, hidden or 64, layers or 4
     start_flow = None if init is None else load_flow(init, target_system)
     earlier = {} if start_flow is None else start_flow.metadata
     log_path = output.with_suffix(".log.jsonl")
@@ -679,6 +715,70 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
         save_flow(flow.float(), output, target_system, **card)
     click.echo(f"wrote {output} and {log_path}" + (f"; ESS {card['ess_percent']:.1f}% of {eval_samples} samples"
                                                    if eval_samples else ""))
+
+
+def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int, layers: int, md_ps: float,
+                   learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
+    from molsamp.flows.crystals import crystal_samples, save_crystal_flow, train_crystal_system
+
+    log_path = output.with_suffix(".log.jsonl")
+    with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
+        flow, card = train_crystal_system(system, temperature, steps=steps, batch_size=batch_size, hidden=hidden,
+                                          layers=layers, learning_rate=learning_rate, seed=seed,
+                                          md_picoseconds=md_ps, log=lambda entry: log.write(json.dumps(entry) + "\n"))
+        card["command"] = "molsamp train flow " + " ".join(sys.argv[3:])
+        save_crystal_flow(flow, output, system, temperature, **card)
+        if eval_samples:
+            measured = crystal_samples(system, temperature, eval_samples, model=output, seed=seed + 1).info
+            card.update({key: measured[key] for key in ("ess_percent", "free_energy_kT", "free_energy_error_kT")},
+                        ess_samples=eval_samples)
+            log.write(json.dumps({"samples": eval_samples, **card}) + "\n")
+            save_crystal_flow(flow, output, system, temperature, **card)
+    click.echo(f"wrote {output} and {log_path}" + (f"; ESS {card['ess_percent']:.1f}% of {eval_samples} samples"
+                                                   if eval_samples else ""))
+
+
+@cli.command("free-energy")
+@click.argument("system")
+@click.option("--from", "start", type=_POSITIVE_FLOAT, required=True, help="K: the temperature the states come from.")
+@click.option("--to", "end", type=_POSITIVE_FLOAT, required=True, help="K: the temperature to reach.")
+@click.option("--from-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Crystal flow at --from (default: the shipped models/<system>-<T>K-flow.pt).")
+@click.option("--to-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Crystal flow at --to (default: the shipped one).")
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The MD ladder of data/ice/make_md.py (data/ice/<system>.npz): its frames at --from are the "
+                   "states, and MBAR over its energies is the comparison. Without it, 200 ps of MD at --from.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the MD made without --reference.")
+def free_energy(system: str, start: float, end: float, from_model: Path | None, to_model: Path | None,
+                reference: Path | None, seed: int) -> None:
+    """Free-energy difference f(--to) - f(--from) (kT, f = -log Z) of a crystal (ice-xi-16, ice-xi-128) by learned
+    free-energy perturbation: Boltzmann states at --from mapped to --to through the two temperatures' flows, with
+    MBAR over the reference MD ladder beside it."""
+    import numpy as np
+    import torch
+
+    from molsamp.flows.crystals import crystal_md_states, learned_free_energy
+    from molsamp.free_energy.mbar import temperature_mbar
+    from molsamp.systems import load
+
+    crystal = load(system)
+    record = {"system": system}
+    if reference is None:
+        states = crystal_md_states(crystal, start, picoseconds=200.0, seed=seed)
+    else:
+        with np.load(reference) as ladder:
+            key = f"state_{start:g}K"
+            if key not in ladder.files:
+                raise _UserError(f"{reference} has no frames at {start:g} K (it keeps {[k for k in ladder.files if k.startswith('state_')]})")
+            states = torch.as_tensor(ladder[key], dtype=torch.float64)
+            states[..., 3:] /= states[..., 3:].norm(dim=-1, keepdim=True)  # stored in float32
+            estimate = temperature_mbar(ladder["temperatures"], ladder["energies"], start, end)
+        record["mbar"] = {"delta_f_kT": estimate.delta_f, "error_kT": estimate.error,
+                          "delta_f_per_molecule_kT": estimate.delta_f / states.shape[1],
+                          "states": len(estimate.samples_per_state)}
+    record["lfep"] = learned_free_energy(crystal, start, end, states, from_model, to_model)
+    click.echo(json.dumps(record))
 
 
 def _picoseconds(text: str) -> float:

@@ -78,7 +78,8 @@ class Samples:
 
     def to_npz(self, path: str | os.PathLike) -> Path:
         """Write ``x``, ``energy_kT`` (u), ``log_w`` (normalised log-weights), ``log_q`` where present, the
-        observables, and the numbers of ``info`` (ESS, log_Z, ...) as 0-d arrays, to one ``.npz`` file atomically."""
+        observables, the numbers of ``info`` (ESS, log_Z, ...) as 0-d arrays and its numpy arrays (e.g. a box) as
+        they are, to one ``.npz`` file atomically."""
         import numpy as np
 
         from molsamp.files import atomic_path
@@ -88,15 +89,15 @@ class Samples:
             arrays["log_q"] = self.log_q
         arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
         arrays.update({name: np.asarray(value) for name, value in self.info.items()
-                       if isinstance(value, (int, float)) and not isinstance(value, bool)})
+                       if isinstance(value, (int, float, np.ndarray)) and not isinstance(value, bool)})
         with atomic_path(path) as temporary:
             np.savez_compressed(temporary, **arrays)
         return Path(path)
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> Samples:
-        """Samples read back from :meth:`to_npz`'s file (other arrays of the sample count become observables,
-        0-d arrays go to ``info``). :class:`~molsamp.errors.InputError` if it lacks ``x`` or ``energy_kT``."""
+        """Samples read back from :meth:`to_npz`'s file (other arrays of the sample count become observables, the
+        rest go to ``info``). :class:`~molsamp.errors.InputError` if it lacks ``x`` or ``energy_kT``."""
         import numpy as np
 
         from molsamp.errors import InputError
@@ -111,7 +112,8 @@ class Samples:
         x, u = torch.as_tensor(arrays.pop("x")), torch.as_tensor(arrays.pop("energy_kT"))
         log_w = arrays.pop("log_w", None)
         log_q = arrays.pop("log_q", None)
-        info = {name: value.item() for name, value in arrays.items() if value.ndim == 0}
+        info = {name: value.item() if value.ndim == 0 else value for name, value in arrays.items()
+                if value.ndim == 0 or len(value) != len(x)}
         observables = {name: torch.as_tensor(value) for name, value in arrays.items()
                        if value.ndim and len(value) == len(x)}
         log_weights = torch.full((len(x),), -math.log(len(x)), dtype=torch.float64) if log_w is None else \

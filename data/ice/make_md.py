@@ -24,14 +24,12 @@ import numpy as np
 import torch
 
 from molsamp.flows.rigid_bodies import RigidBodies, water_body
-from molsamp.free_energy._quiet import quiet_import
-from molsamp.free_energy.mbar import mbar
+from molsamp.free_energy.mbar import temperature_mbar
 from molsamp.md import run_md
 from molsamp.systems import load
 from molsamp.trajectories import load_trajectory
 
 HERE = Path(__file__).resolve().parent
-MOLAR_GAS_CONSTANT = 8.314462618e-3  # kJ/mol/K
 
 
 def ladder(low: float, high: float, through: float, ratio: float) -> np.ndarray:
@@ -85,18 +83,13 @@ def main() -> None:
                           "std_energy_kJ_mol": float(u.std())}), flush=True)
     np.savez_compressed(HERE / f"{args.system}.npz", temperatures=temperatures, energies=np.stack(energies),
                         frame_interval_ps=args.every, seed=args.seed, **kept)
-    timeseries = quiet_import("pymbar.timeseries")
-    decorrelated = [u[timeseries.subsample_correlated_data(u)] for u in energies]
     for target in sorted(args.keep, reverse=True):
         if not np.isclose(temperatures[1:], target).any():
             continue
-        last = int(np.flatnonzero(np.isclose(temperatures, target))[0])
-        u = np.concatenate(decorrelated[:last + 1])
-        estimate = mbar(u[None, :] / (MOLAR_GAS_CONSTANT * temperatures[:last + 1, None]),
-                        [len(d) for d in decorrelated[:last + 1]])
+        estimate = temperature_mbar(temperatures, energies, temperatures[0], target)
         print(json.dumps({"system": args.system, "from_K": float(temperatures[0]), "to_K": target,
                           "delta_f_kT": estimate.delta_f, "error_kT": estimate.error,
-                          "decorrelated_samples": [len(d) for d in decorrelated[:last + 1]],
+                          "decorrelated_samples": estimate.samples_per_state.tolist(),
                           "worst_neighbour_overlap": float(estimate.neighbour_overlap.min())}), flush=True)
 
 if __name__ == "__main__":

@@ -257,33 +257,19 @@ class CrystalFlow(nn.Module):
     def _log_scale(self) -> torch.Tensor:
         return torch.log(torch.diagonal(self.cholesky)).sum()
 
-    def sample_and_log_prob(self, n: int, generator: torch.Generator | None = None, context: None = None
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-        """States ``[n, M, 7]`` and their exact log-densities ``[n]``; differentiable in the flow's parameters (the
-        reverse-KL loss needs it), so call under ``torch.no_grad()`` when sampling only."""
-        if context is not None:
-            raise InputError("a crystal flow is unconditional: context must be None")
-        device = self.mean.device
-        z = torch.randn(n, self.chart.dim, generator=generator, dtype=torch.float64, device=device)
+    def transform(self, z: torch.Tensor, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``[B, M, 7]`` of base points ``z: [B, D]`` (molecule 1 at ``shift: [B, 3]`` nm when translation
+        invariant) and their exact log-densities ``[B]``: the flow's map, differentiable in its parameters."""
         log_q = self._log_base(z)
         for coupling in self.couplings:
             z, log_det = coupling(z)
             log_q = log_q - log_det
-        y = self.mean + z @ self.cholesky.T
-        shift = None
-        if self.chart.translation_invariant:
-            shift = torch.rand(n, 3, generator=generator, dtype=torch.float64, device=device) * self.chart.box.to(device)
-        state, log_jacobian = self.chart.state(y, shift)
+        state, log_jacobian = self.chart.state(self.mean + z @ self.cholesky.T, shift)
         return state, log_q - self._log_scale() - log_jacobian
 
-    def sample(self, n: int, generator: torch.Generator | None = None, context: None = None) -> torch.Tensor:
-        with torch.no_grad():
-            return self.sample_and_log_prob(n, generator)[0]
-
-    def log_prob(self, state: torch.Tensor, context: None = None) -> torch.Tensor:
-        """Exact log-densities ``[B]`` of states ``[B, M, 7]``."""
-        if context is not None:
-            raise InputError("a crystal flow is unconditional: context must be None")
+    def inverse(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Base points ``z: [B, D]``, molecule 1's positions ``[B, 3]`` (None unless translation invariant) and the
+        exact log-densities ``[B]`` of states ``[B, M, 7]``: :meth:`transform` undone."""
         state = torch.as_tensor(state, dtype=torch.float64)
         if tuple(state.shape[1:]) != tuple(self.event_shape):
             raise InputError(f"states have shape {tuple(state.shape)}; expected [B, {self.chart.n_molecules}, 7]")
@@ -294,7 +280,31 @@ class CrystalFlow(nn.Module):
         for coupling in reversed(self.couplings):
             z, log_det = coupling.inverse(z)
             log_q = log_q + log_det
-        return log_q + self._log_base(z) - self._log_scale() - log_jacobian
+        shift = state[:, 0, :3] if self.chart.translation_invariant else None
+        return z, shift, log_q + self._log_base(z) - self._log_scale() - log_jacobian
+
+    def sample_and_log_prob(self, n: int, generator: torch.Generator | None = None, context: None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """States ``[n, M, 7]`` and their exact log-densities ``[n]``; differentiable in the flow's parameters (the
+        reverse-KL loss needs it), so call under ``torch.no_grad()`` when sampling only."""
+        if context is not None:
+            raise InputError("a crystal flow is unconditional: context must be None")
+        device = self.mean.device
+        z = torch.randn(n, self.chart.dim, generator=generator, dtype=torch.float64, device=device)
+        shift = None
+        if self.chart.translation_invariant:
+            shift = torch.rand(n, 3, generator=generator, dtype=torch.float64, device=device) * self.chart.box.to(device)
+        return self.transform(z, shift)
+
+    def sample(self, n: int, generator: torch.Generator | None = None, context: None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.sample_and_log_prob(n, generator)[0]
+
+    def log_prob(self, state: torch.Tensor, context: None = None) -> torch.Tensor:
+        """Exact log-densities ``[B]`` of states ``[B, M, 7]``."""
+        if context is not None:
+            raise InputError("a crystal flow is unconditional: context must be None")
+        return self.inverse(state)[2]
 
     @classmethod
     def from_config(cls, chart: dict[str, Any], mean: torch.Tensor, covariance: torch.Tensor, **options: Any

@@ -5,7 +5,8 @@ checkpoints with their model cards."""
 from __future__ import annotations
 
 __all__ = ["is_crystal", "crystal_target", "lattice_chart", "crystal_md_states", "initial_flow",
-           "train_crystal_flow", "save_crystal_flow", "load_crystal_flow", "CRYSTAL_KIND"]
+           "train_crystal_flow", "train_crystal_system", "save_crystal_flow", "load_crystal_flow",
+           "default_crystal_model", "crystal_samples", "learned_free_energy", "CRYSTAL_KIND"]
 
 import dataclasses
 import math
@@ -23,6 +24,7 @@ import torch
 from molsamp.errors import InputError
 from molsamp.flows.crystal import CrystalFlow, LatticeChart
 from molsamp.flows.rigid_bodies import RigidBodies, RigidBodyTarget, water_body
+from molsamp.samples import Samples
 from molsamp.systems import System
 
 CRYSTAL_KIND = "crystal-flow"
@@ -131,12 +133,40 @@ def train_crystal_flow(flow: CrystalFlow, target: RigidBodyTarget, steps: int = 
     return flow
 
 
+def train_crystal_system(system: System, temperature: float, steps: int = 4000, batch_size: int = 32,
+                         hidden: int = 256, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
+                         md_picoseconds: float = 100.0, progress: bool | None = None,
+                         log: Callable[[dict], None] | None = None) -> tuple[CrystalFlow, dict[str, Any]]:
+    """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a prior fitted to ``md_picoseconds``
+    ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on the energy
+    (:func:`train_crystal_flow`)."""
+    start = time.perf_counter()
+    states = crystal_md_states(system, temperature, picoseconds=md_picoseconds, seed=seed)
+    md_seconds = time.perf_counter() - start
+    if log is not None:
+        log({"md_frames": len(states), "md_picoseconds": md_picoseconds, "seconds": md_seconds})
+    torch.manual_seed(seed)
+    flow = initial_flow(system, states, layers=layers, hidden=hidden, seed=seed)
+    start = time.perf_counter()
+    with crystal_target(system, temperature) as target:
+        train_crystal_flow(flow, target, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                           seed=seed, progress=progress, log=log)
+    card = {"data": {"md_frames": len(states), "md_picoseconds": md_picoseconds, "md_seconds": md_seconds},
+            "training_seconds": time.perf_counter() - start, "energy_evaluations": steps * batch_size,
+            "parameters": sum(p.numel() for p in flow.parameters())}
+    return flow, card
+
+
 def save_crystal_flow(flow: CrystalFlow, path: str | os.PathLike, system: System, temperature: float,
                       **card: Any) -> Path:
-    """Write ``flow`` for ``system`` at ``temperature`` (K) with its model card."""
+    """Write ``flow`` for ``system`` at ``temperature`` (K) with its model card, its weights rounded to float32 (half
+    the file; the loaded flow computes in float64 with those weights, and its log q is exact for them)."""
+    import copy
+
     from molsamp.checkpoints import save_checkpoint
 
-    return save_checkpoint(flow, path, CRYSTAL_KIND, system=system.name, temperature=float(temperature), **card)
+    return save_checkpoint(copy.deepcopy(flow).float(), path, CRYSTAL_KIND, system=system.name,
+                           temperature=float(temperature), **card)
 
 
 def load_crystal_flow(path: str | os.PathLike, system: System, temperature: float | None = None) -> CrystalFlow:
@@ -145,8 +175,75 @@ def load_crystal_flow(path: str | os.PathLike, system: System, temperature: floa
 
     flow = load_checkpoint(path, CRYSTAL_KIND, CrystalFlow.from_config)
     card = flow.metadata
+    flow = flow.to(torch.float64)
+    flow.metadata = card
     if card.get("system") != system.name or tuple(flow.event_shape) != (system.n_atoms // 4, 7):
         raise InputError(f"{path}: a crystal flow for {card.get('system')!r}, not for {system.name!r}")
     if temperature is not None and not math.isclose(card.get("temperature", math.nan), temperature):
         raise InputError(f"{path}: trained at {card.get('temperature')} K, not {temperature} K")
     return flow
+
+
+def default_crystal_model(system: System, temperature: float) -> Path:
+    """The shipped checkpoint of ``system`` at ``temperature`` (``models/<name>-<T>K-flow.pt``)."""
+    from molsamp.shipped import MODELS_DIR
+
+    return MODELS_DIR / f"{system.name}-{temperature:g}K-flow.pt"
+
+
+def _model(system: System, temperature: float, model: str | os.PathLike | None) -> CrystalFlow:
+    path = Path(model) if model is not None else default_crystal_model(system, temperature)
+    if model is None and not path.is_file():
+        raise InputError(f"no shipped crystal flow for {system.name!r} at {temperature:g} K; train one with "
+                         f"'molsamp train flow {system.name} --temperature {temperature:g} -o FILE.pt' and pass "
+                         "--model")
+    return load_crystal_flow(path, system, temperature)
+
+
+def crystal_samples(system: System, temperature: float, n: int, model: str | os.PathLike | None = None,
+                    seed: int = 0, batch_size: int = 1000, progress: bool | None = None) -> Samples:
+    """``n`` independent samples of ``system`` at ``temperature`` (K) from its crystal flow (default: the shipped
+    one), weighted to the Boltzmann distribution exactly (:func:`~molsamp.flows.generator.importance_samples`).
+    ``x`` holds the O, H, H positions (nm) of each water in topology order; the rigid-body states are the
+    observable ``"state"``. ``info`` adds the reduced free energy f = -log Z (kT), per molecule, with its error,
+    and the temperature."""
+    from molsamp.flows.generator import importance_samples
+
+    flow = _model(system, temperature, model)
+    with crystal_target(system, temperature) as target, torch.no_grad():
+        draws = importance_samples(flow, target, n, torch.Generator().manual_seed(seed), batch_size, progress)
+        sites = target.bodies.atoms(draws.x[..., :3], draws.x[..., 3:])
+    molecules = flow.chart.n_molecules
+    oxygen_and_hydrogens = sites.reshape(len(sites), molecules, -1, 3)[:, :, :3].reshape(len(sites), -1, 3)
+    info = {**draws.info, "temperature": float(temperature), "free_energy_kT": -draws.info["log_Z"],
+            "free_energy_per_molecule_kT": -draws.info["log_Z"] / molecules,
+            "free_energy_error_kT": draws.info["log_Z_error"], "seed": seed,
+            "model": str(model or default_crystal_model(system, temperature)), "box_nm": system.box}
+    return dataclasses.replace(draws, x=oxygen_and_hydrogens, observables={"state": draws.x}, info=info)
+
+
+def learned_free_energy(system: System, start: float, end: float, states: torch.Tensor,
+                        start_model: str | os.PathLike | None = None, end_model: str | os.PathLike | None = None,
+                        batch_size: int = 1000) -> dict[str, Any]:
+    """Learned free-energy perturbation (Wirnsberger et al., J. Chem. Phys. 2020) from ``start`` to ``end`` K:
+    Boltzmann ``states`` ``[S, M, 7]`` at ``start`` (e.g. MD frames) are mapped to ``end`` through the two crystal
+    flows' shared base (z of the ``start`` flow, then the ``end`` flow), M(x), with log|J_M(x)| = log q_start(x) - log
+    q_end(M(x)) exact; the work W = u_end(M(x)) - u_start(x) - log|J_M(x)| gives delta f = f(end) - f(start) =
+    -log mean exp(-W) (kT), its delta-method error (for independent states) and the ESS of exp(-W)."""
+    from molsamp.analysis import kish_ess
+
+    flows = [_model(system, t, m) for t, m in ((start, start_model), (end, end_model))]
+    works = []
+    with crystal_target(system, start) as hot, crystal_target(system, end) as cold, torch.no_grad():
+        for first in range(0, len(states), batch_size):
+            batch = torch.as_tensor(states[first:first + batch_size], dtype=torch.float64)
+            z, shift, log_q_start = flows[0].inverse(batch)
+            mapped, log_q_end = flows[1].transform(z, shift)
+            works.append(cold.energy(mapped) - hot.energy(batch) - (log_q_start - log_q_end))
+    work = torch.cat(works)
+    n = len(work)
+    log_mean = float(torch.logsumexp(-work, 0)) - math.log(n)
+    ess = kish_ess(-work)
+    return {"delta_f_kT": -log_mean, "error_kT": math.sqrt(max(n / ess - 1, 0.0) / n),
+            "delta_f_per_molecule_kT": -log_mean / flows[0].chart.n_molecules, "ess_percent": 100 * ess / n,
+            "states": n, "mean_work_kT": float(work.mean()), "from_K": float(start), "to_K": float(end)}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FreeEnergyDifference", "PoorOverlapWarning", "mbar", "mbar_from_windows", "MIN_OVERLAP"]
+__all__ = ["FreeEnergyDifference", "PoorOverlapWarning", "mbar", "mbar_from_windows", "temperature_mbar",
+           "MIN_OVERLAP", "MOLAR_GAS_CONSTANT"]
 
 import dataclasses
 import warnings
@@ -12,6 +13,9 @@ import numpy as np
 
 from molsamp.free_energy._quiet import quiet_import
 from molsamp.free_energy.windows import WindowSamples
+
+MOLAR_GAS_CONSTANT = 8.314462618e-3
+"""kJ/mol/K."""
 
 MIN_OVERLAP = 0.03
 """Neighbouring states whose MBAR overlap falls below this get a :class:`PoorOverlapWarning`."""
@@ -97,3 +101,25 @@ def mbar_from_windows(windows: Sequence[WindowSamples]) -> FreeEnergyDifference:
         else:
             kept.append(u)
     return mbar(np.concatenate(kept, axis=1), [k.shape[1] for k in kept])
+
+
+def temperature_mbar(temperatures: Sequence[float], energies: Sequence[np.ndarray], start: float, end: float
+                     ) -> FreeEnergyDifference:
+    """MBAR over a ladder of temperatures at constant volume: ``delta_f`` = f(``end``) - f(``start``), the reduced
+    free energies (kT, f = -log Z) at the two temperatures (K, both on the ladder), from the potential energies
+    ``energies[k]`` (kJ/mol, a time series) sampled at ``temperatures[k]``, using the states from ``start`` to
+    ``end``. Each series is subsampled to decorrelated samples by its statistical inefficiency; u_k(x) = U(x) / R
+    T_k."""
+    timeseries = quiet_import("pymbar.timeseries")
+    temperatures = np.asarray(temperatures, dtype=np.float64)
+    positions = [int(np.flatnonzero(np.isclose(temperatures, t))[0]) if np.isclose(temperatures, t).any() else None
+                 for t in (start, end)]
+    if None in positions:
+        raise ValueError(f"{start} K and {end} K must both be on the ladder {temperatures.tolist()}")
+    first, last = positions
+    step = 1 if last >= first else -1
+    states = list(range(first, last + step, step))
+    decorrelated = [np.asarray(energies[k])[timeseries.subsample_correlated_data(np.asarray(energies[k]))]
+                    for k in states]
+    u = np.concatenate(decorrelated)
+    return mbar(u[None, :] / (MOLAR_GAS_CONSTANT * temperatures[states, None]), [len(d) for d in decorrelated])

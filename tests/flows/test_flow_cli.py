@@ -85,3 +85,33 @@ def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
     refined = molsamp("sample", "ala2-vacuum", "--model", tmp_path / "ala2.pt", "--refine", "smc", "-o",
                       tmp_path / "ala2.npz", env=ONE_THREAD)
     assert_one_line_error(refined, "particle systems")
+
+
+def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_path):
+    tiny = ["--md-ps", 2, "--steps", 3, "--batch-size", 4, "--hidden", 8, "--layers", 2]
+    for temperature in (100, 90):
+        result = molsamp("train", "flow", "ice-xi-16", "--temperature", temperature, *tiny, "--eval-samples", 20,
+                         "-o", tmp_path / f"{temperature}.pt", env=ONE_THREAD)
+        assert result.returncode == 0, result.stderr
+        assert "ESS" in result.stdout
+    result = molsamp("sample", "ice-xi-16", "--temperature", 100, "--model", tmp_path / "100.pt", "-n", 30, "-q",
+                     "-o", tmp_path / "ice.npz", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert "free energy" in result.stdout
+    with np.load(tmp_path / "ice.npz") as samples:
+        assert samples["x"].shape == (30, 48, 3) and samples["log_q"].shape == (30,)
+        assert samples["box_nm"].shape == (3, 3) and float(samples["temperature"]) == 100.0
+    # a reference ladder of two temperatures: the flows' own samples' energies stand in for MD
+    samples = Samples.from_npz(tmp_path / "ice.npz")
+    energies = samples.u.numpy() * 8.314462618e-3 * 100
+    np.savez(tmp_path / "ladder.npz", temperatures=np.array([100.0, 90.0]), energies=np.stack([energies, energies]),
+             state_100K=samples.observables["state"].numpy().astype(np.float32))
+    result = molsamp("free-energy", "ice-xi-16", "--from", 100, "--to", 90, "--from-model", tmp_path / "100.pt",
+                     "--to-model", tmp_path / "90.pt", "--reference", tmp_path / "ladder.npz", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["lfep"]["states"] == 30 and np.isfinite(record["lfep"]["delta_f_kT"])
+    assert np.isfinite(record["mbar"]["delta_f_kT"])
+    assert_one_line_error(molsamp("sample", "ice-xi-16", "-n", 3, "-o", tmp_path / "x.npz"), "--temperature")
+    assert_one_line_error(molsamp("sample", "ice-xi-16", "--temperature", 70, "-n", 3, "-o", tmp_path / "y.npz"),
+                          "no shipped crystal flow", "70 K")
