@@ -1,7 +1,7 @@
 """Crystal flows for ice against MBAR: for each system and target temperature with a trained flow, the Kish ESS of
 flow samples, the reduced free energy f = -log Z from each temperature's flow, f(to) - f(from) from the two flows and
 by learned free-energy perturbation (the project's MD frames at --from mapped through the flows), beside MBAR over
-the project's MD ladder (data/ice/<system>.npz from data/ice/make_md.py), per molecule too. Prints one JSON line per
+the project's MD ladder (data/ice/<system>/ from data/ice/make_md.py), per molecule too. Prints one JSON line per
 system and target temperature.
 
 Usage: ``python benchmarks/rigid_flows.py [--systems ice-xi-16] [--to 100] [--from 250] [--samples 10000]``.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molsamp.flows.crystals import crystal_samples, default_crystal_model, learned_free_energy
+from molsamp.flows.crystals import crystal_samples, default_crystal_model, learned_free_energy, load_md_ladder
 from molsamp.free_energy.mbar import temperature_mbar
 from molsamp.systems import load
 
@@ -46,10 +46,9 @@ def benchmark(name: str, start: float, end: float, n: int, seed: int) -> dict:
                               "training_energy_evaluations": card.get("energy_evaluations"),
                               "parameters": card.get("parameters"), "sampling_seconds": time.perf_counter() - begin}
     record["flows"] = {f"{t:g}K": value for t, value in flows.items()}
-    with np.load(ROOT / "data" / "ice" / f"{name}.npz") as ladder:
-        estimate = temperature_mbar(ladder["temperatures"], ladder["energies"], start, end)
-        states = torch.as_tensor(ladder[f"state_{start:g}K"], dtype=torch.float64)
-    states[..., 3:] /= states[..., 3:].norm(dim=-1, keepdim=True)
+    ladder = load_md_ladder(ROOT / "data" / "ice" / name)
+    estimate = temperature_mbar(ladder.temperatures, ladder.energies, start, end)
+    states = ladder.states_at(start)
     record["mbar"] = {"delta_f_kT": estimate.delta_f, "error_kT": estimate.error,
                       "delta_f_per_molecule_kT": estimate.delta_f / molecules,
                       "worst_neighbour_overlap": float(estimate.neighbour_overlap.min())}

@@ -630,7 +630,11 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--batch-size", type=_POSITIVE_INT,
               help="Samples per step [default: 256 for equivariant flows, 32 for crystals].")
 @click.option("--hidden", type=_POSITIVE_INT,
-              help="Width of the EGNN or of a crystal coupling's MLP [default: 64, crystals 256].")
+              help="Width of the EGNN or of a crystal coupling's conditioner [default: 64; crystals: MLP 256, "
+                   "attention 64].")
+@click.option("--conditioner", type=click.Choice(["mlp", "attention"]),
+              help="Crystals: a coupling's conditioner, an MLP over coordinates or attention over molecules "
+                   "[default: mlp up to 32 molecules, attention above].")
 @click.option("--layers", type=_POSITIVE_INT, help="EGNN layers or crystal couplings [default: 4, crystals 8].")
 @click.option("--temperature", type=_POSITIVE_FLOAT,
               help="K, for a crystal (ice-xi-16, ice-xi-128): trained at this temperature, its prior fitted to "
@@ -648,7 +652,8 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
-               batch_size: int | None, hidden: int | None, layers: int | None, temperature: float | None,
+               batch_size: int | None, hidden: int | None, conditioner: str | None, layers: int | None,
+               temperature: float | None,
                md_ps: float, learning_rate: float, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
     """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
@@ -677,11 +682,11 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     if is_crystal(target_system):
         if temperature is None or data is not None or init is not None:
             raise _UserError(f"{system} is a crystal: give --temperature; --data and --init are for equivariant flows")
-        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden or 256, layers or 8, md_ps,
+        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, layers or 8, md_ps,
                        learning_rate, eval_samples, seed, output)
         return
-    if temperature is not None:
-        raise _UserError("--temperature is for crystals (ice-xi-16, ice-xi-128)")
+    if temperature is not None or conditioner is not None:
+        raise _UserError("--temperature and --conditioner are for crystals (ice-xi-16, ice-xi-128)")
     batch_size, hidden, layers = batch_size or 256, hidden or 64, layers or 4
     start_flow = None if init is None else load_flow(init, target_system)
     earlier = {} if start_flow is None else start_flow.metadata
@@ -717,14 +722,15 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
                                                    if eval_samples else ""))
 
 
-def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int, layers: int, md_ps: float,
-                   learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
+def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int | None,
+                   conditioner: str | None, layers: int, md_ps: float, learning_rate: float, eval_samples: int,
+                   seed: int, output: Path) -> None:
     from molsamp.flows.crystals import crystal_samples, save_crystal_flow, train_crystal_system
 
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         flow, card = train_crystal_system(system, temperature, steps=steps, batch_size=batch_size, hidden=hidden,
-                                          layers=layers, learning_rate=learning_rate, seed=seed,
+                                          layers=layers, learning_rate=learning_rate, seed=seed, conditioner=conditioner,
                                           md_picoseconds=md_ps, log=lambda entry: log.write(json.dumps(entry) + "\n"))
         card["command"] = "molsamp train flow " + " ".join(sys.argv[3:])
         save_crystal_flow(flow, output, system, temperature, **card)
@@ -746,8 +752,8 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
               help="Crystal flow at --from (default: the shipped models/<system>-<T>K-flow.pt).")
 @click.option("--to-model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Crystal flow at --to (default: the shipped one).")
-@click.option("--reference", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The MD ladder of data/ice/make_md.py (data/ice/<system>.npz): its frames at --from are the "
+@click.option("--reference", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The MD ladder of data/ice/make_md.py (data/ice/<system>/): its frames at --from are the "
                    "states, and MBAR over its energies is the comparison. Without it, 200 ps of MD at --from.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the MD made without --reference.")
 def free_energy(system: str, start: float, end: float, from_model: Path | None, to_model: Path | None,
@@ -755,10 +761,7 @@ def free_energy(system: str, start: float, end: float, from_model: Path | None, 
     """Free-energy difference f(--to) - f(--from) (kT, f = -log Z) of a crystal (ice-xi-16, ice-xi-128) by learned
     free-energy perturbation: Boltzmann states at --from mapped to --to through the two temperatures' flows, with
     MBAR over the reference MD ladder beside it."""
-    import numpy as np
-    import torch
-
-    from molsamp.flows.crystals import crystal_md_states, learned_free_energy
+    from molsamp.flows.crystals import crystal_md_states, learned_free_energy, load_md_ladder
     from molsamp.free_energy.mbar import temperature_mbar
     from molsamp.systems import load
 
@@ -767,13 +770,12 @@ def free_energy(system: str, start: float, end: float, from_model: Path | None, 
     if reference is None:
         states = crystal_md_states(crystal, start, picoseconds=200.0, seed=seed)
     else:
-        with np.load(reference) as ladder:
-            key = f"state_{start:g}K"
-            if key not in ladder.files:
-                raise _UserError(f"{reference} has no frames at {start:g} K (it keeps {[k for k in ladder.files if k.startswith('state_')]})")
-            states = torch.as_tensor(ladder[key], dtype=torch.float64)
-            states[..., 3:] /= states[..., 3:].norm(dim=-1, keepdim=True)  # stored in float32
-            estimate = temperature_mbar(ladder["temperatures"], ladder["energies"], start, end)
+        ladder = load_md_ladder(reference)
+        states = ladder.states_at(start)
+        try:
+            estimate = temperature_mbar(ladder.temperatures, ladder.energies, start, end)
+        except ValueError as error:
+            raise _UserError(f"{reference}: {error}") from None
         record["mbar"] = {"delta_f_kT": estimate.delta_f, "error_kT": estimate.error,
                           "delta_f_per_molecule_kT": estimate.delta_f / states.shape[1],
                           "states": len(estimate.samples_per_state)}

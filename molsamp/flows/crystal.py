@@ -175,13 +175,44 @@ def _log_sech_squared(r: torch.Tensor) -> torch.Tensor:
     return 2 * (math.log(2) - a - torch.nn.functional.softplus(-2 * a))
 
 
-class _SplineCoupling(nn.Module):
-    """Monotone rational-quadratic splines (zuko) on the coordinates outside ``mask``, conditioned on those inside
-    by an MLP; identity at initialisation and outside [-bound, bound]."""
+class _Coupling(nn.Module):
+    """A coupling layer: monotone rational-quadratic splines (zuko) on the coordinates in the ``moving`` buffer, whose
+    parameters :meth:`_spline` computes from the others."""
+
+    moving: torch.Tensor
+
+    def _spline(self, z: torch.Tensor):
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        moved, log_det = self._spline(z).call_and_ladj(z[:, self.moving])
+        out = z.clone()
+        out[:, self.moving] = moved
+        return out, log_det.sum(-1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spline = self._spline(y)
+        moved = spline.inv(y[:, self.moving])
+        out = y.clone()
+        out[:, self.moving] = moved
+        return out, -spline.call_and_ladj(moved)[1].sum(-1)
+
+
+def _rq_spline(parameters: torch.Tensor, bins: int, bound: float):
+    """zuko's monotone rational-quadratic spline of ``parameters`` ``[B, n, 3 bins - 1]`` on [-bound, bound]."""
+    from zuko.transforms import MonotonicRQSTransform
+
+    widths, heights, derivatives = parameters.split([bins, bins, bins - 1], -1)
+    return MonotonicRQSTransform(widths, heights, derivatives, bound=bound)
+
+
+class _SplineCoupling(_Coupling):
+    """Splines on the coordinates outside ``mask``, conditioned on those inside by an MLP; identity at initialisation
+    and outside [-bound, bound]."""
 
     def __init__(self, mask: torch.Tensor, hidden: int, bins: int, bound: float) -> None:
         super().__init__()
-        self.register_buffer("mask", mask)
+        self.register_buffer("moving", ~mask)
         self.bins, self.bound = bins, bound
         n_in, n_out = int(mask.sum()), int((~mask).sum())
         self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
@@ -190,24 +221,36 @@ class _SplineCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def _spline(self, z: torch.Tensor):
-        from zuko.transforms import MonotonicRQSTransform
+        return _rq_spline(self.net(z[:, ~self.moving]).reshape(len(z), -1, 3 * self.bins - 1), self.bins, self.bound)
 
-        parameters = self.net(z[:, self.mask]).reshape(len(z), -1, 3 * self.bins - 1)
-        widths, heights, derivatives = parameters.split([self.bins, self.bins, self.bins - 1], -1)
-        return MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        moved, log_det = self._spline(z).call_and_ladj(z[:, ~self.mask])
-        out = z.clone()
-        out[:, ~self.mask] = moved
-        return out, log_det.sum(-1)
+class _MoleculeCoupling(_Coupling):
+    """Splines on the local coordinates of the molecules outside ``mask`` (``[M]``), conditioned on those of the
+    molecules inside by self-attention over molecules (a learned embedding per molecule, ``blocks`` pre-norm
+    transformer blocks of ``width`` channels), so that its size does not grow with the crystal; identity at
+    initialisation and outside [-bound, bound]. ``slots`` ``[D]`` places each coordinate among its molecule's six
+    (molecule * 6 + 0..2 for the displacement, 3..5 for the rotation)."""
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        spline = self._spline(y)
-        moved = spline.inv(y[:, ~self.mask])
-        out = y.clone()
-        out[:, ~self.mask] = moved
-        return out, -spline.call_and_ladj(moved)[1].sum(-1)
+    def __init__(self, slots: torch.Tensor, mask: torch.Tensor, width: int, bins: int, bound: float,
+                 blocks: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.register_buffer("slots", slots)
+        self.register_buffer("moving", ~mask[slots // 6])
+        self.bins, self.bound, self.n_molecules = bins, bound, len(mask)
+        self.embed = nn.Linear(6, width)
+        self.molecule_embedding = nn.Parameter(torch.randn(len(mask), width) / math.sqrt(width))
+        block = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(block, blocks, enable_nested_tensor=False)
+        self.head = nn.Linear(width, 6 * (3 * bins - 1))
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _spline(self, z: torch.Tensor):
+        tokens = z.new_zeros(len(z), self.n_molecules * 6)
+        tokens[:, self.slots[~self.moving]] = z[:, ~self.moving]
+        hidden = self.encoder(self.embed(tokens.reshape(len(z), self.n_molecules, 6)) + self.molecule_embedding)
+        parameters = self.head(hidden).reshape(len(z), self.n_molecules * 6, 3 * self.bins - 1)
+        return _rq_spline(parameters[:, self.slots[self.moving]], self.bins, self.bound)
 
 
 class CrystalFlow(nn.Module):
@@ -219,14 +262,19 @@ class CrystalFlow(nn.Module):
         mean: ``[D]`` mean of the local coordinates.
         covariance: ``[D, D]`` their covariance (positive definite).
         layers: spline couplings.
-        hidden: width of each coupling's MLP.
+        hidden: width of each coupling's conditioner.
         bins: spline bins.
         bound: B: the splines act on [-B, B] of the whitened coordinates and are the identity outside.
         seed: seeds the couplings' masks (and nothing else).
+        conditioner: ``"mlp"``: each coupling moves a random half of the coordinates, conditioned on the others by an
+            MLP (its size grows with the crystal's squared size); ``"attention"``: each coupling moves the
+            coordinates of a random half of the molecules, conditioned on the others' by self-attention over
+            molecules (its size independent of the crystal's).
     """
 
     def __init__(self, chart: LatticeChart, mean: torch.Tensor, covariance: torch.Tensor, layers: int = 8,
-                 hidden: int = 256, bins: int = 8, bound: float = 5.0, seed: int = 0) -> None:
+                 hidden: int = 256, bins: int = 8, bound: float = 5.0, seed: int = 0,
+                 conditioner: str = "mlp") -> None:
         super().__init__()
         self.chart = chart
         self.event_shape = torch.Size((chart.n_molecules, 7))
@@ -235,7 +283,8 @@ class CrystalFlow(nn.Module):
         self.config = {"chart": {"sites": chart.sites, "orientations": chart.orientations, "box": chart.box,
                                  "translation_invariant": chart.translation_invariant},
                        "mean": mean, "covariance": covariance,
-                       "layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed}
+                       "layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed,
+                       "conditioner": conditioner}
         if mean.shape != (chart.dim,) or covariance.shape != (chart.dim, chart.dim):
             raise InputError(f"the chart has {chart.dim} local coordinates; got a mean {tuple(mean.shape)} and a "
                              f"covariance {tuple(covariance.shape)}")
@@ -244,11 +293,30 @@ class CrystalFlow(nn.Module):
             raise InputError("the covariance of the local coordinates is not positive definite")
         self.register_buffer("mean", mean)
         self.register_buffer("cholesky", cholesky)
-        masks = [torch.randperm(chart.dim, generator=torch.Generator().manual_seed(seed + k)) < chart.dim // 2
-                 for k in range(layers // 2)]
-        self.couplings = nn.ModuleList(_SplineCoupling(mask, hidden, bins, bound)
-                                       for pair in masks for mask in (pair, ~pair))
+        self.couplings = nn.ModuleList(self._couplings(conditioner, layers, hidden, bins, bound, seed))
         self.to(torch.float64)
+
+    def _couplings(self, conditioner: str, layers: int, hidden: int, bins: int, bound: float, seed: int
+                   ) -> list[_Coupling]:
+        """``layers`` couplings in pairs, the second of each pair moving what the first conditions on."""
+        def halves(n: int) -> list[torch.Tensor]:
+            return [torch.randperm(n, generator=torch.Generator().manual_seed(seed + k)) < n // 2
+                    for k in range(layers // 2)]
+
+        if conditioner == "mlp":
+            return [_SplineCoupling(mask, hidden, bins, bound) for pair in halves(self.chart.dim)
+                    for mask in (pair, ~pair)]
+        if conditioner == "attention":
+            chart = self.chart
+            first = chart.n_molecules - chart.n_displaced  # molecule 1 has no displacement when translation invariant
+            displaced = torch.arange(first, chart.n_molecules).repeat_interleave(3) * 6 + torch.arange(3).repeat(
+                chart.n_displaced)
+            rotated = torch.arange(chart.n_molecules).repeat_interleave(3) * 6 + 3 + torch.arange(3).repeat(
+                chart.n_molecules)
+            slots = torch.cat([displaced, rotated])
+            return [_MoleculeCoupling(slots, mask, hidden, bins, bound) for pair in halves(chart.n_molecules)
+                    for mask in (pair, ~pair)]
+        raise InputError(f"unknown conditioner {conditioner!r}; use 'mlp' or 'attention'")
 
     @staticmethod
     def _log_base(z: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 __all__ = ["is_crystal", "crystal_target", "lattice_chart", "crystal_md_states", "initial_flow",
            "train_crystal_flow", "train_crystal_system", "save_crystal_flow", "load_crystal_flow",
-           "default_crystal_model", "crystal_samples", "learned_free_energy", "CRYSTAL_KIND"]
+           "default_crystal_model", "crystal_samples", "learned_free_energy", "MDLadder", "load_md_ladder",
+           "CRYSTAL_KIND"]
 
 import dataclasses
 import math
@@ -87,6 +88,59 @@ def crystal_md_states(system: System, temperature: float, picoseconds: float = 1
     return torch.cat([centres, q], -1)
 
 
+@dataclasses.dataclass
+class MDLadder:
+    """MD of a crystal on a ladder of temperatures (``data/ice/make_md.py``).
+
+    Attributes:
+        temperatures: ``[K]`` (K), from the highest down.
+        energies: per temperature, the potential energies (kJ/mol) of its runs' production frames ``[runs, frames]``
+            (the input of :func:`~molsamp.free_energy.mbar.temperature_mbar`).
+        states: rigid-body states ``[S, M, 7]`` (unit quaternions) kept at some temperatures, keyed by temperature.
+    """
+
+    temperatures: np.ndarray
+    energies: list[np.ndarray]
+    states: dict[float, torch.Tensor]
+
+    def states_at(self, temperature: float) -> torch.Tensor:
+        """The kept states at ``temperature`` K; an InputError names the temperatures that have some."""
+        for kept, states in self.states.items():
+            if math.isclose(kept, temperature):
+                return states
+        raise InputError(f"the MD ladder keeps no states at {temperature:g} K (it keeps them at "
+                         f"{sorted(self.states)} K)")
+
+
+def load_md_ladder(folder: str | os.PathLike) -> MDLadder:
+    """The MD ladder in ``folder``: one ``<T>K-seed<s>.npz`` per run, holding ``temperature`` (K), ``seed``,
+    ``energies`` ``[frames]`` (kJ/mol) and optionally ``state`` ``[S, M, 7]`` (float32). Runs at one temperature
+    must have as many frames."""
+    runs: dict[float, list[np.ndarray]] = {}
+    paths = sorted(Path(folder).glob("*K-seed*.npz"))
+    if not paths:
+        raise InputError(f"{folder}: no MD runs (<T>K-seed<s>.npz) in it")
+    energies, states = {}, {}
+    for path in paths:
+        with np.load(path) as run:
+            temperature = float(run["temperature"])
+            runs.setdefault(temperature, []).append(run["energies"])
+            if "state" in run.files:
+                states.setdefault(temperature, []).append(run["state"])
+    temperatures = np.array(sorted(runs, reverse=True))
+    for temperature in temperatures:
+        lengths = {len(e) for e in runs[temperature]}
+        if len(lengths) > 1:
+            raise InputError(f"{folder}: the runs at {temperature:g} K have different lengths {sorted(lengths)}")
+        energies[temperature] = np.stack(runs[temperature])
+    kept = {}
+    for temperature, parts in states.items():
+        state = torch.as_tensor(np.concatenate(parts), dtype=torch.float64)
+        state[..., 3:] /= state[..., 3:].norm(dim=-1, keepdim=True)  # stored in float32
+        kept[temperature] = state
+    return MDLadder(temperatures, [energies[t] for t in temperatures], kept)
+
+
 def initial_flow(system: System, states: torch.Tensor, **options: Any) -> CrystalFlow:
     """A flow for ``system`` whose prior is the Gaussian of the local coordinates of ``states`` (MD frames at the
     flow's temperature); ``options`` go to :meth:`CrystalFlow.fit` (layers, hidden, bins, bound, shrinkage)."""
@@ -133,20 +187,29 @@ def train_crystal_flow(flow: CrystalFlow, target: RigidBodyTarget, steps: int = 
     return flow
 
 
+LARGE_CRYSTAL = 32
+"""Molecules above which a crystal flow's couplings condition by attention over molecules (by default)."""
+
+
 def train_crystal_system(system: System, temperature: float, steps: int = 4000, batch_size: int = 32,
-                         hidden: int = 256, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
-                         md_picoseconds: float = 100.0, progress: bool | None = None,
+                         hidden: int | None = None, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
+                         md_picoseconds: float = 100.0, conditioner: str | None = None, progress: bool | None = None,
                          log: Callable[[dict], None] | None = None) -> tuple[CrystalFlow, dict[str, Any]]:
     """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a prior fitted to ``md_picoseconds``
     ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on the energy
-    (:func:`train_crystal_flow`)."""
+    (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by default ``"mlp"``
+    (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64) above."""
+    if conditioner is None:
+        conditioner = "mlp" if system.n_atoms // 4 <= LARGE_CRYSTAL else "attention"
+    if hidden is None:
+        hidden = 256 if conditioner == "mlp" else 64
     start = time.perf_counter()
     states = crystal_md_states(system, temperature, picoseconds=md_picoseconds, seed=seed)
     md_seconds = time.perf_counter() - start
     if log is not None:
         log({"md_frames": len(states), "md_picoseconds": md_picoseconds, "seconds": md_seconds})
     torch.manual_seed(seed)
-    flow = initial_flow(system, states, layers=layers, hidden=hidden, seed=seed)
+    flow = initial_flow(system, states, layers=layers, hidden=hidden, seed=seed, conditioner=conditioner)
     start = time.perf_counter()
     with crystal_target(system, temperature) as target:
         train_crystal_flow(flow, target, steps=steps, batch_size=batch_size, learning_rate=learning_rate,

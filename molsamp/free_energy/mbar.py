@@ -107,9 +107,9 @@ def temperature_mbar(temperatures: Sequence[float], energies: Sequence[np.ndarra
                      ) -> FreeEnergyDifference:
     """MBAR over a ladder of temperatures at constant volume: ``delta_f`` = f(``end``) - f(``start``), the reduced
     free energies (kT, f = -log Z) at the two temperatures (K, both on the ladder), from the potential energies
-    ``energies[k]`` (kJ/mol, a time series) sampled at ``temperatures[k]``, using the states from ``start`` to
-    ``end``. Each series is subsampled to decorrelated samples by its statistical inefficiency; u_k(x) = U(x) / R
-    T_k."""
+    ``energies[k]`` (kJ/mol) sampled at ``temperatures[k]``: a time series ``[frames]``, or independent runs
+    ``[runs, frames]``, using the states from ``start`` to ``end``. Each series is subsampled to decorrelated samples
+    by its statistical inefficiency; u_k(x) = U(x) / R T_k."""
     timeseries = quiet_import("pymbar.timeseries")
     temperatures = np.asarray(temperatures, dtype=np.float64)
     positions = [int(np.flatnonzero(np.isclose(temperatures, t))[0]) if np.isclose(temperatures, t).any() else None
@@ -119,7 +119,8 @@ def temperature_mbar(temperatures: Sequence[float], energies: Sequence[np.ndarra
     first, last = positions
     step = 1 if last >= first else -1
     states = list(range(first, last + step, step))
-    decorrelated = [np.asarray(energies[k])[timeseries.subsample_correlated_data(np.asarray(energies[k]))]
+    decorrelated = [np.concatenate([run[timeseries.subsample_correlated_data(run)]
+                                    for run in np.atleast_2d(np.asarray(energies[k], dtype=np.float64))])
                     for k in states]
     u = np.concatenate(decorrelated)
     return mbar(u[None, :] / (MOLAR_GAS_CONSTANT * temperatures[states, None]), [len(d) for d in decorrelated])

@@ -16,7 +16,8 @@ def unit_quaternions(n, generator):
     return q / q.norm(dim=-1, keepdim=True)
 
 
-def random_flow(molecules, translation_invariant, position_scale, angle_scale, bound, seed=0, coupling_scale=0.3):
+def random_flow(molecules, translation_invariant, position_scale, angle_scale, bound, seed=0, coupling_scale=0.3,
+                conditioner="mlp"):
     """A flow with random couplings (not the identity; their weights of standard deviation ``coupling_scale``) and a
     random correlated prior."""
     generator = torch.Generator().manual_seed(seed)
@@ -29,7 +30,7 @@ def random_flow(molecules, translation_invariant, position_scale, angle_scale, b
                                                                            dtype=torch.float64) / chart.dim**0.5
     covariance = scales[:, None] * (mixing @ mixing.T) * scales[None, :] / 2
     flow = CrystalFlow(chart, 0.1 * scales * torch.randn(chart.dim, generator=generator, dtype=torch.float64),
-                       covariance, layers=4, hidden=16, bins=4, bound=bound)
+                       covariance, layers=4, hidden=16, bins=4, bound=bound, conditioner=conditioner)
     with torch.no_grad():
         for parameter in flow.parameters():
             parameter.normal_(std=coupling_scale, generator=generator)
@@ -56,9 +57,10 @@ def test_haar_measure_in_rotation_vectors_has_the_euler_volume_and_is_what_unifo
     assert float((angles < math.pi / 2).double().mean()) == pytest.approx(0.5 - 1 / math.pi, abs=0.004)
 
 
+@pytest.mark.parametrize("conditioner", ["mlp", "attention"])
 @pytest.mark.parametrize("translation_invariant", [False, True])
-def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_invariant):
-    flow = random_flow(3, translation_invariant, 0.01, 0.05, bound=6.0)
+def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_invariant, conditioner):
+    flow = random_flow(3, translation_invariant, 0.01, 0.05, bound=6.0, conditioner=conditioner)
     with torch.no_grad():
         states, log_q = flow.sample_and_log_prob(500, torch.Generator().manual_seed(3))
         torch.testing.assert_close(flow.log_prob(states), log_q, atol=1e-5, rtol=0)
@@ -73,8 +75,9 @@ def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_i
     torch.testing.assert_close(quaternions.norm(dim=-1), torch.ones(500, 3, dtype=torch.float64))
 
 
-def test_couplings_log_determinants_equal_autograds():
-    flow = random_flow(2, True, 0.01, 0.05, bound=6.0)
+@pytest.mark.parametrize("conditioner", ["mlp", "attention"])
+def test_couplings_log_determinants_equal_autograds(conditioner):
+    flow = random_flow(3, True, 0.01, 0.05, bound=6.0, conditioner=conditioner)
     z = torch.randn(4, flow.chart.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     for coupling in flow.couplings:
         _, log_det = coupling(z)
@@ -129,3 +132,16 @@ def test_a_covariance_that_is_not_positive_definite_is_a_clear_error():
         CrystalFlow(chart, torch.zeros(6), torch.zeros(6, 6))
     with pytest.raises(InputError, match="6 local coordinates"):
         CrystalFlow(chart, torch.zeros(5), torch.eye(5))
+
+
+def test_the_attention_conditioner_moves_whole_molecules_and_does_not_grow_with_the_crystal():
+    small, large = (random_flow(m, True, 0.01, 0.05, bound=6.0, conditioner="attention") for m in (4, 32))
+    sizes = [sum(p.numel() for name, p in flow.named_parameters() if "molecule_embedding" not in name)
+             for flow in (small, large)]
+    assert sizes[0] == sizes[1]
+    coupling = large.couplings[0]
+    molecule = coupling.slots // 6  # each molecule's coordinates move together, half of the molecules per coupling
+    moving_molecules = set(molecule[coupling.moving].tolist())
+    assert moving_molecules.isdisjoint(molecule[~coupling.moving].tolist()) and len(moving_molecules) == 16
+    with pytest.raises(InputError, match="unknown conditioner"):
+        random_flow(2, True, 0.01, 0.05, bound=6.0, conditioner="transformer")

@@ -3,13 +3,14 @@ ice's chart, target and checkpoints; clear errors for the wrong system or temper
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from molsamp.errors import InputError
 from molsamp.flows.crystal import CrystalFlow, LatticeChart
 from molsamp.flows.crystals import (crystal_md_states, crystal_target, initial_flow, is_crystal, lattice_chart,
-                                    load_crystal_flow, save_crystal_flow, train_crystal_flow)
+                                    load_crystal_flow, load_md_ladder, save_crystal_flow, train_crystal_flow)
 from molsamp.flows.generator import importance_samples
 from molsamp.flows.rigid_bodies import HarmonicWells
 from molsamp.systems import load
@@ -83,3 +84,24 @@ def test_ice_chart_target_and_checkpoint(tmp_path):
         load_crystal_flow(path, load("ice-xi-128"))
     with pytest.raises(InputError, match="not a periodic crystal"):
         lattice_chart(load("ala2"))
+
+
+def test_an_md_ladder_reads_runs_of_each_temperature(tmp_path):
+    state = np.zeros((3, 2, 7), np.float32)
+    state[..., 3] = 1.0001  # float32-rounded quaternions come back unit
+    for temperature, seed, frames in ((100.0, 1, 5), (100.0, 2, 5), (250.0, 1, 4)):
+        extra = {"state": state} if temperature == 100.0 else {}
+        np.savez(tmp_path / f"{temperature:.2f}K-seed{seed}.npz", temperature=temperature, seed=seed,
+                 energies=np.arange(frames, dtype=float), **extra)
+    ladder = load_md_ladder(tmp_path)
+    assert ladder.temperatures.tolist() == [250.0, 100.0]
+    assert [e.shape for e in ladder.energies] == [(1, 4), (2, 5)]
+    assert ladder.states_at(100).shape == (6, 2, 7)
+    assert torch.allclose(ladder.states_at(100)[..., 3], torch.ones(6, 2, dtype=torch.float64))
+    with pytest.raises(InputError, match="no states at 250 K"):
+        ladder.states_at(250)
+    np.savez(tmp_path / "100.00K-seed3.npz", temperature=100.0, seed=3, energies=np.zeros(7))
+    with pytest.raises(InputError, match="different lengths"):
+        load_md_ladder(tmp_path)
+    with pytest.raises(InputError, match="no MD runs"):
+        load_md_ladder(tmp_path / "ladder")

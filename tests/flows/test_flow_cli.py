@@ -104,14 +104,19 @@ def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_pat
     # a reference ladder of two temperatures: the flows' own samples' energies stand in for MD
     samples = Samples.from_npz(tmp_path / "ice.npz")
     energies = samples.u.numpy() * 8.314462618e-3 * 100
-    np.savez(tmp_path / "ladder.npz", temperatures=np.array([100.0, 90.0]), energies=np.stack([energies, energies]),
-             state_100K=samples.observables["state"].numpy().astype(np.float32))
+    (tmp_path / "ladder").mkdir()
+    np.savez(tmp_path / "ladder" / "100.00K-seed1.npz", temperature=100.0, seed=1, energies=energies,
+             state=samples.observables["state"].numpy().astype(np.float32))
+    np.savez(tmp_path / "ladder" / "90.00K-seed1.npz", temperature=90.0, seed=1, energies=energies)
     result = molsamp("free-energy", "ice-xi-16", "--from", 100, "--to", 90, "--from-model", tmp_path / "100.pt",
-                     "--to-model", tmp_path / "90.pt", "--reference", tmp_path / "ladder.npz", env=ONE_THREAD)
+                     "--to-model", tmp_path / "90.pt", "--reference", tmp_path / "ladder", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["lfep"]["states"] == 30 and np.isfinite(record["lfep"]["delta_f_kT"])
     assert np.isfinite(record["mbar"]["delta_f_kT"])
+    off_ladder = molsamp("free-energy", "ice-xi-16", "--from", 100, "--to", 80, "--from-model", tmp_path / "100.pt",
+                         "--to-model", tmp_path / "90.pt", "--reference", tmp_path / "ladder", env=ONE_THREAD)
+    assert_one_line_error(off_ladder, "on the ladder")
     assert_one_line_error(molsamp("sample", "ice-xi-16", "-n", 3, "-o", tmp_path / "x.npz"), "--temperature")
     assert_one_line_error(molsamp("sample", "ice-xi-16", "--temperature", 70, "-n", 3, "-o", tmp_path / "y.npz"),
                           "no shipped crystal flow", "70 K")

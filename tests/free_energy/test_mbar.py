@@ -77,3 +77,25 @@ def test_poor_overlap_warns():
 def test_shape_mismatch_is_explained():
     with pytest.raises(ValueError, match=r"\[2, 30\]"):
         mbar(np.zeros((2, 20)), [10, 20])
+
+
+def test_temperature_ladder_reproduces_the_harmonic_free_energy():
+    # U = k x^2 / 2 in 30 dimensions: f(T) = -log Z = -(d / 2) log T + const (kT), exact samples at each T
+    from molsamp.free_energy.mbar import MOLAR_GAS_CONSTANT, temperature_mbar
+
+    rng, d, k = np.random.default_rng(3), 30, 500.0
+    temperatures = np.geomspace(250.0, 100.0, 6)
+
+    def energies(t: float, shape: tuple[int, ...]) -> np.ndarray:
+        x = rng.normal(0, np.sqrt(MOLAR_GAS_CONSTANT * t / k), (*shape, d))
+        return 0.5 * k * (x**2).sum(-1)
+
+    exact = -(d / 2) * np.log(100.0 / 250.0)
+    series = temperature_mbar(temperatures, [energies(t, (2000,)) for t in temperatures], 250.0, 100.0)
+    runs = temperature_mbar(temperatures, [energies(t, (2, 1000)) for t in temperatures], 250.0, 100.0)
+    for estimate in (series, runs):
+        assert abs(estimate.delta_f - exact) < 4 * estimate.error
+        assert estimate.error < 0.1
+    assert runs.samples_per_state.sum() > 0.9 * series.samples_per_state.sum()
+    with pytest.raises(ValueError, match="on the ladder"):
+        temperature_mbar(temperatures, [energies(t, (10,)) for t in temperatures], 250.0, 90.0)
