@@ -107,6 +107,22 @@ class LatticeChart:
         box = self.box.to(v)
         return v - box * torch.round(v / box)
 
+    def translations(self, tolerance: float = 0.005) -> torch.Tensor:
+        """The lattice's translational symmetries as permutations ``[G, M]`` of its molecules (the identity first):
+        row g maps molecule i to the molecule ``perm[i]`` whose site is site i shifted by one translation (within
+        ``tolerance`` nm: a minimised supercell is periodic only to about 1e-3 nm) with the same orientation (within
+        about 5 degrees). A supercell of n unit cells has n of them; relabelling a state's molecules by one gives a
+        copy of the crystal as likely as the state."""
+        sites, orientations = self.sites, self.orientations
+        permutations = []
+        for shift in sites - sites[0]:
+            offsets = self._wrap(sites[None, :, :] - (sites[:, None, :] + shift)).norm(dim=-1)  # [i, j]
+            aligned = (orientations @ orientations.T).abs() > 1 - 1e-3
+            match = (offsets < tolerance) & aligned
+            if bool((match.sum(1) == 1).all()):
+                permutations.append(match.double().argmax(1))
+        return torch.stack(permutations)
+
     def local(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Local coordinates ``y: [B, D]`` of states ``[B, M, 7]`` and log|d state / d y| ``[B]`` (Lebesgue x Haar
         per molecule; with a translation-invariant energy, molecule 1's uniform position contributes -log V): log
@@ -382,11 +398,17 @@ class CrystalFlow(nn.Module):
 
     @classmethod
     def fit(cls, chart: LatticeChart, states: torch.Tensor, shrinkage: float = 0.1, scale: float = 1.0,
-            **options: Any) -> CrystalFlow:
+            symmetric: bool = True, **options: Any) -> CrystalFlow:
         """A flow whose prior is the Gaussian of the local coordinates of ``states`` ``[S, M, 7]`` (e.g. MD frames),
-        its covariance shrunk towards its diagonal by ``shrinkage`` and multiplied by ``scale`` (e.g. the ratio of
-        temperatures when the frames come from another one); the couplings start as the identity."""
-        y, _ = chart.local(torch.as_tensor(states, dtype=torch.float64))
+        with the copies of each state under the lattice's translations (:meth:`LatticeChart.translations`) when
+        ``symmetric`` (a supercell of n cells gets n times the data: the covariance of D coordinates from S frames
+        is off by about D^2 / 4S kT of KL divergence), its covariance shrunk towards its diagonal by ``shrinkage``
+        and multiplied by ``scale`` (e.g. the ratio of temperatures when the frames come from another one); the
+        couplings start as the identity."""
+        states = torch.as_tensor(states, dtype=torch.float64)
+        if symmetric and chart.translation_invariant:
+            states = torch.cat([states[:, permutation] for permutation in chart.translations()])
+        y, _ = chart.local(states)
         mean = y.mean(0)
         sample = torch.cov(y.T)
         covariance = scale * ((1 - shrinkage) * sample + shrinkage * torch.diag(torch.diagonal(sample)))

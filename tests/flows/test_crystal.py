@@ -145,3 +145,18 @@ def test_the_attention_conditioner_moves_whole_molecules_and_does_not_grow_with_
     assert moving_molecules.isdisjoint(molecule[~coupling.moving].tolist()) and len(moving_molecules) == 16
     with pytest.raises(InputError, match="unknown conditioner"):
         random_flow(2, True, 0.01, 0.05, bound=6.0, conditioner="transformer")
+
+
+def test_a_supercell_has_its_cells_translations_and_the_prior_uses_them():
+    # a cell of 2 molecules doubled along x: the translation by one cell swaps the copies
+    cell = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.1]], dtype=torch.float64)
+    q = unit_quaternions(2, torch.Generator().manual_seed(8))
+    chart = LatticeChart(torch.cat([cell, cell + torch.tensor([0.6, 0.0, 0.0])]), torch.cat([q, q]),
+                         torch.tensor([1.2, 0.7, 0.8]))
+    assert chart.translations().tolist() == [[0, 1, 2, 3], [2, 3, 0, 1]]
+    states, _ = chart.state(0.05 * torch.randn(3, chart.dim, generator=torch.Generator().manual_seed(9),
+                                               dtype=torch.float64))
+    symmetric = CrystalFlow.fit(chart, states, layers=0)
+    both = CrystalFlow.fit(chart, torch.cat([states, states[:, [2, 3, 0, 1]]]), layers=0, symmetric=False)
+    torch.testing.assert_close(symmetric.mean, both.mean)
+    torch.testing.assert_close(symmetric.cholesky, both.cholesky)
