@@ -192,81 +192,71 @@ def _log_sech_squared(r: torch.Tensor) -> torch.Tensor:
 
 
 class _Coupling(nn.Module):
-    """A coupling layer: monotone rational-quadratic splines (zuko) on the coordinates in the ``moving`` buffer, whose
-    parameters :meth:`_spline` computes from the others."""
+    """Monotone rational-quadratic splines (zuko) on the coordinates outside ``mask``, their parameters computed by
+    ``net`` from the coordinates inside (``[B, n_in] -> [B, n_out * (3 bins - 1)]``); the identity outside [-bound,
+    bound], and at initialisation when ``net``'s output is zero."""
 
-    moving: torch.Tensor
+    def __init__(self, mask: torch.Tensor, net: nn.Module, bins: int, bound: float) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+        self.net, self.bins, self.bound = net, bins, bound
 
     def _spline(self, z: torch.Tensor):
-        raise NotImplementedError
+        from zuko.transforms import MonotonicRQSTransform
+
+        parameters = self.net(z[:, self.mask]).reshape(len(z), -1, 3 * self.bins - 1)
+        widths, heights, derivatives = parameters.split([self.bins, self.bins, self.bins - 1], -1)
+        return MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        moved, log_det = self._spline(z).call_and_ladj(z[:, self.moving])
+        moved, log_det = self._spline(z).call_and_ladj(z[:, ~self.mask])
         out = z.clone()
-        out[:, self.moving] = moved
+        out[:, ~self.mask] = moved
         return out, log_det.sum(-1)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spline = self._spline(y)
-        moved = spline.inv(y[:, self.moving])
+        moved = spline.inv(y[:, ~self.mask])
         out = y.clone()
-        out[:, self.moving] = moved
+        out[:, ~self.mask] = moved
         return out, -spline.call_and_ladj(moved)[1].sum(-1)
 
 
-def _rq_spline(parameters: torch.Tensor, bins: int, bound: float):
-    """zuko's monotone rational-quadratic spline of ``parameters`` ``[B, n, 3 bins - 1]`` on [-bound, bound]."""
-    from zuko.transforms import MonotonicRQSTransform
-
-    widths, heights, derivatives = parameters.split([bins, bins, bins - 1], -1)
-    return MonotonicRQSTransform(widths, heights, derivatives, bound=bound)
-
-
-class _SplineCoupling(_Coupling):
-    """Splines on the coordinates outside ``mask``, conditioned on those inside by an MLP; identity at initialisation
-    and outside [-bound, bound]."""
-
-    def __init__(self, mask: torch.Tensor, hidden: int, bins: int, bound: float) -> None:
-        super().__init__()
-        self.register_buffer("moving", ~mask)
-        self.bins, self.bound = bins, bound
-        n_in, n_out = int(mask.sum()), int((~mask).sum())
-        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, n_out * (3 * bins - 1)))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
-
-    def _spline(self, z: torch.Tensor):
-        return _rq_spline(self.net(z[:, ~self.moving]).reshape(len(z), -1, 3 * self.bins - 1), self.bins, self.bound)
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """An MLP with two hidden layers whose output starts at zero."""
+    net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                        nn.Linear(hidden, n_out))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
 
 
-class _MoleculeCoupling(_Coupling):
-    """Splines on the local coordinates of the molecules outside ``mask`` (``[M]``), conditioned on those of the
-    molecules inside by self-attention over molecules (a learned embedding per molecule, ``blocks`` pre-norm
-    transformer blocks of ``width`` channels), so that its size does not grow with the crystal; identity at
-    initialisation and outside [-bound, bound]. ``slots`` ``[D]`` places each coordinate among its molecule's six
-    (molecule * 6 + 0..2 for the displacement, 3..5 for the rotation)."""
+class _MoleculeAttention(nn.Module):
+    """Spline parameters ``[B, n_out, n_parameters]`` for the coordinates at ``slots[~mask]`` from those at
+    ``slots[mask]`` (``[B, n_in]``) by self-attention over molecules: each molecule a token of its six coordinates
+    (molecule * 6 + 0..2 for the displacement, 3..5 for the rotation; zero where not given) plus a learned embedding,
+    ``blocks`` pre-norm transformer blocks of ``width`` channels; its size does not grow with the crystal and its
+    output starts at zero."""
 
-    def __init__(self, slots: torch.Tensor, mask: torch.Tensor, width: int, bins: int, bound: float,
+    def __init__(self, slots: torch.Tensor, mask: torch.Tensor, n_molecules: int, width: int, n_parameters: int,
                  blocks: int = 2, heads: int = 4) -> None:
         super().__init__()
-        self.register_buffer("slots", slots)
-        self.register_buffer("moving", ~mask[slots // 6])
-        self.bins, self.bound, self.n_molecules = bins, bound, len(mask)
+        self.register_buffer("given", slots[mask])
+        self.register_buffer("wanted", slots[~mask])
+        self.n_molecules, self.n_parameters = n_molecules, n_parameters
         self.embed = nn.Linear(6, width)
-        self.molecule_embedding = nn.Parameter(torch.randn(len(mask), width) / math.sqrt(width))
+        self.molecule_embedding = nn.Parameter(torch.randn(n_molecules, width) / math.sqrt(width))
         block = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(block, blocks, enable_nested_tensor=False)
-        self.head = nn.Linear(width, 6 * (3 * bins - 1))
+        self.head = nn.Linear(width, 6 * n_parameters)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def _spline(self, z: torch.Tensor):
-        tokens = z.new_zeros(len(z), self.n_molecules * 6)
-        tokens[:, self.slots[~self.moving]] = z[:, ~self.moving]
-        hidden = self.encoder(self.embed(tokens.reshape(len(z), self.n_molecules, 6)) + self.molecule_embedding)
-        parameters = self.head(hidden).reshape(len(z), self.n_molecules * 6, 3 * self.bins - 1)
-        return _rq_spline(parameters[:, self.slots[self.moving]], self.bins, self.bound)
+    def forward(self, given: torch.Tensor) -> torch.Tensor:
+        tokens = given.new_zeros(len(given), self.n_molecules * 6)
+        tokens[:, self.given] = given
+        hidden = self.encoder(self.embed(tokens.reshape(len(given), self.n_molecules, 6)) + self.molecule_embedding)
+        return self.head(hidden).reshape(len(given), self.n_molecules * 6, self.n_parameters)[:, self.wanted]
 
 
 class CrystalFlow(nn.Module):
@@ -319,9 +309,10 @@ class CrystalFlow(nn.Module):
             return [torch.randperm(n, generator=torch.Generator().manual_seed(seed + k)) < n // 2
                     for k in range(layers // 2)]
 
+        n_parameters = 3 * bins - 1
         if conditioner == "mlp":
-            return [_SplineCoupling(mask, hidden, bins, bound) for pair in halves(self.chart.dim)
-                    for mask in (pair, ~pair)]
+            return [_Coupling(mask, _mlp(int(mask.sum()), hidden, int((~mask).sum()) * n_parameters), bins, bound)
+                    for pair in halves(self.chart.dim) for mask in (pair, ~pair)]
         if conditioner == "attention":
             chart = self.chart
             first = chart.n_molecules - chart.n_displaced  # molecule 1 has no displacement when translation invariant
@@ -330,8 +321,13 @@ class CrystalFlow(nn.Module):
             rotated = torch.arange(chart.n_molecules).repeat_interleave(3) * 6 + 3 + torch.arange(3).repeat(
                 chart.n_molecules)
             slots = torch.cat([displaced, rotated])
-            return [_MoleculeCoupling(slots, mask, hidden, bins, bound) for pair in halves(chart.n_molecules)
-                    for mask in (pair, ~pair)]
+            couplings = []
+            for pair in halves(chart.n_molecules):
+                for molecules in (pair, ~pair):
+                    mask = molecules[slots // 6]
+                    net = _MoleculeAttention(slots, mask, chart.n_molecules, hidden, n_parameters)
+                    couplings.append(_Coupling(mask, net, bins, bound))
+            return couplings
         raise InputError(f"unknown conditioner {conditioner!r}; use 'mlp' or 'attention'")
 
     @staticmethod

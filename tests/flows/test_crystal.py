@@ -139,10 +139,9 @@ def test_the_attention_conditioner_moves_whole_molecules_and_does_not_grow_with_
     sizes = [sum(p.numel() for name, p in flow.named_parameters() if "molecule_embedding" not in name)
              for flow in (small, large)]
     assert sizes[0] == sizes[1]
-    coupling = large.couplings[0]
-    molecule = coupling.slots // 6  # each molecule's coordinates move together, half of the molecules per coupling
-    moving_molecules = set(molecule[coupling.moving].tolist())
-    assert moving_molecules.isdisjoint(molecule[~coupling.moving].tolist()) and len(moving_molecules) == 16
+    attention = large.couplings[0].net  # each molecule's coordinates move together, half of the molecules per coupling
+    moving_molecules = set((attention.wanted // 6).tolist())
+    assert moving_molecules.isdisjoint((attention.given // 6).tolist()) and len(moving_molecules) == 16
     with pytest.raises(InputError, match="unknown conditioner"):
         random_flow(2, True, 0.01, 0.05, bound=6.0, conditioner="transformer")
 

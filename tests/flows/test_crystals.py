@@ -105,3 +105,14 @@ def test_an_md_ladder_reads_runs_of_each_temperature(tmp_path):
         load_md_ladder(tmp_path)
     with pytest.raises(InputError, match="no MD runs"):
         load_md_ladder(tmp_path / "ladder")
+
+
+@pytest.mark.parametrize("temperature", [50.0, 100.0, 250.0])
+def test_the_shipped_ice_flows_load_and_give_their_samples_their_log_q(temperature):
+    from molsamp.flows.crystals import default_crystal_model
+
+    ice = load("ice-xi-16")
+    flow = load_crystal_flow(default_crystal_model(ice, temperature), ice, temperature)
+    with torch.no_grad():
+        states, log_q = flow.sample_and_log_prob(8, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(flow.log_prob(states), log_q, atol=1e-6, rtol=0)
