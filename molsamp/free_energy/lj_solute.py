@@ -1,19 +1,29 @@
-"""A Lennard-Jones solute in a periodic Lennard-Jones fluid: the first test system of neural TI (reduced units,
-solvent sigma = epsilon = 1), with the standard soft-core path for MBAR and a learned interpolating potential."""
+"""A Lennard-Jones solute in a periodic Lennard-Jones fluid, the first test system of neural TI (Mate, Fleuret and
+Bereau 2024; reduced units, solvent sigma = epsilon = 1, kT = ``temperature``), with the standard soft-core path for
+MBAR and TI, exact (HMC) sampling of any point on it, and the learned interpolating potential U_theta(x, t)."""
 
 from __future__ import annotations
 
-__all__ = ["LennardJonesSolute", "LennardJonesInterpolant"]
+__all__ = ["LennardJonesSolute", "LennardJonesSamples", "LennardJonesInterpolant"]
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
-from molsamp.kernels import ChainState, Langevin
+from molsamp.kernels import HMC, ChainState
 from molsamp.targets import EnergyFunction
+
+
+class LennardJonesSamples(NamedTuple):
+    """``x``: samples ``[n, N, 3]`` (float64, wrapped into the box); ``evaluations``: energy and gradient
+    evaluations spent on them (equilibration included); ``acceptance``: fraction of HMC trajectories accepted."""
+
+    x: torch.Tensor
+    evaluations: int
+    acceptance: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,24 +31,26 @@ class LennardJonesSolute:
     """Particle 0 is the solute; ``n_solvent`` solvent particles fill a cubic periodic box at ``density``.
 
     Pairs interact by the soft-core Lennard-Jones form ``scale * 4 eps [s^2 - s]``, ``s = (sigma^2 / (a sigma^2 +
-    r^2))^3``, truncated and shifted to zero at ``cutoff``; solute-solvent sigma and epsilon follow Lorentz-Berthelot.
-    The coupled state has a = 0 and scale = 1 everywhere; the decoupled one has no solute-solvent interaction.
-    Energies are reduced (units of kT = ``temperature`` epsilon). A :class:`~molsamp.targets.Target` (its coupled
-    state) like the analytic targets.
+    r^2))^3``; solute-solvent sigma and epsilon follow Lorentz-Berthelot. With ``cutoff=None`` (the default, as the
+    authors) every pair interacts at its minimum-image distance, unshifted; with a cutoff, pairs are truncated and
+    shifted to zero there. The coupled state has a = 0 and scale = 1 everywhere; the decoupled one has no
+    solute-solvent interaction. Energies are reduced (kT). A :class:`~molsamp.targets.Target` (its coupled state).
+    The defaults are the authors' system: 512 solvent particles, density 0.7, solute sigma and epsilon twice the
+    solvent's, kT = epsilon.
     """
 
     dim: ClassVar[int] = 3
 
-    n_solvent: int = 128
+    n_solvent: int = 512
     density: float = 0.7
     temperature: float = 1.0
     solute_sigma: float = 2.0
     solute_epsilon: float = 2.0
-    cutoff: float = 2.5
-    softcore_alpha: float = 0.5
+    cutoff: float | None = None
+    softcore_alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.cutoff > self.box / 2:
+        if self.cutoff is not None and self.cutoff > self.box / 2:
             raise ValueError(f"cutoff {self.cutoff} exceeds half the box ({self.box / 2:.3f}): add solvent")
 
     @property
@@ -63,21 +75,22 @@ class LennardJonesSolute:
         """Solute-solvent sigma and epsilon."""
         return 0.5 * (1 + self.solute_sigma), math.sqrt(self.solute_epsilon)
 
-    def distances(self, x: torch.Tensor) -> torch.Tensor:
-        """Minimum-image distances ``[B, N, N]``."""
+    def squared_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Minimum-image squared distances ``[B, N, N]`` (1 on the diagonal, which no energy uses)."""
         d = x[:, :, None, :] - x[:, None, :, :]
         d = d - self.box * torch.round(d / self.box)
-        diagonal = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)  # 1 on the diagonal, masked later
-        return torch.sqrt((d**2).sum(-1) + diagonal)
+        return (d**2).sum(-1) + torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
 
-    def _pair_energy(self, r: torch.Tensor, sigma: float, epsilon: float, softness: torch.Tensor,
+    def _pair_energy(self, r2: torch.Tensor, sigma: float, epsilon: float, softness: torch.Tensor,
                      scale: torch.Tensor) -> torch.Tensor:
         def lj(r2):
             s = (sigma**2 / (softness * sigma**2 + r2)) ** 3
             return 4 * epsilon * (s**2 - s)
 
-        inside = r < self.cutoff
-        return torch.where(inside, scale * (lj(r**2) - lj(torch.full_like(r, self.cutoff**2))), torch.zeros_like(r))
+        if self.cutoff is None:
+            return scale * lj(r2)
+        shifted = lj(r2) - lj(torch.full_like(r2, self.cutoff**2))
+        return torch.where(r2 < self.cutoff**2, scale * shifted, torch.zeros_like(r2))
 
     def energy(self, x: torch.Tensor, solvent_softness: torch.Tensor | float = 0.0,
                solvent_scale: torch.Tensor | float = 1.0, solute_softness: torch.Tensor | float = 0.0,
@@ -86,14 +99,13 @@ class LennardJonesSolute:
         def per_batch(value):
             return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1, 1)
 
-        r = self.distances(x)
+        r2 = self.squared_distances(x)
         n = x.shape[1]
         upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=x.device), diagonal=1)
-        solvent_pairs = r[:, 1:, 1:][:, upper[1:, 1:]]
-        solute_pairs = r[:, 0, 1:]
         sigma, epsilon = self.pair_sigma_epsilon
-        u = (self._pair_energy(solvent_pairs, 1.0, 1.0, per_batch(solvent_softness), per_batch(solvent_scale)).sum(1)
-             + self._pair_energy(solute_pairs, sigma, epsilon, per_batch(solute_softness),
+        u = (self._pair_energy(r2[:, 1:, 1:][:, upper[1:, 1:]], 1.0, 1.0, per_batch(solvent_softness),
+                               per_batch(solvent_scale)).sum(1)
+             + self._pair_energy(r2[:, 0, 1:], sigma, epsilon, per_batch(solute_softness),
                                  per_batch(solute_scale)).sum(1))
         return u / self.temperature
 
@@ -113,20 +125,25 @@ class LennardJonesSolute:
         x = np.concatenate([np.zeros((1, 3)), far])
         return torch.as_tensor(x, dtype=torch.float64, device=device).expand(batch, -1, -1).clone()
 
-    def sample(self, coupling: float, n_chains: int, n_samples: int, steps_between: int = 50,
-               equilibration_steps: int = 2000, timestep: float = 0.005, friction: float = 1.0,
-               generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """``[n_chains * n_samples, N, 3]`` samples at ``coupling`` from parallel BAOAB Langevin chains (unit
-        masses), wrapped into the box, on ``device`` (``generator``, if given, must be on it too)."""
+    def sample(self, coupling: float, n_chains: int, n_samples: int, steps_between: int = 10,
+               equilibration_steps: int = 200, step: float = 0.01, n_leapfrog: int = 10,
+               generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+               ) -> LennardJonesSamples:
+        """``n_chains * n_samples`` exact samples at ``coupling`` from parallel HMC chains (unit masses;
+        ``steps_between`` trajectories of ``n_leapfrog`` steps of size ``step`` between samples) started on
+        :meth:`lattice`, on ``device`` (``generator``, if given, must be on it too)."""
         target = EnergyFunction(lambda x: self.coupled_energy(x, coupling), self.temperature)
-        equilibration = Langevin(target, equilibration_steps, timestep, friction)
-        dynamics = Langevin(target, steps_between, timestep, friction)
-        state = equilibration.step(ChainState.start(self.lattice(n_chains, device), target), generator)
+        hmc = HMC(target, step, n_leapfrog)
+        state = ChainState.start(self.lattice(n_chains, device), target)
+        for _ in range(equilibration_steps):
+            state = hmc.step(state, generator)
         samples = []
         for _ in range(n_samples):
-            state = dynamics.step(state, generator)
+            for _ in range(steps_between):
+                state = hmc.step(state, generator)
             samples.append(state.x.remainder(self.box))
-        return torch.stack(samples, 1).reshape(-1, self.n_atoms, 3)
+        return LennardJonesSamples(torch.stack(samples, 1).reshape(-1, self.n_atoms, 3), hmc.n_evaluations,
+                                   hmc.acceptance)
 
     def align(self, x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor, grad1: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,53 +172,35 @@ class LennardJonesSolute:
 
 
 class LennardJonesInterpolant(torch.nn.Module):
-    """U_theta(x, t) = U(x; a(t)) + t (1 - t) U_NN(x, t) for a :class:`LennardJonesSolute`.
+    """U_theta(x, t) = U(x; a(t)) + t (1 - t) U_NN(x, t) for a :class:`LennardJonesSolute`, after Mate et al.
 
-    U(x; a) is the physical soft-core energy with learned schedules (after Mate et al.): solvent softness and
-    scale reduction ``exp(m) t (1 - t)`` vanish at both ends; solute softness and scale reduction
-    ``exp(t m) (1 - t)`` run from 1 (decoupled) to 0 (coupled); ``soften_solvent=False`` keeps the solvent's own
-    interactions physical at every t (fewer terms in dU/dt, so a less noisy TI integrand). U_NN sums a learned function of each pair's
-    distance, the two particles' distances to the solute and t, smoothly cut off. So U_theta is the decoupled
-    energy at t = 0 and the coupled one at t = 1, exactly.
+    U(x; a) is the physical soft-core energy with four learned schedules, outputs of an MLP of t (hidden layers of
+    ``schedule_hidden``): solvent-solvent softness ``exp(m0) t (1 - t)`` and scale ``1 - exp(m2) t (1 - t)``, which
+    soften the solvent at intermediate t and vanish at both ends; solute-solvent softness ``exp(t m1) (1 - t)`` and
+    scale ``1 - exp(t m3) (1 - t)``, which run from decoupled at t = 0 to coupled at t = 1. ``network(x, t) -> [B]``
+    is U_NN (e.g. :class:`~molsamp.free_energy.solvent_gnn.SolventMessagePassing`; None: none). So U_theta is the
+    decoupled energy at t = 0 and the coupled one at t = 1 exactly, for any parameters. Its dtype is that of its
+    parameters (float32 unless converted).
     """
 
-    def __init__(self, system: LennardJonesSolute, hidden: int = 32, n_basis: int = 12,
-                 soften_solvent: bool = True) -> None:
+    def __init__(self, system: LennardJonesSolute, network: torch.nn.Module | None = None,
+                 schedule_hidden: int = 256) -> None:
         super().__init__()
-        self.system, self.soften_solvent = system, soften_solvent
-        self.schedule = torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 4))
-        self.centres = torch.nn.Parameter(torch.linspace(0.8, system.cutoff, n_basis), requires_grad=False)
-        self.pair = torch.nn.Sequential(torch.nn.Linear(2 * n_basis + 2, hidden), torch.nn.SiLU(),
-                                        torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 1))
-        torch.nn.init.zeros_(self.pair[-1].weight)
-        torch.nn.init.zeros_(self.pair[-1].bias)
-        torch.nn.init.zeros_(self.schedule[-1].weight)
-        torch.nn.init.zeros_(self.schedule[-1].bias)
-        self.double()
+        self.system, self.network = system, network
+        self.schedule = torch.nn.Sequential(torch.nn.Linear(1, schedule_hidden), torch.nn.SiLU(),
+                                            torch.nn.Linear(schedule_hidden, schedule_hidden), torch.nn.SiLU(),
+                                            torch.nn.Linear(schedule_hidden, 4))
 
     def alchemical_parameters(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The soft-core parameters of :meth:`LennardJonesSolute.energy` at times ``t: [B]``."""
         m = self.schedule(t[:, None])
-        ends = t * (1 - t) * float(self.soften_solvent)
-        return {"solvent_softness": torch.exp(m[:, 0]) * ends, "solvent_scale": 1 - torch.exp(m[:, 1]) * ends,
-                "solute_softness": torch.exp(t * m[:, 2]) * (1 - t), "solute_scale": 1 - torch.exp(t * m[:, 3]) * (1 - t)}
-
-    def _basis(self, r: torch.Tensor) -> torch.Tensor:
-        width = (self.centres[1] - self.centres[0]).item()
-        return torch.exp(-(((r[..., None] - self.centres) / width) ** 2))
+        middle = t * (1 - t)
+        return {"solvent_softness": torch.exp(m[:, 0]) * middle, "solvent_scale": 1 - torch.exp(m[:, 2]) * middle,
+                "solute_softness": torch.exp(t * m[:, 1]) * (1 - t),
+                "solute_scale": 1 - torch.exp(t * m[:, 3]) * (1 - t)}
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        system = self.system
-        base = system.energy(x, **self.alchemical_parameters(t))
-        r = system.distances(x)
-        n = x.shape[1]
-        i, j = torch.triu_indices(n, n, offset=1, device=x.device)
-        batch, pair = torch.nonzero(r[:, i, j] < system.cutoff, as_tuple=True)  # only pairs inside the cutoff
-        i, j = i[pair], j[pair]
-        rij = r[batch, i, j]
-        near = self._basis(r[:, 0])  # [B, N, basis]: distance of every particle to the solute
-        features = torch.cat([self._basis(rij), near[batch, i] + near[batch, j], (i == 0).to(x.dtype)[:, None],
-                              t[batch, None]], -1)
-        envelope = 0.5 * (torch.cos(math.pi * rij / system.cutoff) + 1)
-        per_pair = self.pair(features)[:, 0] * envelope
-        correction = torch.zeros(len(x), dtype=x.dtype, device=x.device).index_add(0, batch, per_pair)
-        return base + t * (1 - t) * correction
+        base = self.system.energy(x, **self.alchemical_parameters(t))
+        if self.network is None:
+            return base
+        return base + t * (1 - t) * self.network(x, t)

@@ -10,17 +10,18 @@ result with Gaussian noise.
 
 from __future__ import annotations
 
-__all__ = ["EndStates", "Interpolant", "NeuralTIResult", "linear_interpolation", "score_matching_loss",
-           "train_neural_ti", "neural_ti_estimate"]
+__all__ = ["EndStates", "Interpolant", "NeuralTIResult", "TrainingHistory", "TrainingSettings",
+           "linear_interpolation", "score_matching_loss", "train_neural_ti", "neural_ti_estimate"]
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from molsamp.kernels import ChainState, Langevin, energy_and_gradient
+from molsamp.kernels import HMC, ChainState, energy_and_gradient
 from molsamp.targets import EnergyFunction
 
 Potential = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,13 +104,20 @@ class Interpolant:
 
 def score_matching_loss(potential: Potential, x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor,
                         grad1: torch.Tensor, t: torch.Tensor, interpolant: Interpolant = Interpolant(),
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        generator: torch.Generator | None = None, score_weight: float = 1.0,
+                        weight_emphasis: float = 0.0, time_penalty: float = 0.0
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Score matching of exp(-U_theta(., t)) to the density p_t of the interpolant, at x_t drawn from the pair.
 
     Without noise (target score matching): given x1, x0 = (x_t - t x1) / (1 - t) for the linear path, so the score
     of p_t at x_t is E[-grad0 / (1 - t) | x_t] (and symmetrically from the other end); the gradient of U_theta is
     regressed on -score from end 0 for t < 1/2 and from end 1 otherwise. With noise (denoising score matching):
     gamma(t) grad U_theta is regressed on z, whose conditional mean given x_t is -gamma(t) times the score.
+
+    Each sample's mean squared residual (over coordinates) is weighted by ``score_weight exp(weight_emphasis t (t -
+    1))`` (the authors: 1e-3 and 10 with lengths in box units, so 1e-3 box^2 in the units of x), and
+    ``time_penalty`` times the mean of (dU_theta/dt)^2 is added: score matching cannot see an x-independent offset
+    c(t) of U_theta, which the penalty keeps flat (the authors: 1e-8).
 
     Returns the loss and dU_theta/dt at the batch (detached), whose mean over uniform t is an estimate of dF.
     """
@@ -124,42 +132,113 @@ def score_matching_loss(potential: Potential, x0: torch.Tensor, grad0: torch.Ten
         from_start = grad0 / torch.clamp(1 - t, min=_CLIP).reshape(shape)
         from_end = grad1 / torch.clamp(t, min=_CLIP).reshape(shape)
         residual = grad_x - torch.where((t < 0.5).reshape(shape), from_start, from_end).detach()
-    return (residual**2).flatten(1).mean(1).mean(), grad_t.detach()
+    weight = score_weight * torch.exp(weight_emphasis * t.detach() * (t.detach() - 1))
+    loss = (weight * (residual**2).flatten(1).mean(1)).mean()
+    if time_penalty:
+        loss = loss + time_penalty * (grad_t**2).mean()
+    return loss, grad_t.detach()
 
 
-def train_neural_ti(potential: torch.nn.Module, ends: EndStates, steps: int = 2000, batch_size: int = 16,
-                    learning_rate: float = 1e-3, interpolant: Interpolant = Interpolant(),
-                    generator: torch.Generator | None = None, progress: bool | None = None) -> list[float]:
-    """Fit ``potential`` by :func:`score_matching_loss` on random pairs of end-state samples and uniform t (Adam,
-    learning rate decayed tenfold over training). Returns the loss of every step."""
+@dataclasses.dataclass(frozen=True)
+class TrainingSettings:
+    """How :func:`train_neural_ti` trains; the defaults are the authors' (with lengths in units of the box side
+    for ``score_weight``: multiply it by box^2 for lengths in other units).
+
+    A batch of ``batch_size`` pairs is drawn every ``pairs_every`` steps and reused with a new t for each step.
+    Adam's learning rate decays continuously by 10 every ``decay_every`` steps, down to ``min_learning_rate``.
+    """
+
+    steps: int = 50_000
+    batch_size: int = 24
+    pairs_every: int = 20
+    learning_rate: float = 1e-3
+    decay_every: int = 10_000
+    min_learning_rate: float = 1e-5
+    score_weight: float = 1e-3
+    weight_emphasis: float = 10.0
+    time_penalty: float = 1e-8
+
+    def learning_rate_at(self, step: int) -> float:
+        return max(self.learning_rate * 0.1 ** (step / self.decay_every), self.min_learning_rate)
+
+
+@dataclasses.dataclass
+class TrainingHistory:
+    """Per training step: the loss and the batch mean of dU_theta/dt (kT), at t uniform in [0, 1]."""
+
+    loss: list[float] = dataclasses.field(default_factory=list)
+    mean_dudt: list[float] = dataclasses.field(default_factory=list)
+
+    def running_estimate(self, last: float = 0.25, blocks: int = 20) -> tuple[float, float]:
+        """dF (kT) as the authors' running estimate: the mean of dU_theta/dt over the last fraction ``last`` of the
+        steps, with the standard error from ``blocks`` block means."""
+        values = np.asarray(self.mean_dudt[-max(int(last * len(self.mean_dudt)), blocks):])
+        means = np.array([block.mean() for block in np.array_split(values, blocks)])
+        return float(values.mean()), float(means.std(ddof=1) / np.sqrt(blocks))
+
+
+def train_neural_ti(potential: torch.nn.Module, ends: EndStates, settings: TrainingSettings = TrainingSettings(),
+                    interpolant: Interpolant = Interpolant(), generator: torch.Generator | None = None,
+                    checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1000,
+                    progress: bool | None = None) -> TrainingHistory:
+    """Fit ``potential`` by :func:`score_matching_loss` (Adam) on pairs of end-state samples and uniform t.
+
+    With ``checkpoint``, the model, optimiser, history and ``generator`` state are written there (atomically) every
+    ``checkpoint_every`` steps and at the end, and a run finds its place there again: a run stopped and resumed
+    gives the same result as one run through (on the same machine). A finished checkpoint returns its history at
+    once. The generator (needed to resume) must be given with a checkpoint."""
     from tqdm import tqdm
 
-    optimiser = torch.optim.Adam(potential.parameters(), lr=learning_rate)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.1 ** (1 / max(steps, 1)))
-    losses = []
+    if checkpoint is not None and generator is None:
+        raise ValueError("a checkpointed run needs a generator, whose state is saved with it")
+    optimiser = torch.optim.Adam(potential.parameters(), lr=settings.learning_rate)
+    history, start = TrainingHistory(), 0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        saved = torch.load(checkpoint, map_location=ends.x0.device, weights_only=False)
+        potential.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"].cpu())
+        history, start = TrainingHistory(**saved["history"]), saved["step"]
+    every = max(checkpoint_every // settings.pairs_every, 1) * settings.pairs_every
     show = sys.stderr.isatty() if progress is None else progress
-    for _ in tqdm(range(steps), disable=not show, unit="step", desc="neural TI"):
-        x0, grad0, x1, grad1 = interpolant.pairs(ends, batch_size, generator)
-        t = torch.rand(batch_size, generator=generator, dtype=x0.dtype, device=x0.device)
-        loss, _ = score_matching_loss(potential, x0, grad0, x1, grad1, t, interpolant, generator)
+    for step in tqdm(range(start, settings.steps), initial=start, total=settings.steps, disable=not show,
+                     unit="step", desc="neural TI"):
+        if step % settings.pairs_every == 0 or step == start:
+            pairs = interpolant.pairs(ends, settings.batch_size, generator)
+        t = torch.rand(settings.batch_size, generator=generator, dtype=ends.x0.dtype, device=ends.x0.device)
+        loss, dudt = score_matching_loss(potential, *pairs, t, interpolant, generator, settings.score_weight,
+                                         settings.weight_emphasis, settings.time_penalty)
+        for group in optimiser.param_groups:
+            group["lr"] = settings.learning_rate_at(step)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        scheduler.step()
-        losses.append(loss.item())
-    return losses
+        history.loss.append(loss.item())
+        history.mean_dudt.append(dudt.mean().item())
+        if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == settings.steps):
+            _save(checkpoint, {"model": potential.state_dict(), "optimiser": optimiser.state_dict(),
+                               "generator": generator.get_state(), "history": dataclasses.asdict(history),
+                               "step": step + 1})
+    return history
+
+
+def _save(path: str | os.PathLike, content: dict) -> None:
+    partial = f"{os.fspath(path)}.partial"
+    torch.save(content, partial)
+    os.replace(partial, path)
 
 
 def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pairs_per_t: int = 64,
-                       interpolant: Interpolant = Interpolant(), refine_steps: int = 0, refine_timestep: float = 0.005,
-                       generator: torch.Generator | None = None, n_bootstrap: int = 200) -> NeuralTIResult:
+                       interpolant: Interpolant = Interpolant(), refine_steps: int = 0, refine_step_size: float = 0.005,
+                       refine_leapfrog: int = 10, generator: torch.Generator | None = None, n_bootstrap: int = 200) -> NeuralTIResult:
     """dF = integral over t in [0, 1] of <dU_theta/dt>, the average over interpolated pairs at each of ``n_t``
     Gauss-Legendre nodes. The error is the bootstrap standard deviation over pairs.
 
     Where exp(-U_theta(., t)) is not exactly the interpolant's density, the plain estimate is biased by the
-    mismatch. ``refine_steps`` of BAOAB Langevin dynamics on U_theta(., t) (unit masses, friction 1, time step
-    ``refine_timestep`` in the units of x) move each interpolated sample towards exp(-U_theta(., t)), the ensemble
-    the TI identity needs; with enough steps the estimate is exact for any U_theta with the right end states."""
+    mismatch. ``refine_steps`` HMC trajectories on U_theta(., t) (unit masses, ``refine_leapfrog`` leapfrog steps of
+    ``refine_step_size`` in the units of x, Metropolis-corrected) move each interpolated sample towards
+    exp(-U_theta(., t)), the ensemble the TI identity needs: this is standard TI along the learned path, started from
+    the interpolant, and exact for any U_theta with the right end states once the chains have equilibrated."""
     nodes, weights = np.polynomial.legendre.leggauss(n_t)
     t_nodes, weights = 0.5 * (nodes + 1), 0.5 * weights
     values = np.empty((n_t, pairs_per_t))
@@ -168,7 +247,7 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
         t = torch.full((pairs_per_t,), float(t_value), dtype=x0.dtype, device=x0.device, requires_grad=True)
         xt, _ = interpolant.sample(x0, x1, t.detach(), generator)
         if refine_steps:
-            xt = _refine(potential, xt, t.detach(), refine_steps, refine_timestep, generator)
+            xt = _refine(potential, xt, t.detach(), refine_steps, refine_step_size, refine_leapfrog, generator)
         (grad_t,) = torch.autograd.grad(potential(xt, t).sum(), t)
         values[k] = grad_t.cpu().numpy()
     integrand = values.mean(1)
@@ -178,7 +257,10 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
                           t=t_nodes, integrand=integrand)
 
 
-def _refine(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, timestep: float,
+def _refine(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, step_size: float, leapfrog: int,
             generator: torch.Generator | None) -> torch.Tensor:
-    dynamics = Langevin(EnergyFunction(lambda y: potential(y, t)), steps, timestep=timestep, friction=1.0)
-    return dynamics.step(ChainState(x, torch.zeros(len(x))), generator).x.detach()
+    hmc = HMC(EnergyFunction(lambda y: potential(y, t)), step_size, leapfrog)
+    state = ChainState.start(x, hmc.target)
+    for _ in range(steps):
+        state = hmc.step(state, generator)
+    return state.x.detach()

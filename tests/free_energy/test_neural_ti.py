@@ -1,13 +1,14 @@
 """Neural TI on a 1D Gaussian interpolation whose free-energy difference is known: -ln(s) between N(0, 1) and
 N(mu, s^2). The interpolant of independent Gaussian end points, blurred or not, is Gaussian at every t."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from molsamp.free_energy.neural_ti import (EndStates, Interpolant, neural_ti_estimate, score_matching_loss,
-                                          train_neural_ti)
+from molsamp.free_energy.neural_ti import (EndStates, Interpolant, TrainingHistory, TrainingSettings,
+                                          neural_ti_estimate, score_matching_loss, train_neural_ti)
 
 MU, S = 1.5, 0.5
 EXACT = -math.log(S)
@@ -75,14 +76,18 @@ def test_exact_potential_has_the_smallest_score_matching_loss(ends, interpolant)
     assert loss(exact_potential(interpolant)) < loss(lambda x, t: (1 - t) * energy0(x) + t * energy1(x))
 
 
+PLAIN = TrainingSettings(steps=1500, batch_size=64, pairs_every=1, learning_rate=3e-3, decay_every=1500,
+                         score_weight=1.0, weight_emphasis=0.0, time_penalty=0.0)
+"""Unweighted score matching with a fresh batch every step and the learning rate decayed tenfold over training."""
+
+
 @pytest.mark.parametrize("interpolant", [Interpolant(), BLURRED], ids=["target", "denoising"])
 def test_trained_potential_recovers_the_free_energy(ends, interpolant):
     torch.manual_seed(0)
     potential = LearnedPotential()
     generator = torch.Generator().manual_seed(3)
-    losses = train_neural_ti(potential, ends, steps=1500, batch_size=64, learning_rate=3e-3, interpolant=interpolant,
-                             generator=generator, progress=False)
-    assert losses[-100:] and sum(losses[-100:]) < sum(losses[:100])
+    losses = train_neural_ti(potential, ends, PLAIN, interpolant, generator, progress=False).loss
+    assert len(losses) == PLAIN.steps and sum(losses[-100:]) < sum(losses[:100])
     result = neural_ti_estimate(potential, ends, n_t=16, pairs_per_t=500, interpolant=interpolant,
                                 generator=generator)
     untrained = neural_ti_estimate(lambda x, t: (1 - t) * energy0(x) + t * energy1(x), ends, n_t=16,
@@ -92,8 +97,55 @@ def test_trained_potential_recovers_the_free_energy(ends, interpolant):
 
 
 def test_refinement_makes_any_path_with_the_right_ends_exact(ends):
-    """The linear path's ensembles differ from the interpolant's; Langevin refinement samples them instead."""
+    """The linear path's ensembles differ from the interpolant's; HMC refinement samples them instead."""
     linear = lambda x, t: (1 - t) * energy0(x) + t * energy1(x)  # noqa: E731
-    result = neural_ti_estimate(linear, ends, n_t=16, pairs_per_t=500, refine_steps=200, refine_timestep=0.1,
-                                generator=torch.Generator().manual_seed(4))
+    result = neural_ti_estimate(linear, ends, n_t=16, pairs_per_t=500, refine_steps=60, refine_step_size=0.25,
+                                refine_leapfrog=5, generator=torch.Generator().manual_seed(4))
     assert abs(result.delta_f - EXACT) < 3 * result.error + 0.02
+
+
+def test_the_loss_weights_each_time_and_penalises_the_time_derivative(ends):
+    t = torch.tensor([0.1, 0.5, 0.8], dtype=torch.float64)
+    pairs = (ends.x0[:3], ends.grad0[:3], ends.x1[:3], ends.grad1[:3])
+    linear = lambda x, t: (1 - t) * energy0(x) + t * energy1(x)  # noqa: E731
+    per_time = torch.stack([score_matching_loss(linear, *(p[i:i + 1] for p in pairs), t[i:i + 1])[0]
+                            for i in range(3)])
+    weighted, dudt = score_matching_loss(linear, *pairs, t, score_weight=2.0, weight_emphasis=10.0, time_penalty=0.5)
+    expected = (2.0 * torch.exp(10.0 * t * (t - 1)) * per_time).mean() + 0.5 * (dudt**2).mean()
+    torch.testing.assert_close(weighted, expected)
+    torch.testing.assert_close(dudt, energy1(pairs[0] + t[:, None] * (pairs[2] - pairs[0])) -
+                               energy0(pairs[0] + t[:, None] * (pairs[2] - pairs[0])))
+
+
+def test_the_learning_rate_decays_tenfold_per_decay_period_to_its_floor():
+    settings = TrainingSettings(learning_rate=1e-3, decay_every=100, min_learning_rate=1e-5)
+    assert [settings.learning_rate_at(step) for step in (0, 100)] == pytest.approx([1e-3, 1e-4])
+    assert settings.learning_rate_at(50) == pytest.approx(1e-3 * 10**-0.5)
+    assert settings.learning_rate_at(1000) == 1e-5
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(ends, tmp_path):
+    settings = TrainingSettings(steps=40, batch_size=8, pairs_every=5, score_weight=1.0)
+
+    def run(steps, checkpoint):
+        torch.manual_seed(0)
+        potential = LearnedPotential()
+        history = train_neural_ti(potential, ends, dataclasses.replace(settings, steps=steps),
+                                  generator=torch.Generator().manual_seed(5), checkpoint=checkpoint,
+                                  checkpoint_every=10, progress=False)
+        return potential, history
+
+    whole, whole_history = run(40, tmp_path / "whole.pt")
+    run(20, tmp_path / "stopped.pt")
+    resumed, resumed_history = run(40, tmp_path / "stopped.pt")  # a fresh model and generator, restored from disk
+    assert resumed_history == whole_history and len(whole_history.loss) == 40
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs a generator"):
+        train_neural_ti(LearnedPotential(), ends, settings, checkpoint=tmp_path / "x.pt")
+
+
+def test_the_running_estimate_averages_the_last_steps_with_a_block_error():
+    history = TrainingHistory(loss=[0.0] * 400, mean_dudt=[100.0] * 300 + [1.0, 3.0] * 50)
+    estimate, error = history.running_estimate(last=0.25, blocks=10)
+    assert estimate == 2.0 and error == pytest.approx(0.0, abs=1e-12)
