@@ -40,11 +40,13 @@ from molsamp.free_energy.neural_ti import (EndStates, Interpolant, TrainingSetti
                                           train_neural_ti)
 from molsamp.free_energy.solvent_gnn import SolventMessagePassing
 
-SYSTEMS = {"lj-128": LennardJonesSolute(n_solvent=128), "lj-512": LennardJonesSolute(n_solvent=512)}
-"""lj-512 is the authors' system; lj-128 the same fluid in a box of 5.68 sigma, which trains on one CPU core."""
+SYSTEMS = {"lj-32": LennardJonesSolute(n_solvent=32), "lj-128": LennardJonesSolute(n_solvent=128),
+           "lj-512": LennardJonesSolute(n_solvent=512)}
+"""lj-512 is the authors' system; lj-128 and lj-32 the same fluid in boxes of 5.68 and 3.58 sigma: lj-128 trains
+the schedules on one CPU core, lj-32 also the message-passing correction."""
 RESULTS = Path(__file__).resolve().parent / "results" / "neural_ti"
-ESTIMATE = dict(n_t=32, pairs_per_t=32)
-"""Gauss-Legendre nodes and interpolated pairs per node of the estimate after training."""
+NODES = 32
+"""Gauss-Legendre nodes of the estimates after training."""
 
 
 def couplings(windows: int) -> np.ndarray:
@@ -140,7 +142,8 @@ def end_states(system: LennardJonesSolute, folder: Path) -> EndStates:
 def interpolating_potential(system: LennardJonesSolute, network: str) -> LennardJonesInterpolant:
     gnn = None
     if network == "gnn":
-        gnn = SolventMessagePassing(system.box, cutoff=2.0, solute_cutoff=min(3.0, 0.49 * system.box), scalars=32,
+        gnn = SolventMessagePassing(system.box, cutoff=min(2.0, 0.49 * system.box),
+                                    solute_cutoff=min(3.0, 0.49 * system.box), scalars=32,
                                     vectors=8, hidden=(32, 32))
     return LennardJonesInterpolant(system, gnn)
 
@@ -152,19 +155,21 @@ def train(args: argparse.Namespace) -> None:
     ends = end_states(system, folder)
     ends = EndStates(*(getattr(ends, f.name).float() for f in dataclasses.fields(ends)))
     interpolant = Interpolant(path=system.interpolate, align=system.align)
-    settings = TrainingSettings(steps=args.steps, batch_size=args.batch, score_weight=1e-3 * system.box**2)
+    settings = TrainingSettings(steps=args.steps, batch_size=args.batch, decay_every=args.decay_every,
+                                score_weight=1e-3 * system.box**2)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     history = train_neural_ti(potential, ends, settings, interpolant, generator, folder / f"{args.name}.pt",
                               checkpoint_every=args.checkpoint_every)
     train_wall = time.perf_counter() - start
     running, running_err = history.running_estimate()
-    estimate = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator, **ESTIMATE)
+    estimate = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator, n_t=NODES,
+                                  pairs_per_t=args.pairs)
     refined = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator,
-                                 refine_steps=args.refine, refine_step_size=0.01, **ESTIMATE)
-    pairs = ESTIMATE["n_t"] * ESTIMATE["pairs_per_t"]
+                                 refine_steps=args.refine, refine_step_size=0.01, n_t=NODES, pairs_per_t=args.pairs)
+    pairs = NODES * args.pairs
     record = {"name": args.name, "network": args.network, "seed": args.seed, "steps": len(history.loss),
-              "batch": args.batch, "parameters": sum(p.numel() for p in potential.parameters()),
+              "batch": args.batch, "decay_every": args.decay_every, "parameters": sum(p.numel() for p in potential.parameters()),
               "final_loss": float(np.mean(history.loss[-500:])),
               "running_dF_kT": running, "running_err_kT": running_err,
               "estimate_dF_kT": estimate.delta_f, "estimate_err_kT": estimate.error,
@@ -199,7 +204,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("reference")
     command.add_argument("system", choices=SYSTEMS)
-    command.add_argument("--windows", type=int, default=12, help="Gauss-Legendre nodes between the end states.")
+    command.add_argument("--windows", type=int, default=16, help="Gauss-Legendre nodes between the end states.")
     command.add_argument("--chains", type=int, default=16)
     command.add_argument("--samples", type=int, default=60, help="Samples per chain.")
     command.add_argument("--steps-between", type=int, default=10, help="HMC trajectories between samples.")
@@ -213,7 +218,10 @@ def main() -> None:
     command.add_argument("--seed", type=int, default=1)
     command.add_argument("--steps", type=int, default=TrainingSettings.steps)
     command.add_argument("--batch", type=int, default=TrainingSettings.batch_size)
+    command.add_argument("--decay-every", type=int, default=TrainingSettings.decay_every,
+                         help="Steps per tenfold decay of the learning rate.")
     command.add_argument("--checkpoint-every", type=int, default=1000)
+    command.add_argument("--pairs", type=int, default=32, help="Interpolated pairs per node of the estimates.")
     command.add_argument("--refine", type=int, default=50, help="HMC trajectories per node of the refined estimate.")
     command.set_defaults(run=train)
     command = commands.add_parser("report")
