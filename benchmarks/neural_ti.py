@@ -165,19 +165,26 @@ def train(args: argparse.Namespace) -> None:
     running, running_err = history.running_estimate()
     estimate = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator, n_t=NODES,
                                   pairs_per_t=args.pairs)
-    refined = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator,
-                                 refine_steps=args.refine, refine_step_size=0.01, n_t=NODES, pairs_per_t=args.pairs)
     pairs = NODES * args.pairs
     record = {"name": args.name, "network": args.network, "seed": args.seed, "steps": len(history.loss),
-              "batch": args.batch, "decay_every": args.decay_every, "parameters": sum(p.numel() for p in potential.parameters()),
+              "batch": args.batch, "decay_every": args.decay_every,
+              "parameters": sum(p.numel() for p in potential.parameters()),
               "final_loss": float(np.mean(history.loss[-500:])),
               "running_dF_kT": running, "running_err_kT": running_err,
               "estimate_dF_kT": estimate.delta_f, "estimate_err_kT": estimate.error,
-              "refined_dF_kT": refined.delta_f, "refined_err_kT": refined.error, "refine_trajectories": args.refine,
-              "potential_evaluations": len(history.loss) * args.batch + pairs * (2 + args.refine * 11),
-              "train_wall_s_this_run": train_wall, "wall_s_total_this_run": time.perf_counter() - start,
-              "integrand": [round(float(v), 3) for v in estimate.integrand],
-              "refined_integrand": [round(float(v), 3) for v in refined.integrand]}
+              "training_potential_evaluations": len(history.loss) * args.batch,
+              "estimate_potential_evaluations": pairs,
+              "train_wall_s_this_run": train_wall,
+              "integrand": [round(float(v), 3) for v in estimate.integrand]}
+    if args.refine:
+        refined = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator,
+                                     refine_steps=args.refine, refine_step_size=args.refine_step, n_t=NODES,
+                                     pairs_per_t=args.pairs)
+        record.update({"refined_dF_kT": refined.delta_f, "refined_err_kT": refined.error,
+                       "refine_trajectories": args.refine, "refine_step": args.refine_step,
+                       "refined_potential_evaluations_at_most": pairs * (1 + args.refine * 11),
+                       "refined_integrand": [round(float(v), 3) for v in refined.integrand]})
+    record["wall_s_total_this_run"] = time.perf_counter() - start
     (folder / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
 
@@ -192,7 +199,9 @@ def report(args: argparse.Namespace) -> None:
     summary = {}
     for network, group in by_network.items():
         for key in ("running", "estimate", "refined"):
-            values = np.array([r[f"{key}_dF_kT"] for r in group])
+            values = np.array([r[f"{key}_dF_kT"] for r in group if f"{key}_dF_kT" in r])
+            if not len(values):
+                continue
             summary[f"{network}_{key}"] = {"mean_dF_kT": float(values.mean()), "seed_spread_kT": float(np.ptp(values)),
                                            "worst_minus_mbar_kT": float(np.max(np.abs(values - ref["mbar_dF_kT"]))),
                                            "seeds": len(values)}
@@ -222,7 +231,9 @@ def main() -> None:
                          help="Steps per tenfold decay of the learning rate.")
     command.add_argument("--checkpoint-every", type=int, default=1000)
     command.add_argument("--pairs", type=int, default=32, help="Interpolated pairs per node of the estimates.")
-    command.add_argument("--refine", type=int, default=50, help="HMC trajectories per node of the refined estimate.")
+    command.add_argument("--refine", type=int, default=200,
+                         help="HMC trajectories per chain of the refined estimate (0: none).")
+    command.add_argument("--refine-step", type=float, default=0.02, help="HMC leapfrog step of the refinement (sigma).")
     command.set_defaults(run=train)
     command = commands.add_parser("report")
     command.add_argument("system", choices=SYSTEMS)

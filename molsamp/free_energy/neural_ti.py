@@ -237,8 +237,9 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
     Where exp(-U_theta(., t)) is not exactly the interpolant's density, the plain estimate is biased by the
     mismatch. ``refine_steps`` HMC trajectories on U_theta(., t) (unit masses, ``refine_leapfrog`` leapfrog steps of
     ``refine_step_size`` in the units of x, Metropolis-corrected) move each interpolated sample towards
-    exp(-U_theta(., t)), the ensemble the TI identity needs: this is standard TI along the learned path, started from
-    the interpolant, and exact for any U_theta with the right end states once the chains have equilibrated."""
+    exp(-U_theta(., t)), the ensemble the TI identity needs, and each chain then contributes its mean dU_theta/dt
+    over the second half of its trajectories: this is standard TI along the learned path, started from the
+    interpolant, and exact for any U_theta with the right end states once the chains have equilibrated."""
     nodes, weights = np.polynomial.legendre.leggauss(n_t)
     t_nodes, weights = 0.5 * (nodes + 1), 0.5 * weights
     values = np.empty((n_t, pairs_per_t))
@@ -247,9 +248,9 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
         t = torch.full((pairs_per_t,), float(t_value), dtype=x0.dtype, device=x0.device, requires_grad=True)
         xt, _ = interpolant.sample(x0, x1, t.detach(), generator)
         if refine_steps:
-            xt = _refine(potential, xt, t.detach(), refine_steps, refine_step_size, refine_leapfrog, generator)
-        (grad_t,) = torch.autograd.grad(potential(xt, t).sum(), t)
-        values[k] = grad_t.cpu().numpy()
+            values[k] = _refined_dudt(potential, xt, t, refine_steps, refine_step_size, refine_leapfrog, generator)
+        else:
+            values[k] = _dudt(potential, xt, t)
     integrand = values.mean(1)
     rng = np.random.default_rng(0 if generator is None else int(generator.initial_seed()) % 2**32)
     resampled = values[:, rng.integers(0, pairs_per_t, (n_bootstrap, pairs_per_t))].mean(2)  # [n_t, n_bootstrap]
@@ -257,10 +258,19 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
                           t=t_nodes, integrand=integrand)
 
 
-def _refine(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, step_size: float, leapfrog: int,
-            generator: torch.Generator | None) -> torch.Tensor:
-    hmc = HMC(EnergyFunction(lambda y: potential(y, t)), step_size, leapfrog)
+def _dudt(potential: Potential, x: torch.Tensor, t: torch.Tensor) -> np.ndarray:
+    (grad_t,) = torch.autograd.grad(potential(x.detach(), t).sum(), t)
+    return grad_t.cpu().numpy()
+
+
+def _refined_dudt(potential: Potential, x: torch.Tensor, t: torch.Tensor, steps: int, step_size: float,
+                  leapfrog: int, generator: torch.Generator | None) -> np.ndarray:
+    """Each chain's mean dU_theta/dt over the second half of ``steps`` HMC trajectories on U_theta(., t)."""
+    hmc = HMC(EnergyFunction(lambda y: potential(y, t.detach())), step_size, leapfrog)
     state = ChainState.start(x, hmc.target)
-    for _ in range(steps):
+    kept = []
+    for step in range(steps):
         state = hmc.step(state, generator)
-    return state.x.detach()
+        if step >= steps // 2:
+            kept.append(_dudt(potential, state.x, t))
+    return np.mean(kept, axis=0)
