@@ -47,6 +47,8 @@ the schedules on one CPU core, lj-32 also the message-passing correction."""
 RESULTS = Path(__file__).resolve().parent / "results" / "neural_ti"
 NODES = 32
 """Gauss-Legendre nodes of the estimates after training."""
+REFINE_LEAPFROG = 10
+"""Leapfrog steps per HMC trajectory of the refinement."""
 
 
 def couplings(windows: int) -> np.ndarray:
@@ -178,11 +180,11 @@ def train(args: argparse.Namespace) -> None:
               "integrand": [round(float(v), 3) for v in estimate.integrand]}
     if args.refine:
         refined = neural_ti_estimate(potential, ends, interpolant=interpolant, generator=generator,
-                                     refine_steps=args.refine, refine_step_size=args.refine_step, n_t=NODES,
-                                     pairs_per_t=args.pairs)
+                                     refine_steps=args.refine, refine_step_size=args.refine_step,
+                                     refine_leapfrog=REFINE_LEAPFROG, n_t=NODES, pairs_per_t=args.pairs)
         record.update({"refined_dF_kT": refined.delta_f, "refined_err_kT": refined.error,
                        "refine_trajectories": args.refine, "refine_step": args.refine_step,
-                       "refined_potential_evaluations_at_most": pairs * (1 + args.refine * 11),
+                       "refined_potential_evaluations_at_most": pairs * (1 + args.refine * (REFINE_LEAPFROG + 1)),
                        "refined_integrand": [round(float(v), 3) for v in refined.integrand]})
     record["wall_s_total_this_run"] = time.perf_counter() - start
     (folder / f"{args.name}.json").write_text(json.dumps(record, indent=1) + "\n")
