@@ -8,8 +8,8 @@ that is the same at q and -q. :func:`matrix_to_quaternion` returns the represent
 
 from __future__ import annotations
 
-__all__ = ["quaternion_to_matrix", "matrix_to_quaternion", "check_unit_quaternions", "RigidBodies", "water_body",
-           "RigidBodyTarget", "HarmonicWells"]
+__all__ = ["quaternion_to_matrix", "random_rotations", "matrix_to_quaternion", "check_unit_quaternions", "RigidBodies",
+           "water_body", "RigidBodyTarget", "HarmonicWells"]
 
 from typing import TYPE_CHECKING
 
@@ -41,6 +41,13 @@ def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
             2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
             2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
     return torch.stack(rows, -1).reshape(*q.shape[:-1], 3, 3)
+
+
+def random_rotations(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+                     ) -> torch.Tensor:
+    """``[n, 3, 3]`` rotation matrices uniform on SO(3) (from uniform unit quaternions)."""
+    q = torch.randn(n, 4, generator=generator, dtype=dtype)
+    return quaternion_to_matrix(q / q.norm(dim=1, keepdim=True))
 
 
 def matrix_to_quaternion(rotation: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@ equivariance."""
 
 from __future__ import annotations
 
-__all__ = ["TransitionPairs", "pairs_from_trajectory", "pairs_from_md", "random_rotations", "superpose"]
+__all__ = ["TransitionPairs", "pairs_from_trajectory", "pairs_from_md", "superpose"]
 
 import dataclasses
 import os
@@ -69,15 +69,3 @@ def pairs_from_md(system: str, trajectory: str | os.PathLike, tau: float, stride
                          f"{topology.n_atoms}")
     interval = float(traj.time[1] - traj.time[0]) if traj.n_frames > 1 else 1.0
     return pairs_from_trajectory(system, traj.xyz, atom_features(topology), interval, tau, stride)
-
-
-def random_rotations(n: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
-                     ) -> torch.Tensor:
-    """``[n, 3, 3]`` rotation matrices uniform on SO(3) (from uniform unit quaternions)."""
-    q = torch.randn(n, 4, generator=generator, dtype=dtype)
-    w, x, y, z = (q / q.norm(dim=1, keepdim=True)).unbind(1)
-    return torch.stack([
-        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], 1)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from molsamp.timewarp.data import TransitionPairs, random_rotations
+from molsamp.flows.rigid_bodies import random_rotations
+from molsamp.timewarp.data import TransitionPairs
 from molsamp.timewarp.model import TimewarpFlow, save_model
 from molsamp.timewarp.sampler import TimewarpDistribution, TimewarpProposal
 

@@ -11,7 +11,8 @@ from molsamp.kernels import ChainState, MetropolisHastings
 from molsamp.systems import load
 from molsamp.targets import EnergyFunction
 from molsamp.timewarp import TimewarpFlow, atom_features
-from molsamp.timewarp.data import pairs_from_trajectory, random_rotations, superpose
+from molsamp.flows.rigid_bodies import random_rotations
+from molsamp.timewarp.data import pairs_from_trajectory, superpose
 from molsamp.timewarp.sampler import TimewarpDistribution, TimewarpProposal
 from molsamp.timewarp.training import acceptance_loss, negative_log_likelihood, train_timewarp
 
