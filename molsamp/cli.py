@@ -795,12 +795,15 @@ def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, si
               help="Denoiser checkpoint (default: the shipped models/voxel-qm9.pt).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="torch device (default: cuda when available, else cpu).")
+@click.option("--relax", is_flag=True,
+              help="Minimise each molecule in GAFF2/AM1-BCC with OBC2 water and report its energy (AmberTools "
+                   "parametrises each new molecule: seconds each).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="SDF of the molecules read out (3D, Å, hydrogens explicit).")
 def generate(n: int, measurements: int, walk_steps: int, chains: int, model: Path | None, seed: int,
-             device: str | None, overwrite: bool, quiet: bool, output: Path) -> None:
+             device: str | None, relax: bool, overwrite: bool, quiet: bool, output: Path) -> None:
     """Generate 3D molecules by voxel walk-jump sampling and print the batch's validity, uniqueness, novelty,
     atom and molecule stability."""
     from molsamp.files import check_output
@@ -814,10 +817,13 @@ def generate(n: int, measurements: int, walk_steps: int, chains: int, model: Pat
     made = walk_jump_molecules(denoiser, n, measurements, walk_steps, chains, seed=seed, device=device,
                                progress=False if quiet else None)
     report = made.report(denoiser.metadata.get("training_smiles", ()))
+    if relax:
+        report |= made.relax(progress=False if quiet else None)
     written = made.write_sdf(output)
     click.echo(f"validity {report['validity']:.1%}, uniqueness {report['uniqueness']:.1%}, atom stability "
                f"{report['atom_stability']:.1%}, molecule stability {report['molecule_stability']:.1%}; "
-               f"{report['unreadable']} of {n} grids held no molecule; wrote {written} molecules to {output}")
+               f"{report['unreadable']} of {n} grids held no molecule; wrote {written} molecules to {output}"
+               + (f"; median energy after relaxation {report['median_energy_kj_mol']} kJ/mol" if relax else ""))
     click.echo(json.dumps(report))
 
 

@@ -44,6 +44,37 @@ class GeneratedMolecules:
         return quality_report(self.atoms, self.molecules, training_smiles) | {
             "seconds_per_molecule": self.seconds / max(len(self.atoms), 1)}
 
+    def relax(self, forcefield: str = "gaff2", solvent: str = "obc2", progress: bool | None = None) -> dict:
+        """Minimise every molecule read in the project's force field (:func:`~molsamp.voxel.relax.relax`), in
+        place: each relaxed molecule carries ``energy_kj_mol`` and ``relax_rmsd_angstrom`` (properties written to
+        the SDF). Returns the median energy and RMSD and the count of molecules that could not be parametrised
+        (kept unrelaxed)."""
+        import sys
+
+        from tqdm import tqdm
+
+        from molsamp.errors import MolsampError
+        from molsamp.voxel.relax import relax
+
+        energies, moved, failed = [], [], 0
+        show = sys.stderr.isatty() if progress is None else progress
+        for index, molecule in enumerate(tqdm(self.molecules, desc="relaxing", disable=not show)):
+            if molecule is None:
+                continue
+            try:
+                relaxed, energy, rmsd = relax(molecule, forcefield, solvent)
+            except (MolsampError, RuntimeError):
+                failed += 1
+                continue
+            relaxed.SetDoubleProp("energy_kj_mol", energy)
+            relaxed.SetDoubleProp("relax_rmsd_angstrom", rmsd)
+            self.molecules[index] = relaxed
+            energies.append(energy)
+            moved.append(rmsd)
+        return {"relaxed": len(energies), "relax_failed": failed,
+                "median_energy_kj_mol": float(np.median(energies)) if energies else None,
+                "median_relax_rmsd_angstrom": float(np.median(moved)) if moved else None}
+
     def write_sdf(self, path: str | os.PathLike) -> int:
         """Write the molecules that were read (hydrogens explicit, Å) to an SDF, each named by its grid's index and
         carrying its SMILES; returns how many were written."""
