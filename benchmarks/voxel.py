@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from molsamp.analysis import wasserstein2
 from molsamp.kernels import ChainState
 from molsamp.voxel import GaussianMixture, MoleculeSet, UnderdampedWalk, generate, load_denoiser, walk_jump
 from molsamp.voxel.metrics import quality_report
@@ -73,12 +73,6 @@ def molecules_benchmark(args) -> None:
                           **made.report(card.get("training_smiles", ())), "anchor": ANCHOR}))
 
 
-def w2(a: torch.Tensor, b: torch.Tensor) -> float:
-    cost = (torch.cdist(a, b) ** 2).numpy()
-    rows, columns = linear_sum_assignment(cost)
-    return float(math.sqrt(cost[rows, columns].mean()))
-
-
 def coverage(x: torch.Tensor, mixture: GaussianMixture) -> float:
     counts = torch.bincount(torch.cdist(x, mixture.means).argmin(1), minlength=len(mixture.means))
     return float((counts >= 0.5 * len(x) * mixture.weights).double().mean())
@@ -96,13 +90,13 @@ def toy_benchmark(args) -> None:
         exact = ring.denoise(ring.sample(n, effective, generator), effective)
         x = walk_jump(ring, start, sigma, measurements, steps, generator=generator, progress=False)[0]
         print(json.dumps({"figure": "toy walk-jump", "measurements": measurements, "score_evaluations":
-                          steps * measurements, "w2_to_p": w2(x, target), "w2_to_exact_jump": w2(x, exact),
-                          "exact_jump_w2_to_p": w2(exact, target), "mode_coverage": coverage(x, ring)}))
+                          steps * measurements, "w2_to_p": wasserstein2(x, target), "w2_to_exact_jump": wasserstein2(x, exact),
+                          "exact_jump_w2_to_p": wasserstein2(exact, target), "mode_coverage": coverage(x, ring)}))
         clean = UnderdampedWalk(lambda y: (ring.denoise(y, 1e-4) - y) / 1e-8, steps * measurements,
                                 step_size=0.1).step(ChainState(start, torch.zeros(n)), generator).x
         print(json.dumps({"figure": "toy plain Langevin", "score_evaluations": steps * measurements,
-                          "step_size": 0.1, "w2_to_p": w2(clean, target), "mode_coverage": coverage(clean, ring)}))
-    print(json.dumps({"figure": "toy two exact samples of p", "w2": w2(ring.sample(n, 0.0, generator), target)}))
+                          "step_size": 0.1, "w2_to_p": wasserstein2(clean, target), "mode_coverage": coverage(clean, ring)}))
+    print(json.dumps({"figure": "toy two exact samples of p", "w2": wasserstein2(ring.sample(n, 0.0, generator), target)}))
 
 
 def main() -> None:

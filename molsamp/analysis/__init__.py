@@ -8,7 +8,7 @@ mdtraj and matplotlib load only inside the functions that need them.
 """
 
 from molsamp.analysis.dihedrals import backbone_dihedral_indices, compute_dihedrals, fold_torsions
-from molsamp.analysis.divergence import js_divergence, ramachandran_js, torsion_js
+from molsamp.analysis.divergence import js_divergence, ramachandran_js, torsion_js, wasserstein2
 from molsamp.analysis.ess import (autocorrelation, integrated_autocorrelation_time, kish_ess, time_series_ess,
                                   torsion_ess)
 from molsamp.analysis.histograms import free_energy_surface, ramachandran_histogram, torsion_histogram
@@ -26,6 +26,7 @@ __all__ = [
     "js_divergence",
     "torsion_js",
     "ramachandran_js",
+    "wasserstein2",
     "kish_ess",
     "autocorrelation",
     "integrated_autocorrelation_time",

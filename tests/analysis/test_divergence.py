@@ -86,3 +86,13 @@ def test_ramachandran_js_same_and_different():
 def test_bad_input_names_the_problem(call, message):
     with pytest.raises(InputError, match=message):
         call()
+
+
+def test_wasserstein2_of_shifted_samples_is_the_shift():
+    import torch
+
+    from molsamp.analysis import wasserstein2
+
+    a = torch.randn(200, 2, generator=torch.Generator().manual_seed(0))
+    assert abs(wasserstein2(a, a + torch.tensor([3.0, 4.0])) - 5.0) < 1e-6
+    assert wasserstein2(a, a[torch.randperm(200)]) < 1e-9

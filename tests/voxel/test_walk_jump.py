@@ -5,20 +5,13 @@ import math
 
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from molsamp.analysis import wasserstein2
 from molsamp.kernels import ChainState
 from molsamp.voxel import GaussianMixture, UnderdampedWalk, walk_jump
 
 ANGLES = torch.arange(8) * 2 * math.pi / 8
 RING = GaussianMixture(torch.stack([4 * ANGLES.cos(), 4 * ANGLES.sin()], 1), [0.3] * 8)
-
-
-def w2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Exact 2-Wasserstein distance between two equal-size empirical measures."""
-    cost = (torch.cdist(a, b) ** 2).numpy()
-    rows, columns = linear_sum_assignment(cost)
-    return float(math.sqrt(cost[rows, columns].mean()))
 
 
 def test_the_mixture_denoiser_is_the_posterior_mean():
@@ -61,7 +54,7 @@ def test_walk_jump_reproduces_the_law_of_the_jump_on_a_mixture(measurements):
     unwalked = walk_jump(RING, start, sigma, measurements, walk_steps=0, generator=generator, progress=False)[0]
     assert agrees_with(sampled, exact)
     assert not agrees_with(unwalked, exact)
-    assert w2(sampled, exact) < 1.5 * w2(again, exact)
+    assert wasserstein2(sampled, exact) < 1.5 * wasserstein2(again, exact)
 
 
 def test_chains_carry_on_between_jumps():
