@@ -25,16 +25,20 @@ class VoxelGrid:
     """A cubic grid of ``size``^3 voxels ``resolution`` Å apart, centred on the origin, with one channel per element
     of ``elements``; an atom is a Gaussian of standard deviation ``sigma`` (Å) and height 1 at its centre.
 
-    The defaults keep VoxMol's QM9 channels (C, H, O, N, F) and atoms (its kernel exp(-d^2 / (0.93 r)^2) with
-    r = 0.5 Å is a Gaussian of sigma 0.329 Å) on a coarser grid sized for a CPU: 24^3 voxels of 0.4 Å instead of
-    32^3 of 0.25 Å (2.4 times fewer voxels), a 9.6 Å box that holds whole molecules (VoxMol crops atoms outside
-    its 8 Å box). Densities of atoms of one element add (VoxMol: 1 - prod(1 -
-    rho)); they differ only where two atoms of one element overlap, which bonded atoms barely do at this width."""
+    The defaults keep VoxMol's QM9 channels (C, H, O, N, F) on a coarser grid, for a CPU: 24^3 voxels of 0.4 Å (a
+    9.6 Å box that holds whole molecules; VoxMol: 32^3 of 0.25 Å, an 8 Å box that crops larger molecules), 2.4 times
+    fewer voxels. Atoms are wider than VoxMol's (sigma 0.45 Å; its kernel exp(-d^2 / (0.93 r)^2), r = 0.5 Å, is
+    sigma 0.329 Å), so that an atom still covers several voxels: the signal-to-noise ratio of an atom in noise s
+    grows as (sigma / resolution)^(3/2) / s, and with VoxMol's atoms on 0.4 Å voxels it halves (a first denoiser
+    trained so at s = 0.9 was still at the trivial loss of predicting an empty grid after 600 steps). Much wider
+    atoms would merge the two carbons of a C-C triple bond (1.20 Å) into one peak: at 0.45 Å they are 2.7 sigma
+    apart. Densities of atoms of one element add (VoxMol: 1 - prod(1 - rho)).
+    """
 
     size: int = 24
     resolution: float = 0.4
     elements: tuple[str, ...] = ("C", "H", "O", "N", "F")
-    sigma: float = 0.93 * 0.5 / math.sqrt(2)
+    sigma: float = 0.45
 
     @property
     def length(self) -> float:
