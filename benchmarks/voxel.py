@@ -58,6 +58,22 @@ def read_back(molecules: MoleculeSet, grid, n: int) -> dict:
     return report
 
 
+def rotation_error(denoiser, molecules: MoleculeSet, n: int = 16) -> float:
+    """Relative change of the denoiser's output under a 90-degree grid rotation of noisy test grids,
+    |f(R y) - R f(y)| / |f(y)| (0 for an equivariant denoiser; this one is not built to be)."""
+    from molsamp.voxel.grids import augment
+
+    generator = torch.Generator().manual_seed(1)
+    grid = denoiser.grid
+    types, positions = molecules.batch(range(n), grid)
+    clean = grid.voxelize(types, augment(types, positions, 0.0, generator))
+    noisy = clean + denoiser.sigma * torch.randn(clean.shape, generator=generator)
+    with torch.no_grad():
+        output = denoiser(noisy, denoiser.sigma)
+        turned = denoiser(noisy.rot90(1, (2, 3)), denoiser.sigma)
+    return float((turned - output.rot90(1, (2, 3))).norm() / output.norm())
+
+
 def molecules_benchmark(args) -> None:
     model = args.model or ROOT / "models" / "voxel-qm9.pt"
     denoiser = load_denoiser(model)
@@ -65,6 +81,8 @@ def molecules_benchmark(args) -> None:
     test = MoleculeSet.load(ROOT / "data" / "qm9" / "test.npz")
     print(json.dumps({"figure": "test molecules read back", "n": min(args.n, len(test)),
                       **read_back(test, denoiser.grid, min(args.n, len(test)))}))
+    print(json.dumps({"figure": "denoiser under 90-degree grid rotations", "relative_error":
+                      rotation_error(denoiser, test)}))
     for measurements in args.measurements:
         made = generate(denoiser, args.n, measurements, args.walk_steps, args.chains, seed=args.seed,
                         progress=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from molsamp.errors import InputError
 from molsamp.voxel.data import MoleculeSet
 from molsamp.voxel.grids import VoxelGrid, augment
 from molsamp.voxel.unet import UNet3d
@@ -96,6 +97,8 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
         optimiser.load_state_dict(saved["optimiser"])
         generator.set_state(saved["generator"])
         start, losses = int(saved["step"]), saved["losses"].tolist()
+        if start > settings.steps:
+            raise InputError(f"{state_path} has trained {start} steps, more than the {settings.steps} asked for")
     show = sys.stderr.isatty() if progress is None else progress
     window: list[float] = []
     for step in tqdm(range(start, settings.steps), initial=start, total=settings.steps, unit="step",
@@ -141,7 +144,6 @@ def load_denoiser(path: str | os.PathLike, grid: VoxelGrid | None = None,
     """The denoiser saved at ``path``; :class:`~molsamp.errors.InputError` if it is not one, or was trained for
     another grid than ``grid`` (when given)."""
     from molsamp.checkpoints import load_checkpoint
-    from molsamp.errors import InputError
 
     model = load_checkpoint(path, "voxel-denoiser", Denoiser, device)
     if grid is not None and model.grid != grid:

@@ -53,6 +53,8 @@ def test_training_resumes_to_the_same_model_and_loads_only_for_its_grid(molecule
     assert loaded(y, 0.9).shape == y.shape and loaded(y, torch.tensor([0.9, 0.6, 0.45])).shape == y.shape
     with pytest.raises(InputError, match="trained for a 16\\^3 grid"):
         load_denoiser(tmp_path / "whole.pt", VoxelGrid())
+    with pytest.raises(InputError, match="has trained 4 steps, more than the 2"):
+        train(molecules, tmp_path / "whole.pt", 2)
 
 
 def test_generation_counts_every_grid_and_writes_what_it_reads(molecules, tmp_path):
