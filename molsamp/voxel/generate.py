@@ -94,12 +94,12 @@ class GeneratedMolecules:
 
 
 def generate(denoiser: Denoiser, n: int, measurements: int = 1, walk_steps: int = 100, chains: int = 25,
-             step_size: float = 0.5, friction: float = 1.0, threshold: float = 0.5, seed: int = 0,
+             step_size: float = 0.5, friction: float = 1.0, threshold: float = 0.25, seed: int = 0,
              device: torch.device | str | None = None, progress: bool | None = None) -> GeneratedMolecules:
     """``n`` molecules from ``chains`` parallel walk-jump chains on ``denoiser``'s smoothed density, with
     ``measurements`` measurements (at most the number it was trained for) and ``walk_steps`` walk steps per
     measurement between jumps (see :func:`~molsamp.voxel.walk_jump.walk_jump`); atoms are read out above
-    ``threshold`` (:func:`~molsamp.voxel.readout.find_atoms`)."""
+    ``threshold`` (VoxMol's 0.25; :func:`~molsamp.voxel.readout.find_atoms`)."""
     from molsamp.errors import InputError
 
     if not 1 <= measurements <= denoiser.measurements:

@@ -24,7 +24,7 @@ MAX_ATOMS = 64
 """A grid with more peaks than this is noise, not a molecule (QM9 molecules have at most 29 atoms)."""
 
 
-def find_atoms(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.5, refine_steps: int = 50
+def find_atoms(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.25, refine_steps: int = 50
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Atoms of one molecule's grid ``density: [channels, size, size, size]``: channel indices ``[A]`` and positions
     ``[A, 3]`` (Å). Atoms are local maxima above ``threshold`` (atom heights are 1), placed at the peak of a
@@ -109,7 +109,7 @@ def molecule_from_atoms(elements: Sequence[str], positions: np.ndarray) -> Chem.
     return largest.GetMol()
 
 
-def read_molecule(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.5) -> Chem.Mol | None:
+def read_molecule(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.25) -> Chem.Mol | None:
     """The molecule in one grid ``[channels, size, size, size]`` (:func:`find_atoms`, then
     :func:`molecule_from_atoms`), or None when the grid holds none."""
     channel, positions = find_atoms(density, grid, threshold)
