@@ -31,7 +31,7 @@ from molsamp.analysis import wasserstein2
 from molsamp.kernels import ChainState
 from molsamp.voxel import GaussianMixture, MoleculeSet, UnderdampedWalk, generate, load_denoiser, walk_jump
 from molsamp.voxel.metrics import quality_report
-from molsamp.voxel.readout import find_atoms, molecule_from_atoms
+from molsamp.voxel.readout import read_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = {"source": "VoxMol (Pinheiro et al. 2023) Table 1, QM9, as quoted in issue 23", "atom_stability": 0.99,
@@ -49,10 +49,9 @@ def read_back(molecules: MoleculeSet, grid, n: int) -> dict:
         types, positions = molecules.batch(range(start, min(start + 50, n)), grid)
         grids = grid.voxelize(types, augment(types, positions, 0.0, generator))
         for density in grids:
-            channel, found = find_atoms(density, grid)
-            elements = [grid.elements[c] for c in channel.tolist()]
-            atoms.append((elements, found.numpy()))
-            read.append(molecule_from_atoms(elements, found.numpy()))
+            elements, found, molecule = read_grid(density, grid)
+            atoms.append((elements, found))
+            read.append(molecule)
     report = quality_report(atoms, read)
     report["seconds_per_molecule"] = (time.perf_counter() - begin) / n
     return report

@@ -6,10 +6,10 @@ from molsamp.voxel.data import MoleculeSet
 from molsamp.voxel.generate import GeneratedMolecules, generate
 from molsamp.voxel.grids import VoxelGrid, augment, pad_molecules
 from molsamp.voxel.metrics import quality_report
-from molsamp.voxel.readout import find_atoms, molecule_from_atoms, read_molecule
+from molsamp.voxel.readout import find_atoms, molecule_from_atoms, read_grid
 from molsamp.voxel.training import Denoiser, DenoiserTraining, load_denoiser, train_denoiser
 from molsamp.voxel.walk_jump import GaussianMixture, UnderdampedWalk, walk_jump
 
 __all__ = ["VoxelGrid", "pad_molecules", "augment", "MoleculeSet", "find_atoms", "molecule_from_atoms",
-           "read_molecule", "quality_report", "Denoiser", "DenoiserTraining", "train_denoiser", "load_denoiser",
+           "read_grid", "quality_report", "Denoiser", "DenoiserTraining", "train_denoiser", "load_denoiser",
            "UnderdampedWalk", "walk_jump", "GaussianMixture", "GeneratedMolecules", "generate"]

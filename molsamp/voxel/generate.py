@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from molsamp.voxel.readout import find_atoms, molecule_from_atoms
+from molsamp.voxel.readout import read_grid
 from molsamp.voxel.training import Denoiser
 from molsamp.voxel.walk_jump import walk_jump
 
@@ -120,8 +120,7 @@ def generate(denoiser: Denoiser, n: int, measurements: int = 1, walk_steps: int 
     grids = grids.reshape(-1, *grid.shape)[:n].cpu()
     atoms, molecules = [], []
     for density in grids:
-        channel, positions = find_atoms(density, grid, threshold)
-        elements = [grid.elements[c] for c in channel.tolist()]
-        atoms.append((elements, positions.numpy()))
-        molecules.append(molecule_from_atoms(elements, positions.numpy()))
+        elements, positions, molecule = read_grid(density, grid, threshold)
+        atoms.append((elements, positions))
+        molecules.append(molecule)
     return GeneratedMolecules(atoms, molecules, time.perf_counter() - began)

@@ -7,7 +7,7 @@ no molecule give ``None``; the caller counts and skips them.
 
 from __future__ import annotations
 
-__all__ = ["find_atoms", "molecule_from_atoms", "read_molecule"]
+__all__ = ["find_atoms", "molecule_from_atoms", "read_grid"]
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -51,9 +51,11 @@ def find_atoms(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.25, 
 def _parabola_offset(density: torch.Tensor, channel: torch.Tensor, index: list, axis: int) -> torch.Tensor:
     """Sub-voxel offset (voxels, in [-0.5, 0.5]) of each peak along ``axis``: the vertex of the parabola through the
     log-densities at the peak and its two neighbours (exact for an isolated Gaussian)."""
-    log = lambda shift: torch.log(density[(channel, *[i + shift * (a == axis) for a, i in enumerate(index)])]
-                                  .clamp(min=1e-12))
-    below, centre, above = log(-1), log(0), log(1)
+    def log_density(shift: int) -> torch.Tensor:
+        neighbour = [i + shift if a == axis else i for a, i in enumerate(index)]
+        return torch.log(density[(channel, *neighbour)].clamp(min=1e-12))
+
+    below, centre, above = log_density(-1), log_density(0), log_density(1)
     curvature = below - 2 * centre + above
     offset = 0.5 * (below - above) / torch.where(curvature < 0, curvature, -torch.ones_like(curvature))
     return offset.clamp(-0.5, 0.5)
@@ -109,8 +111,11 @@ def molecule_from_atoms(elements: Sequence[str], positions: np.ndarray) -> Chem.
     return largest.GetMol()
 
 
-def read_molecule(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.25) -> Chem.Mol | None:
-    """The molecule in one grid ``[channels, size, size, size]`` (:func:`find_atoms`, then
-    :func:`molecule_from_atoms`), or None when the grid holds none."""
+def read_grid(density: torch.Tensor, grid: VoxelGrid, threshold: float = 0.25
+              ) -> tuple[list[str], np.ndarray, Chem.Mol | None]:
+    """Everything one grid ``[channels, size, size, size]`` holds: the element symbols and positions ``[A, 3]`` (Å)
+    of its atoms (:func:`find_atoms`) and the molecule they make (:func:`molecule_from_atoms`, None if none)."""
     channel, positions = find_atoms(density, grid, threshold)
-    return molecule_from_atoms([grid.elements[c] for c in channel.tolist()], positions.cpu().numpy())
+    elements = [grid.elements[c] for c in channel.tolist()]
+    positions = positions.cpu().numpy()
+    return elements, positions, molecule_from_atoms(elements, positions)

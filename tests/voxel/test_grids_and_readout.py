@@ -8,7 +8,7 @@ from rdkit import Chem
 from scipy.optimize import linear_sum_assignment
 
 from molsamp.errors import InputError
-from molsamp.voxel import VoxelGrid, augment, find_atoms, molecule_from_atoms, pad_molecules, read_molecule
+from molsamp.voxel import VoxelGrid, augment, find_atoms, molecule_from_atoms, pad_molecules, read_grid
 
 GRID = VoxelGrid()
 
@@ -38,7 +38,7 @@ def test_round_trip_recovers_atoms_within_a_tenth_of_an_angstrom_and_the_same_mo
     distance[channel.numpy()[:, None] != types[0].numpy()[None]] = np.inf
     rows, columns = linear_sum_assignment(distance)
     assert distance[rows, columns].max() < 0.1
-    molecule = read_molecule(density[0], GRID)
+    molecule = read_grid(density[0], GRID)[2]
     assert Chem.MolToSmiles(Chem.RemoveHs(molecule), isomericSmiles=False) == \
         Chem.CanonSmiles(smiles, useChiral=False)
     assert molecule.GetNumAtoms() == len(elements) and molecule.GetNumConformers() == 1
@@ -49,7 +49,7 @@ def test_empty_and_noise_grids_hold_no_molecule():
     noise = torch.randn(GRID.shape, generator=torch.Generator().manual_seed(0))
     for density in (empty, noise):
         channel, positions = find_atoms(density, GRID)
-        assert read_molecule(density, GRID) is None
+        assert read_grid(density, GRID)[2] is None
         assert len(channel) == len(positions) == 0 or density is noise
 
 
