@@ -758,13 +758,16 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
 @click.option("--widths", default="16,32,64,128", show_default=True, help="U-Net channels per level.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="torch device (default: cuda when available, else cpu).")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Continue from this denoiser's weights (same architecture and noise; fresh optimiser); its card's "
+                   "steps and command are carried over.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it, and an interrupted "
                    "run resumes from <output>.state.pt.")
 def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, sigma: float, measurements: int,
-                widths: str, seed: int, device: str | None, output: Path) -> None:
+                widths: str, seed: int, device: str | None, init: Path | None, output: Path) -> None:
     """Train the voxel denoiser of walk-jump generation on 3D molecules (random rotations and shifts)."""
-    from molsamp.voxel import DenoiserTraining, MoleculeSet, train_denoiser
+    from molsamp.voxel import DenoiserTraining, MoleculeSet, load_denoiser, train_denoiser
 
     path = Path("data/qm9/train.npz") if data == "qm9" else Path(data)
     if data == "qm9" and not path.exists():
@@ -774,14 +777,18 @@ def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, si
         levels = [int(w) for w in widths.split(",")]
     except ValueError:
         raise _UserError(f"--widths must be integers separated by commas, got {widths!r}") from None
+    start = None if init is None else load_denoiser(init)
+    earlier = {} if start is None else start.metadata
+    command = "molsamp train voxel " + " ".join(sys.argv[3:])
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "a", buffering=1) as log:
         train_denoiser(molecules, output, sigma=sigma, measurements=measurements, widths=levels,
                        settings=DenoiserTraining(steps=steps, batch_size=batch_size, learning_rate=learning_rate),
-                       seed=seed, device=device or _torch_device(),
+                       seed=seed, device=device or _torch_device(), init=start,
                        log=lambda entry: log.write(json.dumps(entry) + "\n"), data=str(path),
                        training_smiles=sorted(set(molecules.smiles.tolist())),
-                       command="molsamp train voxel " + " ".join(sys.argv[3:]))
+                       total_steps=earlier.get("total_steps", earlier.get("steps", 0)) + steps,
+                       command=f"{earlier['command']}; then {command}" if "command" in earlier else command)
     click.echo(f"wrote {output} and {log_path}")
 
 

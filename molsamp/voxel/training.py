@@ -72,11 +72,13 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
                    sigma: float = 0.75, measurements: int = 4, widths: Sequence[int] = (16, 32, 64, 128),
                    settings: DenoiserTraining = DenoiserTraining(), seed: int = 0,
                    device: torch.device | str | None = None, progress: bool | None = None,
-                   log: Callable[[dict], None] | None = None, **card) -> Denoiser:
+                   log: Callable[[dict], None] | None = None, init: Denoiser | None = None, **card) -> Denoiser:
     """Train a :class:`Denoiser` on ``molecules`` (randomly rotated and shifted each time they are drawn) and write
     its averaged weights to ``output`` with ``card`` (data, command) in the checkpoint's metadata. ``log`` gets
     ``{"step", "loss"}`` (squared error summed over a grid, averaged over the batch) every ``checkpoint_every``
-    steps. Resumes from ``<output>.state.pt`` when it exists; the same seed gives the same model on one machine."""
+    steps. Resumes from ``<output>.state.pt`` when it exists; the same seed gives the same model on one machine.
+    ``init``, a denoiser of the same architecture, supplies the starting weights (to continue training a shipped
+    model with a fresh optimiser)."""
     from tqdm import tqdm
 
     from molsamp.checkpoints import save_checkpoint
@@ -86,6 +88,11 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Denoiser(dataclasses.asdict(grid), sigma, measurements, widths).to(device)
+    if init is not None:
+        if init.config != model.config:
+            raise InputError(f"the initial denoiser's configuration {init.config} differs from this run's "
+                             f"{model.config}")
+        model.load_state_dict(init.state_dict())
     average = copy.deepcopy(model).requires_grad_(False)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     generator = torch.Generator().manual_seed(seed)

@@ -3,6 +3,8 @@ one-line errors."""
 
 import json
 
+import torch
+
 from rdkit import Chem
 
 from molsamp.voxel import MoleculeSet
@@ -22,6 +24,14 @@ def test_train_then_generate(tmp_path, embed):
                       "--widths", "4,8", "-o", model, env=ONE_THREAD)
     assert trained.returncode == 0, trained.stderr
     assert [json.loads(line)["step"] for line in model.with_suffix(".log.jsonl").read_text().splitlines()] == [2]
+    more = molsamp("train", "voxel", "--data", tmp_path / "set.npz", "--steps", 1, "--batch-size", 2,
+                   "--widths", "4,8", "--init", model, "-o", tmp_path / "more.pt", env=ONE_THREAD)
+    assert more.returncode == 0, more.stderr
+    card = torch.load(tmp_path / "more.pt", weights_only=True)["metadata"]
+    assert card["total_steps"] == 3 and card["command"].count("; then molsamp train voxel") == 1
+    wrong = molsamp("train", "voxel", "--data", tmp_path / "set.npz", "--steps", 1, "--init", model,
+                    "-o", tmp_path / "wrong.pt", env=ONE_THREAD)
+    assert_one_line_error(wrong, "configuration")
     output = tmp_path / "gen.sdf"
     made = molsamp("generate", "-n", 3, "--walk-steps", 2, "--chains", 3, "--model", model, "-o", output, "-q",
                    env=ONE_THREAD)
