@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from molsamp.errors import InputError
-from molsamp.voxel.grids import VoxelGrid
+from molsamp.voxel.grids import VoxelGrid, pad_molecules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +44,6 @@ class MoleculeSet:
               device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded channel indices ``[B, A]`` (-1 = none) and positions ``[B, A, 3]`` (Å) of the molecules
         ``indices``, for :meth:`VoxelGrid.voxelize`."""
-        from molsamp.voxel.grids import pad_molecules
-
         molecules = []
         for i in indices:
             symbols, positions = self.molecule(int(i))
