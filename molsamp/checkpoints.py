@@ -4,7 +4,7 @@ tag ``molsamp.<kind>/1``, the model's constructor arguments (``model.config``), 
 
 from __future__ import annotations
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "save_training_state"]
 
 import os
 from collections.abc import Callable
@@ -22,12 +22,18 @@ def _format(kind: str) -> str:
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, kind: str, **metadata: Any) -> Path:
     """Write ``model`` (its ``config`` and weights) and ``metadata`` to ``path`` atomically, tagged as ``kind``."""
+    save_training_state({"format": _format(kind), "config": model.config, "state": model.state_dict(),
+                         "metadata": metadata}, path)
+    return Path(path)
+
+
+def save_training_state(content: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` of ``content`` to ``path`` atomically: a resumed run reads the previous state or the new one,
+    never half of one."""
     from molsamp.files import atomic_path
 
     with atomic_path(path) as temporary:
-        torch.save({"format": _format(kind), "config": model.config, "state": model.state_dict(),
-                    "metadata": metadata}, temporary)
-    return Path(path)
+        torch.save(content, temporary)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str, build: Callable[..., torch.nn.Module],

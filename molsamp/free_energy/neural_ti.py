@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from molsamp.checkpoints import save_training_state
 from molsamp.kernels import HMC, ChainState, energy_and_gradient
 from molsamp.targets import EnergyFunction
 
@@ -216,16 +217,10 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, settings: Train
         history.loss.append(loss.item())
         history.mean_dudt.append(dudt.mean().item())
         if checkpoint is not None and ((step + 1) % every == 0 or step + 1 == settings.steps):
-            _save(checkpoint, {"model": potential.state_dict(), "optimiser": optimiser.state_dict(),
-                               "generator": generator.get_state(), "history": dataclasses.asdict(history),
-                               "step": step + 1})
+            save_training_state({"model": potential.state_dict(), "optimiser": optimiser.state_dict(),
+                                 "generator": generator.get_state(), "history": dataclasses.asdict(history),
+                                 "step": step + 1}, checkpoint)
     return history
-
-
-def _save(path: str | os.PathLike, content: dict) -> None:
-    partial = f"{os.fspath(path)}.partial"
-    torch.save(content, partial)
-    os.replace(partial, path)
 
 
 def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pairs_per_t: int = 64,

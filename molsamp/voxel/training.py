@@ -81,7 +81,7 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
     model with a fresh optimiser)."""
     from tqdm import tqdm
 
-    from molsamp.checkpoints import save_checkpoint
+    from molsamp.checkpoints import save_checkpoint, save_training_state
 
     device = torch.device(device or "cpu")
     state_path = Path(f"{os.fspath(output)}.state.pt")
@@ -131,19 +131,12 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
             window = []
             if log is not None:
                 log({"step": step + 1, "loss": losses[-1]})
-            _save_state(state_path, {"model": model.state_dict(), "average": average.state_dict(),
-                                     "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
-                                     "step": step + 1, "losses": torch.tensor(losses)})
+            save_training_state({"model": model.state_dict(), "average": average.state_dict(),
+                                 "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
+                                 "step": step + 1, "losses": torch.tensor(losses)}, state_path)
     save_checkpoint(average, output, "voxel-denoiser", steps=settings.steps, seed=seed,
                     settings=dataclasses.asdict(settings), losses=losses, **card)
     return average.eval()
-
-
-def _save_state(path: Path, content: dict) -> None:
-    from molsamp.files import atomic_path
-
-    with atomic_path(path) as temporary:
-        torch.save(content, temporary)
 
 
 def load_denoiser(path: str | os.PathLike, grid: VoxelGrid | None = None,
