@@ -751,6 +751,9 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
 @click.option("--steps", type=_POSITIVE_INT, default=3000, show_default=True, help="Optimisation steps.")
 @click.option("--batch-size", type=_POSITIVE_INT, default=16, show_default=True)
 @click.option("--learning-rate", type=_POSITIVE_FLOAT, default=1e-3, show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(min=0),
+              help="Steps over which the learning rate rises linearly to --learning-rate (default: 100 with "
+                   "--init, else 0).")
 @click.option("--sigma", type=_POSITIVE_FLOAT, default=0.75, show_default=True,
               help="Noise level of the walk (VoxMol: 0.9 on its finer grid with narrower atoms).")
 @click.option("--measurements", type=_POSITIVE_INT, default=4, show_default=True,
@@ -764,8 +767,9 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it, and an interrupted "
                    "run resumes from <output>.state.pt.")
-def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, sigma: float, measurements: int,
-                widths: str, seed: int, device: str | None, init: Path | None, output: Path) -> None:
+def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, warmup_steps: int | None,
+                sigma: float, measurements: int, widths: str, seed: int, device: str | None, init: Path | None,
+                output: Path) -> None:
     """Train the voxel denoiser of walk-jump generation on 3D molecules (random rotations and shifts)."""
     from molsamp.voxel import DenoiserTraining, MoleculeSet, load_denoiser, train_denoiser
 
@@ -783,7 +787,9 @@ def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, si
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "a", buffering=1) as log:
         train_denoiser(molecules, output, sigma=sigma, measurements=measurements, widths=levels,
-                       settings=DenoiserTraining(steps=steps, batch_size=batch_size, learning_rate=learning_rate),
+                       settings=DenoiserTraining(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                                                 warmup_steps=(100 if init else 0) if warmup_steps is None
+                                                 else warmup_steps),
                        seed=seed, device=device or _torch_device(), init=start,
                        log=lambda entry: log.write(json.dumps(entry) + "\n"), data=str(path),
                        training_smiles=sorted(set(molecules.smiles.tolist())),

@@ -57,12 +57,14 @@ class Denoiser(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class DenoiserTraining:
-    """Settings of :func:`train_denoiser` (learning rate of Adam; ``ema``: decay of the weight average, reached
-    after a warm-up of min(ema, (1 + step) / (10 + step)))."""
+    """Settings of :func:`train_denoiser` (learning rate of Adam, reached linearly over the first ``warmup_steps``;
+    ``ema``: decay of the weight average, reached after a warm-up of min(ema, (1 + step) / (10 + step)) when
+    training from scratch)."""
 
     steps: int = 4000
     batch_size: int = 16
     learning_rate: float = 1e-3
+    warmup_steps: int = 0
     ema: float = 0.998
     shift: float = TRAINING_SHIFT
     checkpoint_every: int = 100
@@ -78,7 +80,8 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
     ``{"step", "loss"}`` (squared error summed over a grid, averaged over the batch) every ``checkpoint_every``
     steps. Resumes from ``<output>.state.pt`` when it exists; the same seed gives the same model on one machine.
     ``init``, a denoiser of the same architecture, supplies the starting weights (to continue training a shipped
-    model with a fresh optimiser)."""
+    model with a fresh optimiser; the weight average then starts from them at full decay, and a learning-rate
+    warm-up keeps the fresh optimiser's first steps from undoing them)."""
     from tqdm import tqdm
 
     from molsamp.checkpoints import save_checkpoint, save_training_state
@@ -120,8 +123,10 @@ def train_denoiser(molecules: MoleculeSet, output: str | os.PathLike, grid: Voxe
         loss = ((model(noisy, noise) - clean) ** 2).sum() / len(clean)
         optimiser.zero_grad()
         loss.backward()
+        for group in optimiser.param_groups:
+            group["lr"] = settings.learning_rate * min(1.0, (step + 1) / max(settings.warmup_steps, 1))
         optimiser.step()
-        decay = min(settings.ema, (1 + step) / (10 + step))  # warm-up: early weights do not linger
+        decay = settings.ema if init is not None else min(settings.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for kept, current in zip(average.parameters(), model.parameters()):
                 kept.lerp_(current, 1 - decay)

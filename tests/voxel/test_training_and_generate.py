@@ -57,6 +57,18 @@ def test_training_resumes_to_the_same_model_and_loads_only_for_its_grid(molecule
         train(molecules, tmp_path / "whole.pt", 2)
 
 
+def test_continuing_from_a_denoiser_starts_at_its_weights(molecules, tmp_path):
+    start = train(molecules, tmp_path / "start.pt", 2)
+    warm = DenoiserTraining(steps=1, batch_size=2, learning_rate=1e-3, warmup_steps=1000)
+    more = train_denoiser(molecules, tmp_path / "more.pt", TINY, widths=(4, 8), settings=warm, seed=4,
+                          progress=False, init=start)
+    # Adam's first step moves each weight by about the learning rate, here 1e-6 in the warm-up; the average
+    # starts at the initial weights and takes (1 - ema) of that step, 2e-9 (plus float32 rounding); without the
+    # warm-ups it would move by 1e-3 * (1 - ema) = 2e-6, or 0.9e-3 from a fresh average
+    moved = max(float((a - b).abs().max()) for a, b in zip(start.parameters(), more.parameters()))
+    assert 0 < moved < 1e-8
+
+
 def test_generation_counts_every_grid_and_writes_what_it_reads(molecules, tmp_path):
     model = train(molecules, tmp_path / "model.pt", 2)
     made = generate(model, 5, measurements=2, walk_steps=3, chains=2, seed=0, progress=False)
