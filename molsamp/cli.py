@@ -635,6 +635,9 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--conditioner", type=click.Choice(["mlp", "attention"]),
               help="Crystals: a coupling's conditioner, an MLP over coordinates or attention over molecules "
                    "[default: mlp up to 32 molecules, attention above].")
+@click.option("--conditioner-precision", type=click.Choice(["float32", "float64"]),
+              help="Crystals: what the conditioners compute in (float32 is about 3 times faster on a CPU; the "
+                   "splines and log-densities stay float64) [default: float32 for attention, float64 for mlp].")
 @click.option("--layers", type=_POSITIVE_INT, help="EGNN layers or crystal couplings [default: 4, crystals 8].")
 @click.option("--temperature", type=_POSITIVE_FLOAT,
               help="K, for a crystal (ice-xi-16, ice-xi-128): trained at this temperature, its prior fitted to "
@@ -652,8 +655,8 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
-               batch_size: int | None, hidden: int | None, conditioner: str | None, layers: int | None,
-               temperature: float | None,
+               batch_size: int | None, hidden: int | None, conditioner: str | None,
+               conditioner_precision: str | None, layers: int | None, temperature: float | None,
                md_ps: float, learning_rate: float, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
     """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
@@ -682,11 +685,13 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     if is_crystal(target_system):
         if temperature is None or data is not None or init is not None:
             raise _UserError(f"{system} is a crystal: give --temperature; --data and --init are for equivariant flows")
-        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, layers or 8, md_ps,
-                       learning_rate, eval_samples, seed, output)
+        float32 = None if conditioner_precision is None else conditioner_precision == "float32"
+        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32,
+                       layers or 8, md_ps, learning_rate, eval_samples, seed, output)
         return
-    if temperature is not None or conditioner is not None:
-        raise _UserError("--temperature and --conditioner are for crystals (ice-xi-16, ice-xi-128)")
+    if temperature is not None or conditioner is not None or conditioner_precision is not None:
+        raise _UserError("--temperature, --conditioner and --conditioner-precision are for crystals (ice-xi-16, "
+                         "ice-xi-128)")
     batch_size, hidden, layers = batch_size or 256, hidden or 64, layers or 4
     start_flow = None if init is None else load_flow(init, target_system)
     earlier = {} if start_flow is None else start_flow.metadata
@@ -723,15 +728,15 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
 
 
 def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int | None,
-                   conditioner: str | None, layers: int, md_ps: float, learning_rate: float, eval_samples: int,
-                   seed: int, output: Path) -> None:
+                   conditioner: str | None, float32_conditioner: bool | None, layers: int, md_ps: float,
+                   learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
     from molsamp.flows.crystals import crystal_samples, save_crystal_flow, train_crystal_system
 
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         flow, card = train_crystal_system(system, temperature, steps=steps, batch_size=batch_size, hidden=hidden,
                                           layers=layers, learning_rate=learning_rate, seed=seed, conditioner=conditioner,
-                                          md_picoseconds=md_ps, log=lambda entry: log.write(json.dumps(entry) + "\n"))
+                                          float32_conditioner=float32_conditioner, md_picoseconds=md_ps, log=lambda entry: log.write(json.dumps(entry) + "\n"))
         card["command"] = "molsamp train flow " + " ".join(sys.argv[3:])
         save_crystal_flow(flow, output, system, temperature, **card)
         if eval_samples:

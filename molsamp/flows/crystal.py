@@ -194,17 +194,32 @@ def _log_sech_squared(r: torch.Tensor) -> torch.Tensor:
 class _Coupling(nn.Module):
     """Monotone rational-quadratic splines (zuko) on the coordinates outside ``mask``, their parameters computed by
     ``net`` from the coordinates inside (``[B, n_in] -> [B, n_out * (3 bins - 1)]``); the identity outside [-bound,
-    bound], and at initialisation when ``net``'s output is zero."""
+    bound], and at initialisation when ``net``'s output is zero.
 
-    def __init__(self, mask: torch.Tensor, net: nn.Module, bins: int, bound: float) -> None:
+    With ``float32_net`` the net keeps float32 weights and computes in float32 whatever the flow's dtype (casts such
+    as ``.double()`` pass it by): about 3 times faster on a CPU. The splines and their log-determinants stay in the
+    flow's dtype, and the inverse feeds the net the same unchanged coordinates, so the log-density is that of the
+    map computed, up to the float32 rounding of the spline parameters (which depends on the batch: about 1e-7 in
+    log q)."""
+
+    def __init__(self, mask: torch.Tensor, net: nn.Module, bins: int, bound: float, float32_net: bool = False) -> None:
         super().__init__()
         self.register_buffer("mask", mask)
-        self.net, self.bins, self.bound = net, bins, bound
+        self.net, self.bins, self.bound, self.float32_net = net, bins, bound, float32_net
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.float32_net:
+            self.net.float()
+        return self
 
     def _spline(self, z: torch.Tensor):
         from zuko.transforms import MonotonicRQSTransform
 
-        parameters = self.net(z[:, self.mask]).reshape(len(z), -1, 3 * self.bins - 1)
+        given = z[:, self.mask]
+        if self.float32_net:
+            given = given.float()
+        parameters = self.net(given).to(z.dtype).reshape(len(z), -1, 3 * self.bins - 1)
         widths, heights, derivatives = parameters.split([self.bins, self.bins, self.bins - 1], -1)
         return MonotonicRQSTransform(widths, heights, derivatives, bound=self.bound)
 
@@ -276,11 +291,13 @@ class CrystalFlow(nn.Module):
             MLP (its size grows with the crystal's squared size); ``"attention"``: each coupling moves the
             coordinates of a random half of the molecules, conditioned on the others' by self-attention over
             molecules (its size independent of the crystal's).
+        float32_conditioner: the conditioners compute in float32 (about 3 times faster on a CPU; the splines, the
+            chart and the log-densities stay in float64, log q that of the map computed up to about 1e-7).
     """
 
     def __init__(self, chart: LatticeChart, mean: torch.Tensor, covariance: torch.Tensor, layers: int = 8,
                  hidden: int = 256, bins: int = 8, bound: float = 5.0, seed: int = 0,
-                 conditioner: str = "mlp") -> None:
+                 conditioner: str = "mlp", float32_conditioner: bool = False) -> None:
         super().__init__()
         self.chart = chart
         self.event_shape = torch.Size((chart.n_molecules, 7))
@@ -290,7 +307,7 @@ class CrystalFlow(nn.Module):
                                  "translation_invariant": chart.translation_invariant},
                        "mean": mean, "covariance": covariance,
                        "layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed,
-                       "conditioner": conditioner}
+                       "conditioner": conditioner, "float32_conditioner": float32_conditioner}
         if mean.shape != (chart.dim,) or covariance.shape != (chart.dim, chart.dim):
             raise InputError(f"the chart has {chart.dim} local coordinates; got a mean {tuple(mean.shape)} and a "
                              f"covariance {tuple(covariance.shape)}")
@@ -299,11 +316,12 @@ class CrystalFlow(nn.Module):
             raise InputError("the covariance of the local coordinates is not positive definite")
         self.register_buffer("mean", mean)
         self.register_buffer("cholesky", cholesky)
-        self.couplings = nn.ModuleList(self._couplings(conditioner, layers, hidden, bins, bound, seed))
+        self.couplings = nn.ModuleList(self._couplings(conditioner, layers, hidden, bins, bound, seed,
+                                                       float32_conditioner))
         self.to(torch.float64)
 
-    def _couplings(self, conditioner: str, layers: int, hidden: int, bins: int, bound: float, seed: int
-                   ) -> list[_Coupling]:
+    def _couplings(self, conditioner: str, layers: int, hidden: int, bins: int, bound: float, seed: int,
+                   float32_net: bool) -> list[_Coupling]:
         """``layers`` couplings in pairs, the second of each pair moving what the first conditions on."""
         def halves(n: int) -> list[torch.Tensor]:
             return [torch.randperm(n, generator=torch.Generator().manual_seed(seed + k)) < n // 2
@@ -311,8 +329,8 @@ class CrystalFlow(nn.Module):
 
         n_parameters = 3 * bins - 1
         if conditioner == "mlp":
-            return [_Coupling(mask, _mlp(int(mask.sum()), hidden, int((~mask).sum()) * n_parameters), bins, bound)
-                    for pair in halves(self.chart.dim) for mask in (pair, ~pair)]
+            return [_Coupling(mask, _mlp(int(mask.sum()), hidden, int((~mask).sum()) * n_parameters), bins, bound,
+                              float32_net) for pair in halves(self.chart.dim) for mask in (pair, ~pair)]
         if conditioner == "attention":
             chart = self.chart
             first = chart.n_molecules - chart.n_displaced  # molecule 1 has no displacement when translation invariant
@@ -326,7 +344,7 @@ class CrystalFlow(nn.Module):
                 for molecules in (pair, ~pair):
                     mask = molecules[slots // 6]
                     net = _MoleculeAttention(slots, mask, chart.n_molecules, hidden, n_parameters)
-                    couplings.append(_Coupling(mask, net, bins, bound))
+                    couplings.append(_Coupling(mask, net, bins, bound, float32_net))
             return couplings
         raise InputError(f"unknown conditioner {conditioner!r}; use 'mlp' or 'attention'")
 

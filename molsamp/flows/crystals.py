@@ -143,7 +143,8 @@ def load_md_ladder(folder: str | os.PathLike) -> MDLadder:
 
 def initial_flow(system: System, states: torch.Tensor, **options: Any) -> CrystalFlow:
     """A flow for ``system`` whose prior is the Gaussian of the local coordinates of ``states`` (MD frames at the
-    flow's temperature); ``options`` go to :meth:`CrystalFlow.fit` (layers, hidden, bins, bound, shrinkage)."""
+    flow's temperature); ``options`` go to :meth:`CrystalFlow.fit` (layers, hidden, bins, bound, shrinkage,
+    conditioner, float32_conditioner)."""
     return CrystalFlow.fit(lattice_chart(system), states, **options)
 
 
@@ -193,23 +194,28 @@ LARGE_CRYSTAL = 32
 
 def train_crystal_system(system: System, temperature: float, steps: int = 4000, batch_size: int = 32,
                          hidden: int | None = None, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
-                         md_picoseconds: float = 100.0, conditioner: str | None = None, progress: bool | None = None,
+                         md_picoseconds: float = 100.0, conditioner: str | None = None,
+                         float32_conditioner: bool | None = None, progress: bool | None = None,
                          log: Callable[[dict], None] | None = None) -> tuple[CrystalFlow, dict[str, Any]]:
     """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a prior fitted to ``md_picoseconds``
     ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on the energy
     (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by default ``"mlp"``
-    (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64) above."""
+    (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64) above; it computes
+    in float32 by default for attention, in float64 for the MLP (as the shipped ice-xi-16 flows were trained)."""
     if conditioner is None:
         conditioner = "mlp" if system.n_atoms // 4 <= LARGE_CRYSTAL else "attention"
     if hidden is None:
         hidden = 256 if conditioner == "mlp" else 64
+    if float32_conditioner is None:
+        float32_conditioner = conditioner == "attention"
     start = time.perf_counter()
     states = crystal_md_states(system, temperature, picoseconds=md_picoseconds, seed=seed)
     md_seconds = time.perf_counter() - start
     if log is not None:
         log({"md_frames": len(states), "md_picoseconds": md_picoseconds, "seconds": md_seconds})
     torch.manual_seed(seed)
-    flow = initial_flow(system, states, layers=layers, hidden=hidden, seed=seed, conditioner=conditioner)
+    flow = initial_flow(system, states, layers=layers, hidden=hidden, seed=seed, conditioner=conditioner,
+                        float32_conditioner=float32_conditioner)
     start = time.perf_counter()
     with crystal_target(system, temperature) as target:
         train_crystal_flow(flow, target, steps=steps, batch_size=batch_size, learning_rate=learning_rate,

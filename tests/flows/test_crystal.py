@@ -17,7 +17,7 @@ def unit_quaternions(n, generator):
 
 
 def random_flow(molecules, translation_invariant, position_scale, angle_scale, bound, seed=0, coupling_scale=0.3,
-                conditioner="mlp"):
+                conditioner="mlp", float32_conditioner=False):
     """A flow with random couplings (not the identity; their weights of standard deviation ``coupling_scale``) and a
     random correlated prior."""
     generator = torch.Generator().manual_seed(seed)
@@ -30,7 +30,8 @@ def random_flow(molecules, translation_invariant, position_scale, angle_scale, b
                                                                            dtype=torch.float64) / chart.dim**0.5
     covariance = scales[:, None] * (mixing @ mixing.T) * scales[None, :] / 2
     flow = CrystalFlow(chart, 0.1 * scales * torch.randn(chart.dim, generator=generator, dtype=torch.float64),
-                       covariance, layers=4, hidden=16, bins=4, bound=bound, conditioner=conditioner)
+                       covariance, layers=4, hidden=16, bins=4, bound=bound, conditioner=conditioner,
+                       float32_conditioner=float32_conditioner)
     with torch.no_grad():
         for parameter in flow.parameters():
             parameter.normal_(std=coupling_scale, generator=generator)
@@ -57,10 +58,12 @@ def test_haar_measure_in_rotation_vectors_has_the_euler_volume_and_is_what_unifo
     assert float((angles < math.pi / 2).double().mean()) == pytest.approx(0.5 - 1 / math.pi, abs=0.004)
 
 
-@pytest.mark.parametrize("conditioner", ["mlp", "attention"])
+@pytest.mark.parametrize("conditioner,float32_conditioner", [("mlp", False), ("attention", False), ("attention", True)])
 @pytest.mark.parametrize("translation_invariant", [False, True])
-def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_invariant, conditioner):
-    flow = random_flow(3, translation_invariant, 0.01, 0.05, bound=6.0, conditioner=conditioner)
+def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_invariant, conditioner,
+                                                                   float32_conditioner):
+    flow = random_flow(3, translation_invariant, 0.01, 0.05, bound=6.0, conditioner=conditioner,
+                       float32_conditioner=float32_conditioner)
     with torch.no_grad():
         states, log_q = flow.sample_and_log_prob(500, torch.Generator().manual_seed(3))
         torch.testing.assert_close(flow.log_prob(states), log_q, atol=1e-5, rtol=0)
@@ -75,18 +78,30 @@ def test_log_q_of_a_sample_is_its_log_prob_and_the_same_at_minus_q(translation_i
     torch.testing.assert_close(quaternions.norm(dim=-1), torch.ones(500, 3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("conditioner", ["mlp", "attention"])
-def test_couplings_log_determinants_equal_autograds(conditioner):
-    flow = random_flow(3, True, 0.01, 0.05, bound=6.0, conditioner=conditioner)
+@pytest.mark.parametrize("conditioner,float32_conditioner", [("mlp", False), ("attention", False), ("mlp", True)])
+def test_couplings_log_determinants_equal_autograds(conditioner, float32_conditioner):
+    flow = random_flow(3, True, 0.01, 0.05, bound=6.0, conditioner=conditioner,
+                       float32_conditioner=float32_conditioner)
     z = torch.randn(4, flow.chart.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     for coupling in flow.couplings:
         _, log_det = coupling(z)
-        for row in range(len(z)):
+        for row in range(len(z)):  # one row at a time: a float32 net's rounding depends on the batch it is in
             jacobian = torch.autograd.functional.jacobian(lambda v: coupling(v[None])[0][0], z[row])
-            assert float(log_det[row].detach()) == pytest.approx(float(torch.linalg.slogdet(jacobian)[1]), abs=1e-9)
+            log_det_row = float(coupling(z[row:row + 1])[1][0].detach())
+            assert log_det_row == pytest.approx(float(torch.linalg.slogdet(jacobian)[1]), abs=1e-9)
+            assert log_det_row == pytest.approx(float(log_det[row].detach()), abs=1e-5)
         back, inverse_log_det = coupling.inverse(coupling(z)[0])
         torch.testing.assert_close(back, z)
         torch.testing.assert_close(inverse_log_det, -log_det)
+
+
+def test_a_float32_conditioner_stays_float32_through_casts_and_the_flow_stays_float64():
+    flow = random_flow(3, True, 0.01, 0.05, bound=6.0, conditioner="attention", float32_conditioner=True).double()
+    assert {p.dtype for c in flow.couplings for p in c.net.parameters()} == {torch.float32}
+    assert flow.mean.dtype == torch.float64
+    with torch.no_grad():
+        states, log_q = flow.sample_and_log_prob(10, torch.Generator().manual_seed(3))
+    assert states.dtype == log_q.dtype == torch.float64
 
 
 @pytest.mark.parametrize("translation_invariant", [False, True])

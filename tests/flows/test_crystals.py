@@ -78,6 +78,10 @@ def test_ice_chart_target_and_checkpoint(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_prob(states), flow.log_prob(states))
         assert math.isfinite(float(loaded.log_prob(states).sum()))
+    fast = initial_flow(ice, states, layers=2, hidden=16, conditioner="attention", float32_conditioner=True)
+    fast_loaded = load_crystal_flow(save_crystal_flow(fast, tmp_path / "fast.pt", ice, 100.0), ice)
+    assert fast_loaded.config["float32_conditioner"] and fast_loaded.mean.dtype == torch.float64
+    assert {p.dtype for c in fast_loaded.couplings for p in c.net.parameters()} == {torch.float32}
     with pytest.raises(InputError, match="not 50"):
         load_crystal_flow(path, ice, 50.0)
     with pytest.raises(InputError, match="not for 'ice-xi-128'"):
