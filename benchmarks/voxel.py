@@ -39,21 +39,37 @@ ANCHOR = {"source": "VoxMol (Pinheiro et al. 2023) Table 1, QM9, as quoted in is
           "molecule_stability": 0.89, "validity": 0.99, "uniqueness": 0.92}
 
 
-def read_back(molecules: MoleculeSet, grid, n: int) -> dict:
-    """Metrics of ``n`` held-out molecules voxelised (random orientation) and read out again."""
+def read_report(densities, grid) -> dict:
+    """Metrics of the molecules read out of ``densities`` (an iterable of grids)."""
+    atoms, read = [], []
+    for density in densities:
+        elements, found, molecule = read_grid(density, grid)
+        atoms.append((elements, found))
+        read.append(molecule)
+    return quality_report(atoms, read)
+
+
+def held_out_grids(molecules: MoleculeSet, grid, n: int, generator: torch.Generator, start: int = 0) -> torch.Tensor:
+    """Held-out molecules ``start`` to ``start + n`` voxelised in random orientations."""
     from molsamp.voxel.grids import augment
 
+    types, positions = molecules.batch(range(start, start + n), grid)
+    return grid.voxelize(types, augment(types, positions, 0.0, generator))
+
+
+def noisy_held_out_grids(denoiser, molecules: MoleculeSet, n: int, seed: int) -> torch.Tensor:
+    """``n`` held-out molecules voxelised and noised at the walk's sigma."""
+    generator = torch.Generator().manual_seed(seed)
+    clean = held_out_grids(molecules, denoiser.grid, n, generator)
+    return clean + denoiser.sigma * torch.randn(clean.shape, generator=generator)
+
+
+def read_back(molecules: MoleculeSet, grid, n: int) -> dict:
+    """Metrics of ``n`` held-out molecules voxelised (random orientation) and read out again."""
     generator = torch.Generator().manual_seed(0)
-    atoms, read = [], []
     begin = time.perf_counter()
-    for start in range(0, n, 50):
-        types, positions = molecules.batch(range(start, min(start + 50, n)), grid)
-        grids = grid.voxelize(types, augment(types, positions, 0.0, generator))
-        for density in grids:
-            elements, found, molecule = read_grid(density, grid)
-            atoms.append((elements, found))
-            read.append(molecule)
-    report = quality_report(atoms, read)
+    report = read_report((density for start in range(0, n, 50)
+                          for density in held_out_grids(molecules, grid, min(50, n - start), generator, start)), grid)
     report["seconds_per_molecule"] = (time.perf_counter() - begin) / n
     return report
 
@@ -61,13 +77,7 @@ def read_back(molecules: MoleculeSet, grid, n: int) -> dict:
 def rotation_error(denoiser, molecules: MoleculeSet, n: int = 16) -> float:
     """Relative change of the denoiser's output under a 90-degree grid rotation of noisy test grids,
     |f(R y) - R f(y)| / |f(y)| (0 for an equivariant denoiser; this one is not built to be)."""
-    from molsamp.voxel.grids import augment
-
-    generator = torch.Generator().manual_seed(1)
-    grid = denoiser.grid
-    types, positions = molecules.batch(range(n), grid)
-    clean = grid.voxelize(types, augment(types, positions, 0.0, generator))
-    noisy = clean + denoiser.sigma * torch.randn(clean.shape, generator=generator)
+    noisy = noisy_held_out_grids(denoiser, molecules, n, seed=1)
     with torch.no_grad():
         output = denoiser(noisy, denoiser.sigma)
         turned = denoiser(noisy.rot90(1, (2, 3)), denoiser.sigma)
@@ -77,21 +87,9 @@ def rotation_error(denoiser, molecules: MoleculeSet, n: int = 16) -> float:
 def denoised_test_grids(denoiser, molecules: MoleculeSet, n: int = 100) -> dict:
     """Metrics of ``n`` held-out molecules voxelised, noised at the walk's sigma and read out of one denoiser call:
     what a jump from a walk that stayed near a real molecule gives."""
-    from molsamp.voxel.grids import augment
-
-    generator = torch.Generator().manual_seed(2)
-    grid = denoiser.grid
-    types, positions = molecules.batch(range(n), grid)
-    clean = grid.voxelize(types, augment(types, positions, 0.0, generator))
-    noisy = clean + denoiser.sigma * torch.randn(clean.shape, generator=generator)
     with torch.no_grad():
-        denoised = denoiser(noisy, denoiser.sigma)
-    atoms, read = [], []
-    for density in denoised:
-        elements, found, molecule = read_grid(density, grid)
-        atoms.append((elements, found))
-        read.append(molecule)
-    return quality_report(atoms, read)
+        return read_report(denoiser(noisy_held_out_grids(denoiser, molecules, n, seed=2), denoiser.sigma),
+                           denoiser.grid)
 
 
 def molecules_benchmark(args) -> None:
