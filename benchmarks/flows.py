@@ -25,7 +25,7 @@ import torch
 
 from molsamp.analysis import ramachandran_js
 from molsamp.flows.diagnostics import backbone_angles, energy_w1, held_out_nll
-from molsamp.flows.generator import flow_target, handedness, importance_samples, load_flow, refine_smc
+from molsamp.flows.generator import flow_target, importance_samples, load_flow, mirror_fold, refine_smc
 from molsamp.samples import Samples
 from molsamp.systems import load
 
@@ -44,22 +44,24 @@ def ramachandran_record(draws: Samples, system, reference_file: Path) -> dict:
 
 def benchmark(name: str, model: Path, n: int, n_smc: int, n_nll: int, seed: int, dtype: torch.dtype) -> dict:
     system = load(name)
-    flow, target, fold = load_flow(model, system, dtype=dtype), flow_target(system), handedness(system)
+    flow, target = load_flow(model, system, dtype=dtype), flow_target(system)
+    fold, molecule = mirror_fold(flow, system), system.analytic is None
     reference_file = ROOT / "data" / "flows" / f"{name}.npz"
     reference = Samples.from_npz(reference_file)
     generator = torch.Generator().manual_seed(seed)
     draws = importance_samples(flow, target, n, generator, progress=False, fold=fold)
-    record = {"system": name, "model": str(model), "training_seconds": flow.metadata.get("training_seconds"),
+    record = {"system": name, "model": str(model), "architecture": type(flow).__name__,
+              "training_seconds": flow.metadata.get("training_seconds"),
               "precision": str(dtype).removeprefix("torch."), "samples": n, "ess_percent": draws.info["ess_percent"],
               "dropped": draws.info["dropped"], "log_Z": draws.info["log_Z"],
               "flow_evaluations": draws.info["flow_evaluations"], "sampling_seconds": draws.info["seconds"],
               "energy_w1": energy_w1(draws, reference.u), "energy_w1_unweighted": energy_w1(draws, reference.u, False)}
-    if fold is not None:
+    if molecule:
         record.update(ramachandran_record(draws, system, reference_file))
     start = time.perf_counter()
     record["test_nll"] = held_out_nll(flow, reference.x[:n_nll].double(), fold=fold)
     record["test_nll_samples"], record["nll_seconds"] = n_nll, time.perf_counter() - start
-    if fold is not None or n_smc == 0:
+    if molecule or n_smc == 0:
         return record
     subset = dataclasses.replace(draws.select(torch.arange(n_smc)), info={"draws": n_smc})
     refined = refine_smc(flow, target, subset, generator=generator, progress=False)

@@ -4,7 +4,7 @@ tag ``molsamp.<kind>/1``, the model's constructor arguments (``model.config``), 
 
 from __future__ import annotations
 
-__all__ = ["save_checkpoint", "load_checkpoint", "save_training_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "checkpoint_kind", "save_training_state"]
 
 import os
 from collections.abc import Callable
@@ -34,6 +34,17 @@ def save_training_state(content: dict, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as temporary:
         torch.save(content, temporary)
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str | None:
+    """The kind of model the checkpoint at ``path`` holds (``equivariant-flow``, ...), or None if it is not a
+    readable molsamp checkpoint (:func:`load_checkpoint` then says why)."""
+    try:
+        tag = torch.load(path, map_location="cpu", weights_only=True).get("format", "")
+    except Exception:  # any reason it cannot be read: load_checkpoint reports it
+        return None
+    return tag.removeprefix("molsamp.").rsplit("/", 1)[0] if isinstance(tag, str) and tag.startswith("molsamp.") \
+        else None
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str, build: Callable[..., torch.nn.Module],

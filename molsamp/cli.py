@@ -630,15 +630,23 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--batch-size", type=_POSITIVE_INT,
               help="Samples per step [default: 256 for equivariant flows, 32 for crystals].")
 @click.option("--hidden", type=_POSITIVE_INT,
-              help="Width of the EGNN or of a crystal coupling's conditioner [default: 64; crystals: MLP 256, "
-                   "attention 64].")
+              help="Width of the EGNN or of a coupling's conditioner [default: 64; internal coordinates 256; "
+                   "crystals: MLP 256, attention 64].")
 @click.option("--conditioner", type=click.Choice(["mlp", "attention"]),
               help="Crystals: a coupling's conditioner, an MLP over coordinates or attention over molecules "
                    "[default: mlp up to 32 molecules, attention above].")
 @click.option("--conditioner-precision", type=click.Choice(["float32", "float64"]),
               help="Crystals: what the conditioners compute in (float32 is about 3 times faster on a CPU; the "
                    "splines and log-densities stay float64) [default: float32 for attention, float64 for mlp].")
-@click.option("--layers", type=_POSITIVE_INT, help="EGNN layers or crystal couplings [default: 4, crystals 8].")
+@click.option("--layers", type=_POSITIVE_INT,
+              help="EGNN layers or couplings [default: 4; internal coordinates and crystals 8].")
+@click.option("--architecture", type=click.Choice(["equivariant", "internal"]), default="equivariant",
+              show_default=True,
+              help="Molecules: an equivariant flow (flow matching) or a spline flow over bond lengths, angles and "
+                   "torsions (maximum likelihood, then --energy-steps).")
+@click.option("--energy-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--architecture internal: steps of maximum likelihood plus the reverse KL to the force field "
+                   "after the --steps of maximum likelihood.")
 @click.option("--temperature", type=_POSITIVE_FLOAT,
               help="K, for a crystal (ice-xi-16, ice-xi-128): trained at this temperature, its prior fitted to "
                    "--md-ps of the project's MD there.")
@@ -656,12 +664,14 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
                batch_size: int | None, hidden: int | None, conditioner: str | None,
-               conditioner_precision: str | None, layers: int | None, temperature: float | None,
+               conditioner_precision: str | None, layers: int | None, architecture: str, energy_steps: int,
+               temperature: float | None,
                md_ps: float, learning_rate: float, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
     """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
     the project's own MCMC) or a small molecule (ala2-vacuum; --data from the project's MD), by equivariant flow
-    matching; a crystal flow for ice (ice-xi-16, ice-xi-128, with --temperature), by reverse KL on the energy."""
+    matching, or for a molecule a flow in internal coordinates by maximum likelihood (--architecture internal); a
+    crystal flow for ice (ice-xi-16, ice-xi-128, with --temperature), by reverse KL on the energy."""
     import time
 
     import torch
@@ -670,9 +680,9 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     from molsamp.flows.crystals import is_crystal
     from molsamp.flows.generator import (
         flow_target,
-        handedness,
         importance_samples,
         load_flow,
+        mirror_fold,
         reference_samples,
         save_flow,
         trajectory_samples,
@@ -692,7 +702,11 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     if temperature is not None or conditioner is not None or conditioner_precision is not None:
         raise _UserError("--temperature, --conditioner and --conditioner-precision are for crystals (ice-xi-16, "
                          "ice-xi-128)")
-    batch_size, hidden, layers = batch_size or 256, hidden or 64, layers or 4
+    if architecture == "internal" and target_system.analytic is not None:
+        raise _UserError(f"{system} is a particle system: internal coordinates are for molecules")
+    if energy_steps and architecture != "internal":
+        raise _UserError("--energy-steps is for --architecture internal")
+    batch_size = batch_size or 256
     start_flow = None if init is None else load_flow(init, target_system)
     earlier = {} if start_flow is None else start_flow.metadata
     log_path = output.with_suffix(".log.jsonl")
@@ -711,14 +725,15 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
         record({"reference_data": len(samples), **data_card, "seconds": time.perf_counter() - start})
         start = time.perf_counter()
         flow = fit(target_system, samples, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers,
-                   learning_rate=learning_rate, seed=seed, log=record, init=start_flow)
+                   learning_rate=learning_rate, seed=seed, log=record, init=start_flow, architecture=architecture,
+                   energy_steps=energy_steps)
         command = "molsamp train flow " + " ".join(sys.argv[3:])
         card = {"data": {"samples": len(samples), **data_card},
                 "training_seconds": earlier.get("training_seconds", 0.0) + time.perf_counter() - start,
                 "command": f"{earlier['command']}; then {command}" if "command" in earlier else command}
         if eval_samples:
             measured = importance_samples(flow, flow_target(target_system), eval_samples,
-                                          torch.Generator().manual_seed(seed + 1), fold=handedness(target_system))
+                                          torch.Generator().manual_seed(seed + 1), fold=mirror_fold(flow, target_system))
             card["ess_percent"] = measured.info["ess_percent"]
             card["ess_samples"] = eval_samples
             record({"ess_percent": card["ess_percent"], "samples": eval_samples})

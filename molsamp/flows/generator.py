@@ -1,15 +1,16 @@
 """A Boltzmann generator for a particle system or a small molecule: reference data from the project's MCMC (or MD),
-an equivariant flow trained on it by flow matching, saved with its card, and independent samples with exact
-log-densities and importance weights log w = -u(x) - log q(x).
+an equivariant flow trained on it by flow matching (or, for a molecule, a flow in internal coordinates trained by
+maximum likelihood), saved with its card, and independent samples with exact log-densities and importance weights
+log w = -u(x) - log q(x).
 
 Particle systems (dw4, lj13, lj55) are sampled under their energy. A molecule (an OpenMM system such as
 ``ala2-vacuum``) is sampled under its force field with every bond term, restricted to its own stereoisomer
-(:class:`~molsamp.flows.molecule.StereoisomerTarget`); the flow's draws are folded onto that stereoisomer
-(:class:`~molsamp.flows.molecule.Handedness`), which keeps their log-densities exact."""
+(:class:`~molsamp.flows.molecule.StereoisomerTarget`); an equivariant flow's draws are folded onto that
+stereoisomer (:class:`~molsamp.flows.molecule.Handedness`), which keeps their log-densities exact."""
 
 from __future__ import annotations
 
-__all__ = ["flow_target", "handedness", "reference_samples", "trajectory_samples", "train_flow", "save_flow",
+__all__ = ["flow_target", "handedness", "mirror_fold", "reference_samples", "trajectory_samples", "train_flow", "save_flow",
            "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
 
 import math
@@ -24,6 +25,7 @@ import torch
 
 from molsamp.errors import InputError
 from molsamp.flows.cnf import EquivariantFlow, centred
+from molsamp.flows.internal import InternalCoordinateFlow, ZMatrix, standardisation, train_internal_flow
 from molsamp.flows.molecule import Handedness, StereoisomerTarget, atom_classes
 from molsamp.flows.references import mcmc_samples
 from molsamp.samples import Samples
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from molsamp.systems import System
 
 KIND = "equivariant-flow"
+INTERNAL_KIND = "internal-coordinate-flow"
+ARCHITECTURES = ("equivariant", "internal")
 
 
 MOLECULE_LENGTH_UNIT = 0.1
@@ -46,6 +50,12 @@ def _event_shape(system: System) -> tuple[int, int]:
 def handedness(system: System) -> Handedness | None:
     """The stereocentres of a molecule's reference structure (None for a particle system)."""
     return None if system.analytic is not None else Handedness(system.topology, system.positions)
+
+
+def mirror_fold(flow: EquivariantFlow | InternalCoordinateFlow, system: System) -> Handedness | None:
+    """What an E(3)-equivariant flow's draws of a molecule are folded by (it puts equal mass on both mirror
+    images); None for a particle system and for an internal-coordinate flow (its torsions carry the handedness)."""
+    return handedness(system) if isinstance(flow, EquivariantFlow) else None
 
 
 def flow_target(system: System):
@@ -91,40 +101,65 @@ def finite_rows(x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int = 256, hidden: int = 64,
-               layers: int = 4, learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
-               log: Callable[[dict], None] | None = None, init: EquivariantFlow | None = None) -> EquivariantFlow:
-    """An :class:`EquivariantFlow` for ``system`` fitted to ``data`` by equivariant flow matching (float32 weights).
+def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int = 256, hidden: int | None = None,
+               layers: int | None = None, learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
+               log: Callable[[dict], None] | None = None,
+               init: EquivariantFlow | InternalCoordinateFlow | None = None, architecture: str = "equivariant",
+               energy_steps: int = 0) -> EquivariantFlow | InternalCoordinateFlow:
+    """A flow for ``system`` fitted to ``data`` (float32 weights): with ``architecture="equivariant"`` an
+    :class:`EquivariantFlow` (EGNN of ``hidden`` = 64 channels, ``layers`` = 4) by equivariant flow matching, its
+    prior's scale the root-mean-square centred coordinate of the data; with ``"internal"`` (molecules) an
+    :class:`~molsamp.flows.internal.InternalCoordinateFlow` (``layers`` = 8 couplings of ``hidden`` = 128),
+    standardised by the data, by ``steps`` of maximum likelihood and then ``energy_steps`` of maximum likelihood plus
+    the reverse KL to the molecule's force field (:func:`~molsamp.flows.internal.train_internal_flow`).
 
     Rows of ``data`` with a non-finite position or energy are dropped and counted (``log`` gets
-    ``{"dropped": k}``); the prior's scale is the root-mean-square centred coordinate of the data. With ``init``
-    (a flow for ``system``, e.g. from :func:`load_flow`) training continues from it, with its architecture and
-    prior; ``hidden`` and ``layers`` are then unused."""
+    ``{"dropped": k}``). With ``init`` (a flow for ``system``, e.g. from :func:`load_flow`) training continues from
+    it, with its architecture; ``hidden``, ``layers`` and ``architecture`` are then unused."""
     from molsamp.flows.matching import train_flow_matching
 
+    if architecture not in ARCHITECTURES:
+        raise InputError(f"unknown flow architecture {architecture!r}; there are: {', '.join(ARCHITECTURES)}")
+    internal = isinstance(init, InternalCoordinateFlow) or (init is None and architecture == "internal")
+    if internal and system.analytic is not None:
+        raise InputError(f"{system.name!r} is a particle system: internal coordinates are for molecules")
+    if energy_steps and not internal:
+        raise InputError("energy steps (reverse KL) are for flows in internal coordinates")
     keep = finite_rows(data.x, data.u)
     x = data.x[keep].float()
     if log is not None:
         log({"data": len(data), "dropped": int((~keep).sum())})
     if len(x) < batch_size:
         raise InputError(f"{len(x)} finite training samples, fewer than one batch of {batch_size}")
+    torch.manual_seed(seed)
+    if internal:
+        if init is None:
+            zmatrix = ZMatrix.from_topology(system.topology)
+            init = InternalCoordinateFlow(zmatrix, *standardisation(zmatrix, x), layers=layers or 8,
+                                          hidden=hidden or 128, seed=seed)
+        flow = init.float()
+        train_internal_flow(flow, x, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                            target=system.target() if energy_steps else None, energy_steps=energy_steps,
+                            progress=progress, log=log)
+        return flow
     n, dim = _event_shape(system)
     scale = float((x - x.mean(1, keepdim=True)).pow(2).mean().sqrt())
     molecule = {} if system.analytic is not None else {"atom_types": atom_classes(system.topology),
                                                        "length_unit": MOLECULE_LENGTH_UNIT}
-    torch.manual_seed(seed)
-    flow = (EquivariantFlow(n, dim, hidden=hidden, layers=layers, prior_scale=scale, **molecule) if init is None
-            else init.float())
+    flow = (EquivariantFlow(n, dim, hidden=hidden or 64, layers=layers or 4, prior_scale=scale, **molecule)
+            if init is None else init.float())
     train_flow_matching(flow, x, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                         progress=progress, log=log)
     return flow
 
 
-def save_flow(flow: EquivariantFlow, path: str | os.PathLike, system: System, **card: Any) -> Path:
+def save_flow(flow: EquivariantFlow | InternalCoordinateFlow, path: str | os.PathLike, system: System,
+              **card: Any) -> Path:
     """Write ``flow`` for ``system`` with its model card (data, command, training time, measured ESS)."""
     from molsamp.checkpoints import save_checkpoint
 
-    return save_checkpoint(flow, path, KIND, system=system.name, **card)
+    kind = INTERNAL_KIND if isinstance(flow, InternalCoordinateFlow) else KIND
+    return save_checkpoint(flow, path, kind, system=system.name, **card)
 
 
 def default_model(system: System) -> Path:
@@ -135,20 +170,25 @@ def default_model(system: System) -> Path:
 
 
 def load_flow(path: str | os.PathLike, system: System, dtype: torch.dtype = torch.float64,
-              device: torch.device | str | None = None) -> EquivariantFlow:
-    """The flow at ``path``, checked to be trained for ``system``; in ``dtype`` (float64 by default, so that the
-    log-densities of the weights keep their digits). :class:`InputError` if it is missing or for another system."""
-    from molsamp.checkpoints import load_checkpoint
+              device: torch.device | str | None = None) -> EquivariantFlow | InternalCoordinateFlow:
+    """The flow at ``path`` (equivariant or internal-coordinate), checked to be trained for ``system``; in
+    ``dtype`` (float64 by default, so that the log-densities of the weights keep their digits; an internal-coordinate
+    flow always in float64, which costs little without an ODE solver). :class:`InputError` if it is missing or for
+    another system."""
+    from molsamp.checkpoints import checkpoint_kind, load_checkpoint
 
     if not Path(path).is_file() and Path(path) == default_model(system):
         raise InputError(f"no shipped flow for {system.name!r}; train one with 'molsamp train flow {system.name} "
                          f"-o {system.name}-flow.pt' and pass --model")
-    flow = load_checkpoint(path, KIND, EquivariantFlow, device)
+    if checkpoint_kind(path) == INTERNAL_KIND:
+        flow = load_checkpoint(path, INTERNAL_KIND, InternalCoordinateFlow, device)
+    else:
+        flow = load_checkpoint(path, KIND, EquivariantFlow, device)
     trained_for = flow.metadata.get("system")
     if trained_for != system.name or tuple(flow.event_shape) != _event_shape(system):
         raise InputError(f"{path}: a flow for {trained_for!r} ({tuple(flow.event_shape)}), not for "
                          f"{system.name!r} ({_event_shape(system)})")
-    return flow.to(dtype)
+    return flow.to(torch.float64 if isinstance(flow, InternalCoordinateFlow) else dtype)
 
 
 def importance_samples(flow: Distribution, target, n: int, generator: torch.Generator,
@@ -302,7 +342,7 @@ def sample(system: System, n: int, model: str | os.PathLike | None = None, refin
     flow = load_flow(model or default_model(system), system, dtype=dtype)
     target = flow_target(system)
     generator = torch.Generator().manual_seed(seed)
-    samples = importance_samples(flow, target, n, generator, batch_size, progress, fold=handedness(system))
+    samples = importance_samples(flow, target, n, generator, batch_size, progress, fold=mirror_fold(flow, system))
     if refine == "smc":
         samples = refine_smc(flow, target, samples, n_betas=smc_betas, n_steps=smc_moves,
                              batch_size=batch_size, generator=generator, progress=progress)

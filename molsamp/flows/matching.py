@@ -12,7 +12,6 @@ from __future__ import annotations
 
 __all__ = ["align", "pair", "flow_matching_loss", "train_flow_matching", "random_symmetry"]
 
-import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -115,28 +114,17 @@ def train_flow_matching(flow: EquivariantFlow, data: torch.Tensor, steps: int = 
     """Fit ``flow`` to samples ``data: [M, N, D]`` by equivariant flow matching (Adam, cosine-decayed learning
     rate); each batch is randomly rotated and relabelled, paired with prior draws by :func:`pair`. Returns the loss
     of every step; ``log`` gets ``{"step", "loss"}`` every ``log_every`` steps."""
-    from tqdm import tqdm
+    from molsamp.flows.optimisation import minimise
 
     generator = torch.Generator().manual_seed(seed)
     types = flow.config["atom_types"]
     parameter = next(flow.parameters())
     data = centred(data.to(parameter))
-    optimiser = torch.optim.Adam(flow.parameters(), lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    flow.train()
-    losses = []
-    show = sys.stderr.isatty() if progress is None else progress
-    for step in tqdm(range(steps), disable=not show, unit="step", desc="flow matching"):
+
+    def loss() -> torch.Tensor:
         index = torch.randint(len(data), (batch_size,), generator=generator)
         x1 = random_symmetry(data[index.to(data.device)], generator, types)
         x0 = pair(flow.sample_prior(batch_size, generator), x1, types)
-        loss = flow_matching_loss(flow, x0, x1, generator)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if log is not None and (step + 1) % log_every == 0:
-            log({"step": step + 1, "loss": float(np.mean(losses[-log_every:]))})
-    flow.eval()
-    return losses
+        return flow_matching_loss(flow, x0, x1, generator)
+
+    return minimise(flow, loss, steps, learning_rate, progress, log, log_every, "flow matching")

@@ -86,6 +86,18 @@ def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
                       tmp_path / "ala2.npz", env=ONE_THREAD)
     assert_one_line_error(refined, "particle systems")
 
+    internal = molsamp("train", "flow", "ala2-vacuum", "--data", trajectory, "--architecture", "internal",
+                       "--energy-steps", 2, *tiny, "-o", tmp_path / "ala2-internal.pt", env=ONE_THREAD)
+    assert internal.returncode == 0, internal.stderr
+    drawn = molsamp("sample", "ala2-vacuum", "--model", tmp_path / "ala2-internal.pt", "-n", 20, "-o",
+                    tmp_path / "ala2-internal.npz", env=ONE_THREAD)
+    assert drawn.returncode == 0, drawn.stderr
+    samples = Samples.from_npz(tmp_path / "ala2-internal.npz")
+    assert samples.x.shape == (20, 22, 3) and samples.log_q is not None
+    particles = molsamp("train", "flow", "dw4", "--architecture", "internal", "-o", tmp_path / "dw4.pt",
+                        env=ONE_THREAD)
+    assert_one_line_error(particles, "internal coordinates are for molecules")
+
 
 def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_path):
     tiny = ["--md-ps", 2, "--steps", 3, "--batch-size", 4, "--hidden", 8, "--layers", 2]
