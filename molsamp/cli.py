@@ -733,7 +733,8 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
                 "command": f"{earlier['command']}; then {command}" if "command" in earlier else command}
         if eval_samples:
             measured = importance_samples(flow, flow_target(target_system), eval_samples,
-                                          torch.Generator().manual_seed(seed + 1), fold=mirror_fold(flow, target_system))
+                                          torch.Generator().manual_seed(seed + 1),
+                                          fold=mirror_fold(flow, target_system))
             card["ess_percent"] = measured.info["ess_percent"]
             card["ess_samples"] = eval_samples
             record({"ess_percent": card["ess_percent"], "samples": eval_samples})

@@ -15,5 +15,5 @@ from molsamp.flows.generator import (
     train_flow,
 )
 
-__all__ = ["EquivariantFlow", "EGNNField", "InternalCoordinateFlow", "ZMatrix", "reference_samples", "train_flow", "save_flow", "load_flow",
-           "importance_samples", "refine_smc", "sample"]
+__all__ = ["EquivariantFlow", "EGNNField", "InternalCoordinateFlow", "ZMatrix", "reference_samples", "train_flow",
+           "save_flow", "load_flow", "importance_samples", "refine_smc", "sample"]

@@ -10,8 +10,8 @@ stereoisomer (:class:`~molsamp.flows.molecule.Handedness`), which keeps their lo
 
 from __future__ import annotations
 
-__all__ = ["flow_target", "handedness", "mirror_fold", "reference_samples", "trajectory_samples", "train_flow", "save_flow",
-           "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
+__all__ = ["flow_target", "handedness", "mirror_fold", "reference_samples", "trajectory_samples", "train_flow",
+           "save_flow", "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
 
 import math
 import os
