@@ -423,7 +423,8 @@ def accelerate(system: str, sampler: str | None, model: Path | None, steps: int,
               help="Flow checkpoint (default: the shipped models/<system>-flow.pt).")
 @click.option("--refine", type=click.Choice(["smc"]),
               help="Anneal the flow's samples to the target by SMC with random-walk MH moves (weighted, exact; "
-                   "each move costs a flow solve per sample).")
+                   "each move costs an evaluation of the flow's density per sample: an ODE solve for an equivariant "
+                   "flow, so molecules only with a flow in internal coordinates).")
 @click.option("--smc-betas", type=_POSITIVE_INT, default=5, show_default=True,
               help="With --refine smc: equal steps in beta from the flow to the target.")
 @click.option("--smc-moves", type=_POSITIVE_INT, default=2, show_default=True,

@@ -42,6 +42,9 @@ ARCHITECTURES = ("equivariant", "internal")
 MOLECULE_LENGTH_UNIT = 0.1
 """nm: a molecule's flow feeds its network positions in Angstrom (:class:`~molsamp.flows.egnn.EGNNField`)."""
 
+MOLECULE_STEP = 0.002
+"""nm: the first random-walk step of SMC for a molecule, of the order of a bond length's thermal fluctuation."""
+
 
 def _event_shape(system: System) -> tuple[int, int]:
     return tuple(system.analytic.event_shape) if system.analytic is not None else (system.n_atoms, 3)
@@ -258,19 +261,22 @@ class CentredRandomWalk:
         return x + self.scale * centred(noise), torch.zeros(len(x), dtype=x.dtype, device=x.device)
 
 
-def refine_smc(flow: EquivariantFlow, target, draws: Samples, n_betas: int = 5, n_steps: int = 2,
+def refine_smc(flow: EquivariantFlow | InternalCoordinateFlow, target, draws: Samples, n_betas: int = 5,
+               n_steps: int = 2,
                step: float | None = None, solver_steps: int = 20, batch_size: int = 500,
                generator: torch.Generator | None = None, progress: bool | None = None) -> Samples:
     """Flow draws carried to the target by annealed SMC (:func:`~molsamp.samplers.annealed_smc`) along
-    q_rk4^(1 - beta) exp(-beta u), ``n_betas`` equal steps in beta, each with ``n_steps`` random-walk
-    Metropolis-Hastings moves of all particles (:class:`CentredRandomWalk`; ``step`` in the system's length unit,
-    default 5% of the prior's scale, tuned towards 30% acceptance between betas), resampling below half the ESS.
+    q_rk4^(1 - beta) exp(-beta u) (an equivariant flow; q itself for a flow in internal coordinates, whose density
+    is one exact pass), ``n_betas`` equal steps in beta, each with ``n_steps`` random-walk Metropolis-Hastings moves
+    of all particles (:class:`CentredRandomWalk`; ``step`` in the system's length unit, default 5% of an equivariant
+    flow's prior scale or :data:`MOLECULE_STEP` for a molecule in internal coordinates, tuned towards 30% acceptance
+    between betas), resampling below half the ESS.
 
     The kernels need the flow's density at every proposal but not its gradient: gradient kernels (MALA, HMC) would
     differentiate through the solver and the exact divergence, which does not fit in memory on a CPU.
 
-    ``draws`` are the flow's own samples with their exact log-densities (:func:`importance_samples`); they start
-    with weights q_rk4 / q (:class:`FixedStepDensity`). Particles are refined in independent batches of
+    ``draws`` are the flow's own samples with their exact log-densities (:func:`importance_samples`); an
+    equivariant flow's start with weights q_rk4 / q (:class:`FixedStepDensity`). Particles are refined in independent batches of
     ``batch_size`` (memory), and the batches combined by their normalising-constant estimates, so the weighted
     result is consistent for exp(-u). Kish's ESS counts weight degeneracy only; resampled particles are copies,
     so ``info["distinct"]`` counts the distinct configurations. ``info`` also has ``log_Z`` (draws dropped by
@@ -286,9 +292,12 @@ def refine_smc(flow: EquivariantFlow, target, draws: Samples, n_betas: int = 5, 
     if draws.log_q is None:
         raise ValueError("refine_smc needs the flow's log-densities of the draws (draws.log_q)")
     start, evaluations = time.perf_counter(), getattr(flow, "n_evaluations", None)
-    density = FixedStepDensity(flow, solver_steps)
+    equivariant = isinstance(flow, EquivariantFlow)
+    density = FixedStepDensity(flow, solver_steps) if equivariant else flow
     betas = [(k + 1) / n_betas for k in range(n_betas)]
-    tuning = {"step": 0.05 * flow.config["prior_scale"] if step is None else step, "kernels": []}
+    if step is None:
+        step = 0.05 * flow.config["prior_scale"] if equivariant else MOLECULE_STEP
+    tuning = {"step": step, "kernels": []}
 
     def kernel(path):
         if tuning["kernels"]:
@@ -313,13 +322,15 @@ def refine_smc(flow: EquivariantFlow, target, draws: Samples, n_betas: int = 5, 
     draws_made, kernels = draws.info.get("draws", len(draws)), tuning["kernels"]
     offered = sum(k.offered for k in kernels)
     ess = kish_ess(log_w)
-    info = {"sampler": "equivariant flow, annealed SMC (random-walk MH)", "draws": draws_made,
+    info = {"sampler": "flow, annealed SMC (random-walk MH)", "draws": draws_made,
             "dropped": draws.info.get("dropped", 0), "ess": ess, "ess_percent": 100.0 * ess / len(log_w),
             "distinct": len(torch.unique(x.flatten(1), dim=0)), "log_Z": float(log_total) - math.log(draws_made),
-            "betas": n_betas, "n_steps": n_steps, "solver_steps": solver_steps, "step": tuning["step"],
+            "betas": n_betas, "n_steps": n_steps, "solver_steps": solver_steps if equivariant else None,
+            "step": tuning["step"],
             "acceptance": sum(k.accepted for k in kernels) / max(offered, 1),
             "energy_evaluations": draws_made + offered + len(x) * n_betas,
-            "flow_evaluations": draws.info.get("flow_evaluations", 0) + flow.n_evaluations - evaluations,
+            "flow_evaluations": None if evaluations is None else
+            draws.info.get("flow_evaluations", 0) + flow.n_evaluations - evaluations,
             "seconds": draws.info.get("seconds", 0.0) + time.perf_counter() - start}
     return Samples(x, torch.cat([p.u for p in parts]), log_w - torch.logsumexp(log_w, 0), info=info)
 
@@ -336,10 +347,11 @@ def sample(system: System, n: int, model: str | os.PathLike | None = None, refin
     error in log q being far below the solver's (docs/flows.md)."""
     if refine not in (None, "smc"):
         raise InputError(f"unknown refinement {refine!r}; the one there is: 'smc'")
-    if refine == "smc" and system.analytic is None:
-        raise InputError(f"SMC refinement is for particle systems; for the molecule {system.name!r} each move would "
-                         "need a solve of the flow with the exact divergence of every coordinate")
     flow = load_flow(model or default_model(system), system, dtype=dtype)
+    if refine == "smc" and system.analytic is None and isinstance(flow, EquivariantFlow):
+        raise InputError(f"SMC refinement of an equivariant flow is for particle systems; for the molecule "
+                         f"{system.name!r} each move would need a solve of the flow with the exact divergence of "
+                         "every coordinate (a flow in internal coordinates can be refined)")
     target = flow_target(system)
     generator = torch.Generator().manual_seed(seed)
     samples = importance_samples(flow, target, n, generator, batch_size, progress, fold=mirror_fold(flow, system))

@@ -94,6 +94,10 @@ def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
     assert drawn.returncode == 0, drawn.stderr
     samples = Samples.from_npz(tmp_path / "ala2-internal.npz")
     assert samples.x.shape == (20, 22, 3) and samples.log_q is not None
+    refined = molsamp("sample", "ala2-vacuum", "--model", tmp_path / "ala2-internal.pt", "-n", 20, "--refine", "smc",
+                      "--smc-betas", 1, "--smc-moves", 1, "-o", tmp_path / "ala2-smc.npz", env=ONE_THREAD)
+    assert refined.returncode == 0, refined.stderr
+    assert Samples.from_npz(tmp_path / "ala2-smc.npz").x.shape == (20, 22, 3)
     particles = molsamp("train", "flow", "dw4", "--architecture", "internal", "-o", tmp_path / "dw4.pt",
                         env=ONE_THREAD)
     assert_one_line_error(particles, "internal coordinates are for molecules")
