@@ -631,7 +631,7 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--batch-size", type=_POSITIVE_INT,
               help="Samples per step [default: 256 for equivariant flows, 32 for crystals].")
 @click.option("--hidden", type=_POSITIVE_INT,
-              help="Width of the EGNN or of a coupling's conditioner [default: 64; internal coordinates 256; "
+              help="Width of the EGNN or of a coupling's conditioner [default: 64; internal coordinates 128; "
                    "crystals: MLP 256, attention 64].")
 @click.option("--conditioner", type=click.Choice(["mlp", "attention"]),
               help="Crystals: a coupling's conditioner, an MLP over coordinates or attention over molecules "
@@ -680,6 +680,7 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     from molsamp.files import check_output
     from molsamp.flows.crystals import is_crystal
     from molsamp.flows.generator import (
+        check_architecture,
         flow_target,
         importance_samples,
         load_flow,
@@ -703,10 +704,7 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     if temperature is not None or conditioner is not None or conditioner_precision is not None:
         raise _UserError("--temperature, --conditioner and --conditioner-precision are for crystals (ice-xi-16, "
                          "ice-xi-128)")
-    if architecture == "internal" and target_system.analytic is not None:
-        raise _UserError(f"{system} is a particle system: internal coordinates are for molecules")
-    if energy_steps and architecture != "internal":
-        raise _UserError("--energy-steps is for --architecture internal")
+    check_architecture(target_system, architecture, energy_steps)  # before any data are made
     batch_size = batch_size or 256
     start_flow = None if init is None else load_flow(init, target_system)
     earlier = {} if start_flow is None else start_flow.metadata

@@ -10,8 +10,8 @@ stereoisomer (:class:`~molsamp.flows.molecule.Handedness`), which keeps their lo
 
 from __future__ import annotations
 
-__all__ = ["flow_target", "handedness", "mirror_fold", "reference_samples", "trajectory_samples", "train_flow",
-           "save_flow", "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
+__all__ = ["flow_target", "handedness", "mirror_fold", "check_architecture", "reference_samples",
+           "trajectory_samples", "train_flow", "save_flow", "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
 
 import math
 import os
@@ -104,6 +104,17 @@ def finite_rows(x: torch.Tensor, *values: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def check_architecture(system: System, architecture: str, energy_steps: int = 0) -> None:
+    """:class:`InputError` unless a flow of ``architecture`` (see :func:`train_flow`) with ``energy_steps`` can be
+    trained for ``system``: internal coordinates are for molecules, and only they have energy steps."""
+    if architecture not in ARCHITECTURES:
+        raise InputError(f"unknown flow architecture {architecture!r}; there are: {', '.join(ARCHITECTURES)}")
+    if architecture == "internal" and system.analytic is not None:
+        raise InputError(f"{system.name!r} is a particle system: internal coordinates are for molecules")
+    if energy_steps and architecture != "internal":
+        raise InputError("energy steps (reverse KL) are for flows in internal coordinates (--architecture internal)")
+
+
 def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int = 256, hidden: int | None = None,
                layers: int | None = None, learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
                log: Callable[[dict], None] | None = None,
@@ -121,13 +132,10 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
     it, with its architecture; ``hidden``, ``layers`` and ``architecture`` are then unused."""
     from molsamp.flows.matching import train_flow_matching
 
-    if architecture not in ARCHITECTURES:
-        raise InputError(f"unknown flow architecture {architecture!r}; there are: {', '.join(ARCHITECTURES)}")
-    internal = isinstance(init, InternalCoordinateFlow) or (init is None and architecture == "internal")
-    if internal and system.analytic is not None:
-        raise InputError(f"{system.name!r} is a particle system: internal coordinates are for molecules")
-    if energy_steps and not internal:
-        raise InputError("energy steps (reverse KL) are for flows in internal coordinates")
+    if init is not None:
+        architecture = "internal" if isinstance(init, InternalCoordinateFlow) else "equivariant"
+    check_architecture(system, architecture, energy_steps)
+    internal = architecture == "internal"
     keep = finite_rows(data.x, data.u)
     x = data.x[keep].float()
     if log is not None:
@@ -276,9 +284,9 @@ def refine_smc(flow: EquivariantFlow | InternalCoordinateFlow, target, draws: Sa
     differentiate through the solver and the exact divergence, which does not fit in memory on a CPU.
 
     ``draws`` are the flow's own samples with their exact log-densities (:func:`importance_samples`); an
-    equivariant flow's start with weights q_rk4 / q (:class:`FixedStepDensity`). Particles are refined in independent batches of
-    ``batch_size`` (memory), and the batches combined by their normalising-constant estimates, so the weighted
-    result is consistent for exp(-u). Kish's ESS counts weight degeneracy only; resampled particles are copies,
+    equivariant flow's start with weights q_rk4 / q (:class:`FixedStepDensity`). Particles are refined in independent
+    batches of ``batch_size`` (memory), and the batches combined by their normalising-constant estimates, so the
+    weighted result is consistent for exp(-u). Kish's ESS counts weight degeneracy only; resampled particles are copies,
     so ``info["distinct"]`` counts the distinct configurations. ``info`` also has ``log_Z`` (draws dropped by
     :func:`importance_samples` count as weight 0), energy evaluations (the draws', one per proposal, and one per
     particle and beta), the flow's field evaluations, acceptance and time.

@@ -260,7 +260,7 @@ class InternalCoordinateFlow(nn.Module):
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``[B, 3N - 6]`` of ``x: [B, N, 3]`` and log |d features / dx| ``[B]`` (rigid motions out)."""
         bonds, angles, torsions = self.zmatrix.to_internal(x)
-        y = torch.cat([bonds.log(), torch.logit(angles / math.pi)], 1)
+        y = _unbounded(bonds, angles)
         f = (y - self.mean.to(y)) / self.std.to(y)
         return torch.cat([f, torsions], 1), self._log_det(bonds, angles)
 
@@ -356,6 +356,11 @@ def train_internal_flow(flow: InternalCoordinateFlow, data: torch.Tensor, steps:
 def standardisation(zmatrix: ZMatrix, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation ``[2N - 3]`` of the log bond lengths and angle logits of ``x: [M, N, 3]``: the
     ``mean`` and ``std`` of an :class:`InternalCoordinateFlow` for these data."""
-    bonds, angles, _ = zmatrix.to_internal(x.double())
-    y = torch.cat([bonds.log(), torch.logit(angles / math.pi)], 1)
+    y = _unbounded(*zmatrix.to_internal(x.double())[:2])
     return y.mean(0), y.std(0)
+
+
+def _unbounded(bonds: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """``[B, 2N - 3]``: log bond lengths and logit(angle / pi), the flow's bond and angle features before
+    standardisation (any real values are a valid configuration)."""
+    return torch.cat([bonds.log(), torch.logit(angles / math.pi)], 1)
