@@ -412,18 +412,25 @@ class CrystalFlow(nn.Module):
 
     @classmethod
     def fit(cls, chart: LatticeChart, states: torch.Tensor, shrinkage: float = 0.1, scale: float = 1.0,
-            symmetric: bool = True, **options: Any) -> CrystalFlow:
+            symmetric: bool = True, harmonic: torch.Tensor | None = None, harmonic_weight: float = 0.9,
+            **options: Any) -> CrystalFlow:
         """A flow whose prior is the Gaussian of the local coordinates of ``states`` ``[S, M, 7]`` (e.g. MD frames),
         with the copies of each state under the lattice's translations (:meth:`LatticeChart.translations`) when
         ``symmetric`` (a supercell of n cells gets n times the data: the covariance of D coordinates from S frames
-        is off by about D^2 / 4S kT of KL divergence), its covariance shrunk towards its diagonal by ``shrinkage``
-        and multiplied by ``scale`` (e.g. the ratio of temperatures when the frames come from another one); the
-        couplings start as the identity."""
+        is off by about D^2 / 4S kT of KL divergence), its covariance shrunk towards its diagonal by ``shrinkage``,
+        or towards the ``harmonic`` covariance ``[D, D]`` (:func:`~molsamp.flows.crystals.harmonic_covariance`,
+        free of sampling noise) by ``harmonic_weight`` when given, and multiplied by ``scale`` (e.g. the ratio of
+        temperatures when the frames come from another one); the couplings start as the identity."""
         states = torch.as_tensor(states, dtype=torch.float64)
         if symmetric and chart.translation_invariant:
             states = torch.cat([states[:, permutation] for permutation in chart.translations()])
         y, _ = chart.local(states)
         mean = y.mean(0)
         sample = torch.cov(y.T)
-        covariance = scale * ((1 - shrinkage) * sample + shrinkage * torch.diag(torch.diagonal(sample)))
-        return cls(chart, mean, covariance, **options)
+        if harmonic is None:
+            covariance = (1 - shrinkage) * sample + shrinkage * torch.diag(torch.diagonal(sample))
+        else:
+            if not 0.0 <= harmonic_weight <= 1.0:
+                raise InputError(f"harmonic_weight must be in [0, 1], got {harmonic_weight}")
+            covariance = (1 - harmonic_weight) * sample + harmonic_weight * torch.as_tensor(harmonic).to(sample)
+        return cls(chart, mean, scale * covariance, **options)

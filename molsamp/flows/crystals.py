@@ -4,7 +4,7 @@ checkpoints with their model cards."""
 
 from __future__ import annotations
 
-__all__ = ["is_crystal", "crystal_target", "lattice_chart", "crystal_md_states", "initial_flow",
+__all__ = ["is_crystal", "crystal_target", "lattice_chart", "crystal_md_states", "harmonic_covariance", "initial_flow",
            "train_crystal_flow", "train_crystal_system", "save_crystal_flow", "load_crystal_flow",
            "default_crystal_model", "crystal_samples", "learned_free_energy", "MDLadder", "load_md_ladder",
            "CRYSTAL_KIND"]
@@ -141,11 +141,65 @@ def load_md_ladder(folder: str | os.PathLike) -> MDLadder:
     return MDLadder(temperatures, [energies[t] for t in temperatures], kept)
 
 
-def initial_flow(system: System, states: torch.Tensor, **options: Any) -> CrystalFlow:
-    """A flow for ``system`` whose prior is the Gaussian of the local coordinates of ``states`` (MD frames at the
-    flow's temperature); ``options`` go to :meth:`CrystalFlow.fit` (layers, hidden, bins, bound, shrinkage,
-    conditioner, float32_conditioner)."""
-    return CrystalFlow.fit(lattice_chart(system), states, **options)
+HESSIAN_STEP = 1e-3
+"""Central-difference step of :func:`harmonic_covariance` in the chart's units (nm, radians): at 1e-4 the
+single-precision forces of OpenMM's CPU platform make the Hessian of ice-xi-128 indefinite; at 1e-3 it is symmetric
+to about 1%."""
+
+
+def harmonic_covariance(target: RigidBodyTarget, chart: LatticeChart, step: float = HESSIAN_STEP,
+                        batch_size: int = 256) -> torch.Tensor:
+    """The covariance ``[D, D]`` of the crystal's harmonic approximation in ``chart``'s local coordinates: the
+    inverse Hessian of e(y) = u(state(y)) - log|d state / d y| (the negative log-density of y, kT) at its minimum
+    next to the lattice (L-BFGS from y = 0), by central differences of e's exact gradients, symmetrised. Free of
+    sampling noise, unlike an MD covariance; it misses the anharmonicity. :class:`InputError` if it is not positive
+    definite (no minimum next to the lattice)."""
+    from molsamp.kernels import energy_and_gradient
+
+    def energy(y: torch.Tensor) -> torch.Tensor:
+        state, log_jacobian = chart.state(y)
+        return target.energy(state) - log_jacobian
+
+    y = torch.zeros(1, chart.dim, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([y], max_iter=1500, history_size=50, tolerance_change=1e-12,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = energy(y).sum()
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    shifts = step * torch.eye(chart.dim, dtype=torch.float64)
+    points = torch.cat([y.detach() + shifts, y.detach() - shifts])
+    gradients = torch.cat([energy_and_gradient(energy, points[first:first + batch_size])[1]
+                           for first in range(0, len(points), batch_size)])
+    hessian = (gradients[:chart.dim] - gradients[chart.dim:]) / (2 * step)
+    cholesky, info = torch.linalg.cholesky_ex(0.5 * (hessian + hessian.T))
+    if int(info):
+        raise InputError("the crystal's Hessian at its minimum next to the lattice is not positive definite; fit the "
+                         "prior to MD alone (prior='md')")
+    return torch.cholesky_inverse(cholesky)
+
+
+PRIORS = ("harmonic", "md")
+"""Priors of a crystal flow: ``"harmonic"``, the MD frames' mean with the harmonic covariance mixed with theirs
+(:func:`harmonic_covariance`, :meth:`CrystalFlow.fit`); ``"md"``, the frames' mean and covariance alone."""
+
+
+def initial_flow(system: System, states: torch.Tensor, temperature: float, prior: str = "harmonic",
+                 **options: Any) -> CrystalFlow:
+    """A flow for ``system`` at ``temperature`` (K) whose prior is fitted to ``states`` (MD frames at that
+    temperature) as ``prior`` says (:data:`PRIORS`); ``options`` go to :meth:`CrystalFlow.fit` (layers, hidden,
+    bins, bound, shrinkage, harmonic_weight, conditioner, float32_conditioner)."""
+    chart = lattice_chart(system)
+    if prior not in PRIORS:
+        raise InputError(f"unknown crystal prior {prior!r}; use one of {', '.join(PRIORS)}")
+    if prior == "harmonic":
+        with crystal_target(system, temperature) as target:
+            options["harmonic"] = harmonic_covariance(target, chart)
+    return CrystalFlow.fit(chart, states, **options)
 
 
 def _learning_rate(step: int, steps: int, first: float, last: float) -> float:
@@ -195,11 +249,12 @@ LARGE_CRYSTAL = 32
 def train_crystal_system(system: System, temperature: float, steps: int = 4000, batch_size: int = 32,
                          hidden: int | None = None, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
                          md_picoseconds: float = 100.0, conditioner: str | None = None,
-                         float32_conditioner: bool | None = None, progress: bool | None = None,
-                         log: Callable[[dict], None] | None = None) -> tuple[CrystalFlow, dict[str, Any]]:
-    """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a prior fitted to ``md_picoseconds``
-    ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on the energy
-    (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by default ``"mlp"``
+                         float32_conditioner: bool | None = None, prior: str = "harmonic",
+                         progress: bool | None = None, log: Callable[[dict], None] | None = None
+                         ) -> tuple[CrystalFlow, dict[str, Any]]:
+    """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a ``prior`` (:data:`PRIORS`) fitted
+    to ``md_picoseconds`` ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on
+    the energy (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by default ``"mlp"``
     (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64) above; it computes
     in float32 by default for attention, in float64 for the MLP (as the shipped ice-xi-16 flows were trained)."""
     if conditioner is None:
@@ -214,13 +269,14 @@ def train_crystal_system(system: System, temperature: float, steps: int = 4000, 
     if log is not None:
         log({"md_frames": len(states), "md_picoseconds": md_picoseconds, "seconds": md_seconds})
     torch.manual_seed(seed)
-    flow = initial_flow(system, states, layers=layers, hidden=hidden, seed=seed, conditioner=conditioner,
-                        float32_conditioner=float32_conditioner)
+    flow = initial_flow(system, states, temperature, prior, layers=layers, hidden=hidden, seed=seed,
+                        conditioner=conditioner, float32_conditioner=float32_conditioner)
     start = time.perf_counter()
     with crystal_target(system, temperature) as target:
         train_crystal_flow(flow, target, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                            seed=seed, progress=progress, log=log)
     card = {"data": {"md_frames": len(states), "md_picoseconds": md_picoseconds, "md_seconds": md_seconds},
+            "prior": prior,
             "training_seconds": time.perf_counter() - start, "energy_evaluations": steps * batch_size,
             "parameters": sum(p.numel() for p in flow.parameters())}
     return flow, card

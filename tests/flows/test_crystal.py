@@ -174,3 +174,19 @@ def test_a_supercell_has_its_cells_translations_and_the_prior_uses_them():
     both = CrystalFlow.fit(chart, torch.cat([states, states[:, [2, 3, 0, 1]]]), layers=0, symmetric=False)
     torch.testing.assert_close(symmetric.mean, both.mean)
     torch.testing.assert_close(symmetric.cholesky, both.cholesky)
+
+
+def test_the_prior_mixes_the_md_covariance_with_the_harmonic_one():
+    chart = LatticeChart(torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.1]]), unit_quaternions(2, torch.Generator().manual_seed(3)),
+                         torch.tensor([1.2, 0.7, 0.8]))
+    states, _ = chart.state(0.05 * torch.randn(50, chart.dim, generator=torch.Generator().manual_seed(4),
+                                               dtype=torch.float64))
+    md = CrystalFlow.fit(chart, states, layers=0, shrinkage=0.0)
+    harmonic = 0.01 * torch.eye(chart.dim, dtype=torch.float64)
+    for weight in (0.0, 0.5, 1.0):
+        mixed = CrystalFlow.fit(chart, states, layers=0, harmonic=harmonic, harmonic_weight=weight)
+        torch.testing.assert_close(mixed.mean, md.mean)
+        torch.testing.assert_close(mixed.cholesky @ mixed.cholesky.T,
+                                   (1 - weight) * md.cholesky @ md.cholesky.T + weight * harmonic)
+    with pytest.raises(InputError, match="harmonic_weight"):
+        CrystalFlow.fit(chart, states, layers=0, harmonic=harmonic, harmonic_weight=1.5)

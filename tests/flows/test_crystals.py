@@ -9,8 +9,9 @@ import torch
 
 from molsamp.errors import InputError
 from molsamp.flows.crystal import CrystalFlow, LatticeChart
-from molsamp.flows.crystals import (crystal_md_states, crystal_target, initial_flow, is_crystal, lattice_chart,
-                                    load_crystal_flow, load_md_ladder, save_crystal_flow, train_crystal_flow)
+from molsamp.flows.crystals import (crystal_md_states, crystal_target, harmonic_covariance, initial_flow, is_crystal,
+                                    lattice_chart, load_crystal_flow, load_md_ladder, save_crystal_flow,
+                                    train_crystal_flow)
 from molsamp.flows.generator import importance_samples
 from molsamp.flows.rigid_bodies import HarmonicWells
 from molsamp.systems import load
@@ -59,6 +60,26 @@ def test_reverse_kl_training_raises_the_ess_and_keeps_the_free_energy_exact():
     assert after.info["log_Z"] == pytest.approx(wells.log_partition_function(), abs=4 * after.info["log_Z_error"])
 
 
+def test_the_harmonic_covariance_of_the_wells_is_their_inverse_hessian():
+    wells = toy(stiffness=4000.0, concentration=500.0)
+    chart = LatticeChart(wells.sites, wells.orientations, wells.box, translation_invariant=False)
+    covariance = harmonic_covariance(wells, chart, step=1e-4)
+
+    def negative_log_density(y):
+        state, log_jacobian = chart.state(y[None])
+        return (wells.energy(state) - log_jacobian)[0]
+
+    minimum = torch.full((chart.dim,), 1e-5, dtype=torch.float64)  # y = 0 by symmetry; autograd is exact off it
+    hessian = torch.autograd.functional.hessian(negative_log_density, minimum)
+    torch.testing.assert_close(covariance, torch.linalg.inv(hessian), rtol=1e-5, atol=1e-9)
+    positions = 3 * chart.n_displaced  # to leading order kT / k per position, 2 kT / kappa per rotation vector
+    torch.testing.assert_close(torch.diagonal(covariance)[:positions],
+                               torch.full((positions,), 1 / wells.stiffness, dtype=torch.float64), rtol=0.01, atol=0)
+    torch.testing.assert_close(torch.diagonal(covariance)[positions:],
+                               torch.full((chart.dim - positions,), 2 / wells.concentration, dtype=torch.float64),
+                               rtol=0.01, atol=0)
+
+
 def test_ice_chart_target_and_checkpoint(tmp_path):
     ice = load("ice-xi-16")
     assert is_crystal(ice) and not is_crystal(load("ala2"))
@@ -72,13 +93,14 @@ def test_ice_chart_target_and_checkpoint(tmp_path):
         u_lattice = float(target.energy(lattice)[0])
         assert float(cold.energy(lattice)[0]) == pytest.approx(2 * u_lattice)
         assert bool((target.energy(states) > u_lattice).all())  # the minimised crystal is the lowest
-    flow = initial_flow(ice, states, layers=2, hidden=16)
+    flow = initial_flow(ice, states, 100.0, layers=2, hidden=16)
     path = save_crystal_flow(flow, tmp_path / "ice.pt", ice, 100.0, command="test")
     loaded = load_crystal_flow(path, ice, 100.0)
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_prob(states), flow.log_prob(states))
         assert math.isfinite(float(loaded.log_prob(states).sum()))
-    fast = initial_flow(ice, states, layers=2, hidden=16, conditioner="attention", float32_conditioner=True)
+    fast = initial_flow(ice, states, 100.0, "md", layers=2, hidden=16, conditioner="attention",
+                        float32_conditioner=True)
     fast_loaded = load_crystal_flow(save_crystal_flow(fast, tmp_path / "fast.pt", ice, 100.0), ice)
     assert fast_loaded.config["float32_conditioner"] and fast_loaded.mean.dtype == torch.float64
     assert {p.dtype for c in fast_loaded.couplings for p in c.net.parameters()} == {torch.float32}
@@ -88,6 +110,8 @@ def test_ice_chart_target_and_checkpoint(tmp_path):
         load_crystal_flow(path, load("ice-xi-128"))
     with pytest.raises(InputError, match="not a periodic crystal"):
         lattice_chart(load("ala2"))
+    with pytest.raises(InputError, match="unknown crystal prior"):
+        initial_flow(ice, states, 100.0, "quasi-harmonic")
 
 
 def test_an_md_ladder_reads_runs_of_each_temperature(tmp_path):

@@ -105,11 +105,13 @@ def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
 
 def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_path):
     tiny = ["--md-ps", 2, "--steps", 3, "--batch-size", 4, "--hidden", 8, "--layers", 2]
-    for temperature, precision in ((100, "float64"), (90, "float32")):
+    for temperature, precision, prior in ((100, "float64", "harmonic"), (90, "float32", "md")):
         result = molsamp("train", "flow", "ice-xi-16", "--temperature", temperature, *tiny, "--eval-samples", 20,
-                         "--conditioner-precision", precision, "-o", tmp_path / f"{temperature}.pt", env=ONE_THREAD)
+                         "--conditioner-precision", precision, "--prior", prior, "-o", tmp_path / f"{temperature}.pt",
+                         env=ONE_THREAD)
         assert result.returncode == 0, result.stderr
         assert "ESS" in result.stdout
+        assert torch.load(tmp_path / f"{temperature}.pt", weights_only=True)["metadata"]["prior"] == prior
     result = molsamp("sample", "ice-xi-16", "--temperature", 100, "--model", tmp_path / "100.pt", "-n", 30, "-q",
                      "-o", tmp_path / "ice.npz", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr
