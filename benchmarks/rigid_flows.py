@@ -4,7 +4,12 @@ by learned free-energy perturbation (the project's MD frames at --from mapped th
 the project's MD ladder (data/ice/<system>/ from data/ice/make_md.py), per molecule too. Prints one JSON line per
 system and target temperature.
 
-Usage: ``python benchmarks/rigid_flows.py [--systems ice-xi-16] [--to 100] [--from 250] [--samples 10000]``.
+With ``--priors``, instead: for each system and ``--to`` temperature, the untrained priors (no couplings) of
+:data:`~molsamp.flows.crystals.PRIORS` fitted to the ladder's MD frames there, each with its reverse-KL loss (mean
+u + log q, kT; minus f it is the KL divergence to the Boltzmann density), Kish ESS and importance estimate of f.
+
+Usage: ``python benchmarks/rigid_flows.py [--systems ice-xi-16] [--to 100] [--from 250] [--samples 10000]
+[--priors]``.
 Timings are of this machine and its load; compare them as ratios.
 
 Anchor (noegroup/rigid-flows, stored notebook output; Kohler et al., ICML 2023): ice XI, N = 16, 100 K: ESS 23.75%
@@ -20,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from molsamp.flows.crystals import crystal_samples, default_crystal_model, learned_free_energy, load_md_ladder
+from molsamp.flows.crystals import (PRIORS, crystal_samples, crystal_target, default_crystal_model, initial_flow,
+                                    learned_free_energy, load_md_ladder)
+from molsamp.flows.generator import importance_samples
 from molsamp.free_energy.mbar import temperature_mbar
 from molsamp.systems import load
 
@@ -63,6 +70,24 @@ def benchmark(name: str, start: float, end: float, n: int, seed: int) -> dict:
     return record
 
 
+def prior_comparison(name: str, temperature: float, n: int, seed: int) -> dict:
+    system = load(name)
+    states = load_md_ladder(ROOT / "data" / "ice" / name).states_at(temperature)
+    record = {"system": name, "temperature_K": temperature, "samples": n, "md_frames": len(states), "priors": {}}
+    with crystal_target(system, temperature) as target:
+        for prior in PRIORS:
+            begin = time.perf_counter()
+            flow = initial_flow(system, states, temperature, prior, layers=0)
+            fitted = time.perf_counter()
+            draws = importance_samples(flow, target, n, torch.Generator().manual_seed(seed), progress=False)
+            record["priors"][prior] = {"reverse_kl_loss_kT": float((draws.u + draws.log_q).mean()),
+                                       "ess_percent": draws.info["ess_percent"],
+                                       "free_energy_kT": -draws.info["log_Z"],
+                                       "free_energy_error_kT": draws.info["log_Z_error"],
+                                       "fit_seconds": fitted - begin, "sampling_seconds": time.perf_counter() - fitted}
+    return record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", default="ice-xi-16")
@@ -70,10 +95,13 @@ def main() -> None:
     parser.add_argument("--to", type=float, nargs="+", default=[100.0])
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--priors", action="store_true", help="compare the untrained priors instead")
     args = parser.parse_args()
     for name in args.systems.split(","):
         for end in args.to:
-            print(json.dumps(benchmark(name, args.start, end, args.samples, args.seed)), flush=True)
+            record = (prior_comparison(name, end, args.samples, args.seed) if args.priors
+                      else benchmark(name, args.start, end, args.samples, args.seed))
+            print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":
