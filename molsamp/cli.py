@@ -653,9 +653,9 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
                    "--md-ps of the project's MD there.")
 @click.option("--md-ps", type=_POSITIVE_FLOAT, default=100.0, show_default=True,
               help="Crystals: ps of MD whose frames (one per 0.2 ps) fit the prior.")
-@click.option("--prior", type=click.Choice(["harmonic", "md"]), default="harmonic", show_default=True,
+@click.option("--prior", type=click.Choice(["harmonic", "md"]),
               help="Crystals: the prior's covariance, the harmonic one at the energy minimum mixed with the MD "
-                   "frames' (harmonic), or the frames' alone (md).")
+                   "frames' (harmonic), or the frames' alone (md) [default: harmonic].")
 @click.option("--learning-rate", type=_POSITIVE_FLOAT, default=1e-3, show_default=True)
 @click.option("--eval-samples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Flow samples drawn after training to measure the ESS for the model card.")
@@ -669,7 +669,7 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
                batch_size: int | None, hidden: int | None, conditioner: str | None,
                conditioner_precision: str | None, layers: int | None, architecture: str, energy_steps: int,
-               temperature: float | None, md_ps: float, prior: str, learning_rate: float, eval_samples: int,
+               temperature: float | None, md_ps: float, prior: str | None, learning_rate: float, eval_samples: int,
                seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
     """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
@@ -702,11 +702,11 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
             raise _UserError(f"{system} is a crystal: give --temperature; --data and --init are for equivariant flows")
         float32 = None if conditioner_precision is None else conditioner_precision == "float32"
         _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32,
-                       layers or 8, md_ps, prior, learning_rate, eval_samples, seed, output)
+                       layers or 8, md_ps, prior or "harmonic", learning_rate, eval_samples, seed, output)
         return
-    if temperature is not None or conditioner is not None or conditioner_precision is not None:
-        raise _UserError("--temperature, --conditioner and --conditioner-precision are for crystals (ice-xi-16, "
-                         "ice-xi-128)")
+    if temperature is not None or conditioner is not None or conditioner_precision is not None or prior is not None:
+        raise _UserError("--temperature, --conditioner, --conditioner-precision and --prior are for crystals "
+                         "(ice-xi-16, ice-xi-128)")
     check_architecture(target_system, architecture, energy_steps)  # before any data are made
     batch_size = batch_size or 256
     start_flow = None if init is None else load_flow(init, target_system)
@@ -753,9 +753,10 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         flow, card = train_crystal_system(system, temperature, steps=steps, batch_size=batch_size, hidden=hidden,
-                                          layers=layers, learning_rate=learning_rate, seed=seed, conditioner=conditioner,
-                                          float32_conditioner=float32_conditioner, md_picoseconds=md_ps,
-                                          prior=prior, log=lambda entry: log.write(json.dumps(entry) + "\n"))
+                                          layers=layers, learning_rate=learning_rate, seed=seed,
+                                          conditioner=conditioner, float32_conditioner=float32_conditioner,
+                                          md_picoseconds=md_ps, prior=prior,
+                                          log=lambda entry: log.write(json.dumps(entry) + "\n"))
         card["command"] = "molsamp train flow " + " ".join(sys.argv[3:])
         save_crystal_flow(flow, output, system, temperature, **card)
         if eval_samples:

@@ -4,8 +4,8 @@ checkpoints with their model cards."""
 
 from __future__ import annotations
 
-__all__ = ["is_crystal", "crystal_target", "lattice_chart", "crystal_md_states", "harmonic_covariance", "initial_flow",
-           "train_crystal_flow", "train_crystal_system", "save_crystal_flow", "load_crystal_flow",
+__all__ = ["is_crystal", "crystal_target", "lattice_chart", "crystal_md_states", "harmonic_covariance", "PRIORS",
+           "initial_flow", "train_crystal_flow", "train_crystal_system", "save_crystal_flow", "load_crystal_flow",
            "default_crystal_model", "crystal_samples", "learned_free_energy", "MDLadder", "load_md_ladder",
            "CRYSTAL_KIND"]
 
@@ -143,8 +143,8 @@ def load_md_ladder(folder: str | os.PathLike) -> MDLadder:
 
 HESSIAN_STEP = 1e-3
 """Central-difference step of :func:`harmonic_covariance` in the chart's units (nm, radians): at 1e-4 the
-single-precision forces of OpenMM's CPU platform make the Hessian of ice-xi-128 indefinite; at 1e-3 it is symmetric
-to about 1%."""
+single-precision forces of OpenMM's CPU platform and the jumps of PME's real-space cutoff make the Hessian of
+ice-xi-128 indefinite; at 1e-3 it is symmetric to about 1%."""
 
 
 def harmonic_covariance(target: RigidBodyTarget, chart: LatticeChart, step: float = HESSIAN_STEP,
@@ -254,9 +254,10 @@ def train_crystal_system(system: System, temperature: float, steps: int = 4000, 
                          ) -> tuple[CrystalFlow, dict[str, Any]]:
     """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a ``prior`` (:data:`PRIORS`) fitted
     to ``md_picoseconds`` ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on
-    the energy (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by default ``"mlp"``
-    (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64) above; it computes
-    in float32 by default for attention, in float64 for the MLP (as the shipped ice-xi-16 flows were trained)."""
+    the energy (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by
+    default ``"mlp"`` (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64)
+    above; it computes in float32 by default for attention, in float64 for the MLP (as the shipped ice-xi-16 flows
+    were trained)."""
     if conditioner is None:
         conditioner = "mlp" if system.n_atoms // 4 <= LARGE_CRYSTAL else "attention"
     if hidden is None:

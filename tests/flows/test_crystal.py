@@ -177,8 +177,8 @@ def test_a_supercell_has_its_cells_translations_and_the_prior_uses_them():
 
 
 def test_the_prior_mixes_the_md_covariance_with_the_harmonic_one():
-    chart = LatticeChart(torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.1]]), unit_quaternions(2, torch.Generator().manual_seed(3)),
-                         torch.tensor([1.2, 0.7, 0.8]))
+    chart = LatticeChart(torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.1]]),
+                         unit_quaternions(2, torch.Generator().manual_seed(3)), torch.tensor([1.2, 0.7, 0.8]))
     states, _ = chart.state(0.05 * torch.randn(50, chart.dim, generator=torch.Generator().manual_seed(4),
                                                dtype=torch.float64))
     md = CrystalFlow.fit(chart, states, layers=0, shrinkage=0.0)

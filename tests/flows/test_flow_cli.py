@@ -101,6 +101,8 @@ def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
     particles = molsamp("train", "flow", "dw4", "--architecture", "internal", "-o", tmp_path / "dw4.pt",
                         env=ONE_THREAD)
     assert_one_line_error(particles, "internal coordinates are for molecules")
+    not_a_crystal = molsamp("train", "flow", "dw4", "--prior", "md", "-o", tmp_path / "dw4.pt", env=ONE_THREAD)
+    assert_one_line_error(not_a_crystal, "--prior are for crystals")
 
 
 def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_path):
