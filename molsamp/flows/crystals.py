@@ -285,14 +285,17 @@ def train_crystal_system(system: System, temperature: float, steps: int = 4000, 
 
 def save_crystal_flow(flow: CrystalFlow, path: str | os.PathLike, system: System, temperature: float,
                       **card: Any) -> Path:
-    """Write ``flow`` for ``system`` at ``temperature`` (K) with its model card, its weights rounded to float32 (half
-    the file; the loaded flow computes in float64 with those weights, and its log q is exact for them)."""
+    """Write ``flow`` for ``system`` at ``temperature`` (K) with its model card, its weights and prior rounded to
+    float32 (half the file; the loaded flow computes in float64 with those weights, and its log q is exact for
+    them)."""
     import copy
 
     from molsamp.checkpoints import save_checkpoint
 
-    return save_checkpoint(copy.deepcopy(flow).float(), path, CRYSTAL_KIND, system=system.name,
-                           temperature=float(temperature), **card)
+    saved = copy.deepcopy(flow).float()
+    saved.config = {**saved.config, "mean": saved.config["mean"].float(),
+                    "covariance": saved.config["covariance"].float()}  # the prior's buffers in the state rule on load
+    return save_checkpoint(saved, path, CRYSTAL_KIND, system=system.name, temperature=float(temperature), **card)
 
 
 def load_crystal_flow(path: str | os.PathLike, system: System, temperature: float | None = None) -> CrystalFlow:

@@ -135,11 +135,12 @@ def test_an_md_ladder_reads_runs_of_each_temperature(tmp_path):
         load_md_ladder(tmp_path / "ladder")
 
 
-@pytest.mark.parametrize("temperature", [50.0, 100.0, 250.0])
-def test_the_shipped_ice_flows_load_and_give_their_samples_their_log_q(temperature):
+@pytest.mark.parametrize("name, temperature", [("ice-xi-16", 50.0), ("ice-xi-16", 100.0), ("ice-xi-16", 250.0),
+                                               ("ice-xi-128", 100.0), ("ice-xi-128", 250.0)])
+def test_the_shipped_ice_flows_load_and_give_their_samples_their_log_q(name, temperature):
     from molsamp.flows.crystals import default_crystal_model
 
-    ice = load("ice-xi-16")
+    ice = load(name)
     flow = load_crystal_flow(default_crystal_model(ice, temperature), ice, temperature)
     with torch.no_grad():
         states, log_q = flow.sample_and_log_prob(8, torch.Generator().manual_seed(0))
