@@ -52,7 +52,8 @@ def benchmark(name: str, model: Path, n: int, n_smc: int, n_nll: int, seed: int,
     draws = importance_samples(flow, target, n, generator, progress=False, fold=fold)
     record = {"system": name, "model": str(model), "architecture": type(flow).__name__,
               "training_seconds": flow.metadata.get("training_seconds"),
-              "precision": str(next(flow.parameters()).dtype).removeprefix("torch."), "samples": n, "ess_percent": draws.info["ess_percent"],
+              "precision": str(next(flow.parameters()).dtype).removeprefix("torch."), "samples": n,
+              "ess_percent": draws.info["ess_percent"],
               "dropped": draws.info["dropped"], "log_Z": draws.info["log_Z"],
               "flow_evaluations": draws.info["flow_evaluations"], "sampling_seconds": draws.info["seconds"],
               "energy_w1": energy_w1(draws, reference.u), "energy_w1_unweighted": energy_w1(draws, reference.u, False)}

@@ -11,7 +11,8 @@ stereoisomer (:class:`~molsamp.flows.molecule.Handedness`), which keeps their lo
 from __future__ import annotations
 
 __all__ = ["flow_target", "handedness", "mirror_fold", "check_architecture", "reference_samples",
-           "trajectory_samples", "train_flow", "save_flow", "load_flow", "default_model", "importance_samples", "refine_smc", "sample"]
+           "trajectory_samples", "train_flow", "save_flow", "load_flow", "default_model", "importance_samples",
+           "refine_smc", "sample"]
 
 import math
 import os
@@ -270,8 +271,7 @@ class CentredRandomWalk:
 
 
 def refine_smc(flow: EquivariantFlow | InternalCoordinateFlow, target, draws: Samples, n_betas: int = 5,
-               n_steps: int = 2,
-               step: float | None = None, solver_steps: int = 20, batch_size: int = 500,
+               n_steps: int = 2, step: float | None = None, solver_steps: int = 20, batch_size: int = 500,
                generator: torch.Generator | None = None, progress: bool | None = None) -> Samples:
     """Flow draws carried to the target by annealed SMC (:func:`~molsamp.samplers.annealed_smc`) along
     q_rk4^(1 - beta) exp(-beta u) (an equivariant flow; q itself for a flow in internal coordinates, whose density
@@ -334,8 +334,7 @@ def refine_smc(flow: EquivariantFlow | InternalCoordinateFlow, target, draws: Sa
             "dropped": draws.info.get("dropped", 0), "ess": ess, "ess_percent": 100.0 * ess / len(log_w),
             "distinct": len(torch.unique(x.flatten(1), dim=0)), "log_Z": float(log_total) - math.log(draws_made),
             "betas": n_betas, "n_steps": n_steps, "solver_steps": solver_steps if equivariant else None,
-            "step": tuning["step"],
-            "acceptance": sum(k.accepted for k in kernels) / max(offered, 1),
+            "step": tuning["step"], "acceptance": sum(k.accepted for k in kernels) / max(offered, 1),
             "energy_evaluations": draws_made + offered + len(x) * n_betas,
             "flow_evaluations": None if evaluations is None else
             draws.info.get("flow_evaluations", 0) + flow.n_evaluations - evaluations,
