@@ -657,6 +657,9 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
               help="Crystals: the prior's covariance, the harmonic one at the energy minimum mixed with the MD "
                    "frames' (harmonic), or the frames' alone (md) [default: harmonic].")
 @click.option("--learning-rate", type=_POSITIVE_FLOAT, default=1e-3, show_default=True)
+@click.option("--ema", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="Equivariant and internal-coordinate flows: save an exponential moving average of the weights "
+                   "with this decay per step (e.g. 0.999) instead of the last weights.")
 @click.option("--eval-samples", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Flow samples drawn after training to measure the ESS for the model card.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -669,8 +672,8 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
                batch_size: int | None, hidden: int | None, conditioner: str | None,
                conditioner_precision: str | None, layers: int | None, architecture: str, energy_steps: int,
-               temperature: float | None, md_ps: float, prior: str | None, learning_rate: float, eval_samples: int,
-               seed: int, init: Path | None, overwrite: bool,
+               temperature: float | None, md_ps: float, prior: str | None, learning_rate: float,
+               ema: float | None, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
     """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
     the project's own MCMC) or a small molecule (ala2-vacuum; --data from the project's MD), by equivariant flow
@@ -698,8 +701,9 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     check_output(output, overwrite)
     target_system = load(system)
     if is_crystal(target_system):
-        if temperature is None or data is not None or init is not None:
-            raise _UserError(f"{system} is a crystal: give --temperature; --data and --init are for equivariant flows")
+        if temperature is None or data is not None or init is not None or ema is not None:
+            raise _UserError(f"{system} is a crystal: give --temperature; --data, --init and --ema are for "
+                             "equivariant flows")
         float32 = None if conditioner_precision is None else conditioner_precision == "float32"
         _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32,
                        layers or 8, md_ps, prior or "harmonic", learning_rate, eval_samples, seed, output)
@@ -728,7 +732,7 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
         start = time.perf_counter()
         flow = fit(target_system, samples, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers,
                    learning_rate=learning_rate, seed=seed, log=record, init=start_flow, architecture=architecture,
-                   energy_steps=energy_steps)
+                   energy_steps=energy_steps, average=ema)
         command = "molsamp train flow " + " ".join(sys.argv[3:])
         card = {"data": {"samples": len(samples), **data_card},
                 "training_seconds": earlier.get("training_seconds", 0.0) + time.perf_counter() - start,

@@ -120,7 +120,7 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
                layers: int | None = None, learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
                log: Callable[[dict], None] | None = None,
                init: EquivariantFlow | InternalCoordinateFlow | None = None, architecture: str = "equivariant",
-               energy_steps: int = 0) -> EquivariantFlow | InternalCoordinateFlow:
+               energy_steps: int = 0, average: float | None = None) -> EquivariantFlow | InternalCoordinateFlow:
     """A flow for ``system`` fitted to ``data`` (float32 weights): with ``architecture="equivariant"`` an
     :class:`EquivariantFlow` (EGNN of ``hidden`` = 64 channels, ``layers`` = 4) by equivariant flow matching, its
     prior's scale the root-mean-square centred coordinate of the data; with ``"internal"`` (molecules) an
@@ -130,7 +130,8 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
 
     Rows of ``data`` with a non-finite position or energy are dropped and counted (``log`` gets
     ``{"dropped": k}``). With ``init`` (a flow for ``system``, e.g. from :func:`load_flow`) training continues from
-    it, with its architecture; ``hidden``, ``layers`` and ``architecture`` are then unused."""
+    it, with its architecture; ``hidden``, ``layers`` and ``architecture`` are then unused. With ``average`` (a
+    decay, e.g. 0.999) the flow returned holds an exponential moving average of the weights over training."""
     from molsamp.flows.matching import train_flow_matching
 
     if init is not None:
@@ -152,7 +153,7 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
         flow = init.float()
         train_internal_flow(flow, x, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                             target=system.target() if energy_steps else None, energy_steps=energy_steps,
-                            progress=progress, log=log)
+                            progress=progress, log=log, average=average)
         return flow
     n, dim = _event_shape(system)
     scale = float((x - x.mean(1, keepdim=True)).pow(2).mean().sqrt())
@@ -161,7 +162,7 @@ def train_flow(system: System, data: Samples, steps: int = 4000, batch_size: int
     flow = (EquivariantFlow(n, dim, hidden=hidden or 64, layers=layers or 4, prior_scale=scale, **molecule)
             if init is None else init.float())
     train_flow_matching(flow, x, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                        progress=progress, log=log)
+                        progress=progress, log=log, average=average)
     return flow
 
 

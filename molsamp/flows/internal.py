@@ -314,7 +314,8 @@ class InternalCoordinateFlow(nn.Module):
 def train_internal_flow(flow: InternalCoordinateFlow, data: torch.Tensor, steps: int = 1500, batch_size: int = 256,
                         learning_rate: float = 1e-3, seed: int = 0, target=None, energy_steps: int = 0,
                         energy_learning_rate: float = 3e-4, energy_cutoff: float = 100.0,
-                        progress: bool | None = None, log: Callable[[dict], None] | None = None) -> list[float]:
+                        progress: bool | None = None, log: Callable[[dict], None] | None = None,
+                        average: float | None = None) -> list[float]:
     """Fit ``flow`` to configurations ``data: [M, N, 3]``: ``steps`` of maximum likelihood (Adam from
     ``learning_rate``, cosine-decayed), then, with a ``target`` whose reduced energy u(x) is differentiable,
     ``energy_steps`` of maximum likelihood plus the reverse KL E_q[u + log q] on the flow's own draws (the combined
@@ -324,7 +325,8 @@ def train_internal_flow(flow: InternalCoordinateFlow, data: torch.Tensor, steps:
     learned from correlated MD frames); the energy term trains the flow on the target itself. Above
     ``energy_cutoff`` kT over the data's median energy, u enters the loss as cutoff + log(1 + u - cutoff), so that
     clashing draws do not dominate the gradient; draws with a non-finite energy are left out of the step. Returns
-    the loss of every step; ``log`` gets the losses."""
+    the loss of every step; ``log`` gets the losses. ``average``: each stage ends with an exponential moving average
+    of the weights of that decay (see :func:`~molsamp.flows.optimisation.minimise`)."""
     from molsamp.flows.optimisation import minimise
 
     generator = torch.Generator().manual_seed(seed)
@@ -334,7 +336,8 @@ def train_internal_flow(flow: InternalCoordinateFlow, data: torch.Tensor, steps:
         index = torch.randint(len(data), (batch_size,), generator=generator)
         return -flow.log_prob(data[index.to(data.device)]).mean()
 
-    losses = minimise(flow, likelihood, steps, learning_rate, progress, log, description="maximum likelihood")
+    losses = minimise(flow, likelihood, steps, learning_rate, progress, log, description="maximum likelihood",
+                      average=average)
     if target is None or energy_steps == 0:
         return losses
     with torch.no_grad():
@@ -350,7 +353,7 @@ def train_internal_flow(flow: InternalCoordinateFlow, data: torch.Tensor, steps:
 
     return losses + minimise(flow, combined, energy_steps, energy_learning_rate, progress,
                              None if log is None else lambda entry: log({**entry, "step": steps + entry["step"]}),
-                             description="likelihood + energy", max_grad_norm=100.0)
+                             description="likelihood + energy", max_grad_norm=100.0, average=average)
 
 
 def standardisation(zmatrix: ZMatrix, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,10 +110,13 @@ def flow_matching_loss(flow: EquivariantFlow, x0: torch.Tensor, x1: torch.Tensor
 
 def train_flow_matching(flow: EquivariantFlow, data: torch.Tensor, steps: int = 2000, batch_size: int = 128,
                         learning_rate: float = 1e-3, seed: int = 0, progress: bool | None = None,
-                        log: Callable[[dict], None] | None = None, log_every: int = 100) -> list[float]:
+                        log: Callable[[dict], None] | None = None, log_every: int = 100,
+                        average: float | None = None) -> list[float]:
     """Fit ``flow`` to samples ``data: [M, N, D]`` by equivariant flow matching (Adam, cosine-decayed learning
-    rate); each batch is randomly rotated and relabelled, paired with prior draws by :func:`pair`. Returns the loss
-    of every step; ``log`` gets ``{"step", "loss"}`` every ``log_every`` steps."""
+    rate); each batch is randomly rotated and relabelled, paired with prior draws by :func:`pair`. With ``average``
+    the flow ends with an exponential moving average of its weights of that decay (see
+    :func:`~molsamp.flows.optimisation.minimise`). Returns the loss of every step; ``log`` gets
+    ``{"step", "loss"}`` every ``log_every`` steps."""
     from molsamp.flows.optimisation import minimise
 
     generator = torch.Generator().manual_seed(seed)
@@ -127,4 +130,4 @@ def train_flow_matching(flow: EquivariantFlow, data: torch.Tensor, steps: int = 
         x0 = pair(flow.sample_prior(batch_size, generator), x1, types)
         return flow_matching_loss(flow, x0, x1, generator)
 
-    return minimise(flow, loss, steps, learning_rate, progress, log, log_every, "flow matching")
+    return minimise(flow, loss, steps, learning_rate, progress, log, log_every, "flow matching", average=average)

@@ -58,13 +58,13 @@ def test_train_flow_writes_a_checkpoint_with_its_card_and_continues_from_it(tmp_
     first = molsamp("train", "flow", "dw4", *tiny, "-o", tmp_path / "first.pt", env=ONE_THREAD)
     assert first.returncode == 0, first.stderr
     assert "ESS" in first.stdout and (tmp_path / "first.log.jsonl").is_file()
-    second = molsamp("train", "flow", "dw4", *tiny, "--init", tmp_path / "first.pt", "-o", tmp_path / "second.pt",
-                     env=ONE_THREAD)
+    second = molsamp("train", "flow", "dw4", *tiny, "--init", tmp_path / "first.pt", "--ema", 0.9,
+                     "-o", tmp_path / "second.pt", env=ONE_THREAD)
     assert second.returncode == 0, second.stderr
     dw4 = load("dw4")
     before, after = (load_flow(tmp_path / name, dw4).metadata for name in ("first.pt", "second.pt"))
     assert after["training_seconds"] > before["training_seconds"]
-    assert after["command"].startswith(before["command"] + "; then ") and "--init" in after["command"]
+    assert after["command"].startswith(before["command"] + "; then ") and "--ema 0.9" in after["command"]
     assert before["data"]["chains"] == 20 and 0 <= after["ess_percent"] <= 100
 
 
@@ -103,6 +103,9 @@ def test_a_molecule_trains_on_md_frames_and_its_errors_say_what_to_do(tmp_path):
     assert_one_line_error(particles, "internal coordinates are for molecules")
     not_a_crystal = molsamp("train", "flow", "dw4", "--prior", "md", "-o", tmp_path / "dw4.pt", env=ONE_THREAD)
     assert_one_line_error(not_a_crystal, "--prior are for crystals")
+    crystal = molsamp("train", "flow", "ice-xi-16", "--temperature", 100, "--ema", 0.999, "-o", tmp_path / "ice.pt",
+                      env=ONE_THREAD)
+    assert_one_line_error(crystal, "--ema are for equivariant flows")
 
 
 def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_path):
