@@ -60,7 +60,9 @@ def interatomic_distances(x: torch.Tensor) -> torch.Tensor:
 def plot_flow_samples(samples: Samples, path: str | os.PathLike, reference: Samples | None = None,
                       title: str | None = None, bins: int = 80) -> Path:
     """Energy and interatomic-distance histograms of flow ``samples``, unweighted and reweighted, over
-    ``reference`` samples when given; written as a PNG."""
+    ``reference`` samples when given; written as a PNG. The energy axis spans the reference's energies (else the
+    flow's), 0.1% to 99.9% quantiles widened by a fifth on each side; the legend gives the (weighted) fraction
+    beyond it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,14 +74,17 @@ def plot_flow_samples(samples: Samples, path: str | os.PathLike, reference: Samp
     figure, (energy_axis, distance_axis) = plt.subplots(1, 2, figsize=(10, 4))
     series = [("flow", samples.u, samples.x, None), ("flow, reweighted", samples.u, samples.x, weights)]
     if reference is not None:
-        series.insert(0, ("reference (MCMC)", reference.u, reference.x, None))
-    u_all = torch.cat([s[1][torch.isfinite(s[1])].double() for s in series])
-    u_range = np.quantile(u_all.numpy(), [0.001, 0.999])
+        series.insert(0, ("reference", reference.u, reference.x, None))
+    u_axis = (samples.u if reference is None else reference.u).double()
+    low, high = np.quantile(u_axis[torch.isfinite(u_axis)].numpy(), [0.001, 0.999])
+    u_range = (low - (high - low) / 5, high + (high - low) / 5)
     for label, u, x, w in series:
         u = u.double().numpy()
-        finite = np.isfinite(u)
-        energy_axis.hist(u[finite], bins=bins, range=tuple(u_range), density=True, histtype="step", label=label,
-                         weights=None if w is None else w[finite])
+        shown = (u >= u_range[0]) & (u <= u_range[1])
+        mass = np.full(len(u), 1 / len(u)) if w is None else w / w.sum()
+        beyond = 1 - mass[shown].sum()
+        energy_axis.hist(u[shown], bins=bins, range=u_range, weights=mass[shown] * bins / (u_range[1] - u_range[0]),
+                         histtype="step", label=f"{label} ({beyond:.2%} beyond the axis)" if beyond > 0 else label)
         distances = interatomic_distances(x.double()).numpy()
         distance_axis.hist(distances.ravel(), bins=bins, density=True, histtype="step", label=label,
                            weights=None if w is None else np.repeat(w, distances.shape[1]))
