@@ -9,7 +9,7 @@ With ``--priors``, instead: for each system and ``--to`` temperature, the untrai
 u + log q, kT; minus f it is the KL divergence to the Boltzmann density), Kish ESS and importance estimate of f.
 
 Usage: ``python benchmarks/rigid_flows.py [--systems ice-xi-16] [--to 100] [--from 250] [--samples 10000]
-[--priors]``.
+[--priors] [--models models]``.
 Timings are of this machine and its load; compare them as ratios.
 
 Anchor (noegroup/rigid-flows, stored notebook output; Kohler et al., ICML 2023): ice XI, N = 16, 100 K: ESS 23.75%
@@ -35,17 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 ANCHOR_MBAR_250_TO_100 = {"ice-xi-16": (-669.711, 0.054), "ice-xi-128": (-5316.481, 0.111)}
 
 
-def benchmark(name: str, start: float, end: float, n: int, seed: int) -> dict:
+def benchmark(name: str, start: float, end: float, n: int, seed: int, models: Path) -> dict:
     system = load(name)
     molecules = system.n_atoms // 4
     record = {"system": name, "from_K": start, "to_K": end, "samples": n}
-    flows = {}
+    flows, paths = {}, {}
     for temperature in (start, end):
-        model = default_crystal_model(system, temperature)
+        model = models / default_crystal_model(system, temperature).name
         if not model.is_file():
             continue
+        paths[temperature] = model
         begin = time.perf_counter()
-        info = crystal_samples(system, temperature, n, seed=seed, progress=False).info
+        info = crystal_samples(system, temperature, n, model=model, seed=seed, progress=False).info
         card = torch.load(model, weights_only=True)["metadata"]
         flows[temperature] = {"ess_percent": info["ess_percent"], "free_energy_kT": info["free_energy_kT"],
                               "free_energy_error_kT": info["free_energy_error_kT"],
@@ -66,7 +67,7 @@ def benchmark(name: str, start: float, end: float, n: int, seed: int) -> dict:
         record["two_flows"] = {"delta_f_kT": difference, "delta_f_per_molecule_kT": difference / molecules,
                                "error_kT": float(np.hypot(flows[end]["free_energy_error_kT"],
                                                           flows[start]["free_energy_error_kT"]))}
-        record["lfep"] = learned_free_energy(system, start, end, states)
+        record["lfep"] = learned_free_energy(system, start, end, states, paths[start], paths[end])
     return record
 
 
@@ -96,11 +97,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--priors", action="store_true", help="compare the untrained priors instead")
+    parser.add_argument("--models", type=Path, default=ROOT / "models",
+                        help="folder of the flows, <system>-<T>K-flow.pt")
     args = parser.parse_args()
     for name in args.systems.split(","):
         for end in args.to:
             record = (prior_comparison(name, end, args.samples, args.seed) if args.priors
-                      else benchmark(name, args.start, end, args.samples, args.seed))
+                      else benchmark(name, args.start, end, args.samples, args.seed, args.models))
             print(json.dumps(record), flush=True)
 
 

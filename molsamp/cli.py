@@ -639,6 +639,9 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 @click.option("--conditioner-precision", type=click.Choice(["float32", "float64"]),
               help="Crystals: what the conditioners compute in (float32 is about 3 times faster on a CPU; the "
                    "splines and log-densities stay float64) [default: float32 for attention, float64 for mlp].")
+@click.option("--split", type=click.Choice(["molecules", "coordinates"]),
+              help="Crystals, attention conditioner: each coupling moves all coordinates of half of the molecules, "
+                   "or a random half of all coordinates [default: coordinates].")
 @click.option("--layers", type=_POSITIVE_INT,
               help="EGNN layers or couplings [default: 4; internal coordinates and crystals 8].")
 @click.option("--architecture", type=click.Choice(["equivariant", "internal"]), default="equivariant",
@@ -671,7 +674,8 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
               help="Checkpoint to write (.pt); a training log (.log.jsonl) is written beside it.")
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
                batch_size: int | None, hidden: int | None, conditioner: str | None,
-               conditioner_precision: str | None, layers: int | None, architecture: str, energy_steps: int,
+               conditioner_precision: str | None, split: str | None, layers: int | None, architecture: str,
+               energy_steps: int,
                temperature: float | None, md_ps: float, prior: str | None, learning_rate: float,
                ema: float | None, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
@@ -705,12 +709,12 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
             raise _UserError(f"{system} is a crystal: give --temperature; --data, --init and --ema are for "
                              "equivariant flows")
         float32 = None if conditioner_precision is None else conditioner_precision == "float32"
-        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32,
+        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32, split,
                        layers or 8, md_ps, prior or "harmonic", learning_rate, eval_samples, seed, output)
         return
-    if temperature is not None or conditioner is not None or conditioner_precision is not None or prior is not None:
-        raise _UserError("--temperature, --conditioner, --conditioner-precision and --prior are for crystals "
-                         "(ice-xi-16, ice-xi-128)")
+    if any(option is not None for option in (temperature, conditioner, conditioner_precision, split, prior)):
+        raise _UserError("--temperature, --conditioner, --conditioner-precision, --split and --prior are for "
+                         "crystals (ice-xi-16, ice-xi-128)")
     check_architecture(target_system, architecture, energy_steps)  # before any data are made
     batch_size = batch_size or 256
     start_flow = None if init is None else load_flow(init, target_system)
@@ -750,8 +754,8 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
 
 
 def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int | None,
-                   conditioner: str | None, float32_conditioner: bool | None, layers: int, md_ps: float,
-                   prior: str, learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
+                   conditioner: str | None, float32_conditioner: bool | None, split: str | None, layers: int,
+                   md_ps: float, prior: str, learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
     from molsamp.flows.crystals import crystal_samples, save_crystal_flow, train_crystal_system
 
     log_path = output.with_suffix(".log.jsonl")
@@ -759,7 +763,7 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
         flow, card = train_crystal_system(system, temperature, steps=steps, batch_size=batch_size, hidden=hidden,
                                           layers=layers, learning_rate=learning_rate, seed=seed,
                                           conditioner=conditioner, float32_conditioner=float32_conditioner,
-                                          md_picoseconds=md_ps, prior=prior,
+                                          split=split, md_picoseconds=md_ps, prior=prior,
                                           log=lambda entry: log.write(json.dumps(entry) + "\n"))
         card["command"] = "molsamp train flow " + " ".join(sys.argv[3:])
         save_crystal_flow(flow, output, system, temperature, **card)

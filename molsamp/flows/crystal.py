@@ -23,7 +23,7 @@ exact for every state.
 
 from __future__ import annotations
 
-__all__ = ["LatticeChart", "CrystalFlow", "rotation_vector_to_quaternion", "quaternion_to_rotation_vector",
+__all__ = ["LatticeChart", "CrystalFlow", "SPLITS", "rotation_vector_to_quaternion", "quaternion_to_rotation_vector",
            "quaternion_product", "log_haar_density"]
 
 import math
@@ -237,6 +237,10 @@ class _Coupling(nn.Module):
         return out, -spline.call_and_ladj(moved)[1].sum(-1)
 
 
+SPLITS = ("molecules", "coordinates")
+"""How a :class:`CrystalFlow`'s attention couplings split the coordinates (see its ``split``)."""
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     """An MLP with two hidden layers whose output starts at zero."""
     net = nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
@@ -293,11 +297,14 @@ class CrystalFlow(nn.Module):
             molecules (its size independent of the crystal's).
         float32_conditioner: the conditioners compute in float32 (about 3 times faster on a CPU; the splines, the
             chart and the log-densities stay in float64, log q that of the map computed up to about 1e-7).
+        split: what an attention coupling moves: ``"molecules"``, all six coordinates of a random half of the
+            molecules (a molecule's coordinates then never condition one another beyond the prior's correlations);
+            ``"coordinates"``, a random half of all coordinates, as the MLP couplings do.
     """
 
     def __init__(self, chart: LatticeChart, mean: torch.Tensor, covariance: torch.Tensor, layers: int = 8,
                  hidden: int = 256, bins: int = 8, bound: float = 5.0, seed: int = 0,
-                 conditioner: str = "mlp", float32_conditioner: bool = False) -> None:
+                 conditioner: str = "mlp", float32_conditioner: bool = False, split: str = "molecules") -> None:
         super().__init__()
         self.chart = chart
         self.event_shape = torch.Size((chart.n_molecules, 7))
@@ -307,7 +314,7 @@ class CrystalFlow(nn.Module):
                                  "translation_invariant": chart.translation_invariant},
                        "mean": mean, "covariance": covariance,
                        "layers": layers, "hidden": hidden, "bins": bins, "bound": bound, "seed": seed,
-                       "conditioner": conditioner, "float32_conditioner": float32_conditioner}
+                       "conditioner": conditioner, "float32_conditioner": float32_conditioner, "split": split}
         if mean.shape != (chart.dim,) or covariance.shape != (chart.dim, chart.dim):
             raise InputError(f"the chart has {chart.dim} local coordinates; got a mean {tuple(mean.shape)} and a "
                              f"covariance {tuple(covariance.shape)}")
@@ -316,12 +323,14 @@ class CrystalFlow(nn.Module):
             raise InputError("the covariance of the local coordinates is not positive definite")
         self.register_buffer("mean", mean)
         self.register_buffer("cholesky", cholesky)
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         self.couplings = nn.ModuleList(self._couplings(conditioner, layers, hidden, bins, bound, seed,
-                                                       float32_conditioner))
+                                                       float32_conditioner, split))
         self.to(torch.float64)
 
     def _couplings(self, conditioner: str, layers: int, hidden: int, bins: int, bound: float, seed: int,
-                   float32_net: bool) -> list[_Coupling]:
+                   float32_net: bool, split: str) -> list[_Coupling]:
         """``layers`` couplings in pairs, the second of each pair moving what the first conditions on."""
         def halves(n: int) -> list[torch.Tensor]:
             return [torch.randperm(n, generator=torch.Generator().manual_seed(seed + k)) < n // 2
@@ -339,13 +348,12 @@ class CrystalFlow(nn.Module):
             rotated = torch.arange(chart.n_molecules).repeat_interleave(3) * 6 + 3 + torch.arange(3).repeat(
                 chart.n_molecules)
             slots = torch.cat([displaced, rotated])
-            couplings = []
-            for pair in halves(chart.n_molecules):
-                for molecules in (pair, ~pair):
-                    mask = molecules[slots // 6]
-                    net = _MoleculeAttention(slots, mask, chart.n_molecules, hidden, n_parameters)
-                    couplings.append(_Coupling(mask, net, bins, bound, float32_net))
-            return couplings
+            if split == "molecules":
+                masks = [molecules[slots // 6] for pair in halves(chart.n_molecules) for molecules in (pair, ~pair)]
+            else:
+                masks = [mask for pair in halves(chart.dim) for mask in (pair, ~pair)]
+            return [_Coupling(mask, _MoleculeAttention(slots, mask, chart.n_molecules, hidden, n_parameters), bins,
+                              bound, float32_net) for mask in masks]
         raise InputError(f"unknown conditioner {conditioner!r}; use 'mlp' or 'attention'")
 
     @staticmethod
