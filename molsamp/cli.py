@@ -675,8 +675,7 @@ def train_timewarp(systems: str, validation: str, md_folder: Path, tau: str, ste
 def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: int, burn_in: int, steps: int,
                batch_size: int | None, hidden: int | None, conditioner: str | None,
                conditioner_precision: str | None, split: str | None, layers: int | None, architecture: str,
-               energy_steps: int,
-               temperature: float | None, md_ps: float, prior: str | None, learning_rate: float,
+               energy_steps: int, temperature: float | None, md_ps: float, prior: str | None, learning_rate: float,
                ema: float | None, eval_samples: int, seed: int, init: Path | None, overwrite: bool,
                output: Path) -> None:
     """Train a Boltzmann generator: an equivariant flow for a particle system (dw4, lj13, lj55; reference data from
@@ -709,8 +708,9 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
             raise _UserError(f"{system} is a crystal: give --temperature; --data, --init and --ema are for "
                              "equivariant flows")
         float32 = None if conditioner_precision is None else conditioner_precision == "float32"
-        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32, split,
-                       layers or 8, md_ps, prior or "harmonic", learning_rate, eval_samples, seed, output)
+        _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32,
+                       split or "coordinates", layers or 8, md_ps, prior or "harmonic", learning_rate, eval_samples,
+                       seed, output)
         return
     if any(option is not None for option in (temperature, conditioner, conditioner_precision, split, prior)):
         raise _UserError("--temperature, --conditioner, --conditioner-precision, --split and --prior are for "
@@ -754,7 +754,7 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
 
 
 def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int | None,
-                   conditioner: str | None, float32_conditioner: bool | None, split: str | None, layers: int,
+                   conditioner: str | None, float32_conditioner: bool | None, split: str, layers: int,
                    md_ps: float, prior: str, learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
     from molsamp.flows.crystals import crystal_samples, save_crystal_flow, train_crystal_system
 

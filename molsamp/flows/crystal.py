@@ -321,10 +321,10 @@ class CrystalFlow(nn.Module):
         cholesky, info = torch.linalg.cholesky_ex(covariance)
         if int(info):
             raise InputError("the covariance of the local coordinates is not positive definite")
-        self.register_buffer("mean", mean)
-        self.register_buffer("cholesky", cholesky)
         if split not in SPLITS:
             raise InputError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        self.register_buffer("mean", mean)
+        self.register_buffer("cholesky", cholesky)
         self.couplings = nn.ModuleList(self._couplings(conditioner, layers, hidden, bins, bound, seed,
                                                        float32_conditioner, split))
         self.to(torch.float64)

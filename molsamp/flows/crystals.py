@@ -249,7 +249,7 @@ LARGE_CRYSTAL = 32
 def train_crystal_system(system: System, temperature: float, steps: int = 4000, batch_size: int = 32,
                          hidden: int | None = None, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
                          md_picoseconds: float = 100.0, conditioner: str | None = None,
-                         float32_conditioner: bool | None = None, split: str | None = None, prior: str = "harmonic",
+                         float32_conditioner: bool | None = None, split: str = "coordinates", prior: str = "harmonic",
                          progress: bool | None = None, log: Callable[[dict], None] | None = None
                          ) -> tuple[CrystalFlow, dict[str, Any]]:
     """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a ``prior`` (:data:`PRIORS`) fitted
@@ -257,16 +257,13 @@ def train_crystal_system(system: System, temperature: float, steps: int = 4000, 
     the energy (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by
     default ``"mlp"`` (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64)
     above; it computes in float32 by default for attention, in float64 for the MLP (as the shipped ice-xi-16 flows
-    were trained). An attention conditioner's couplings ``split`` the coordinates (see :class:`CrystalFlow`) by
-    ``"coordinates"`` unless told otherwise."""
+    were trained). ``split`` says how attention couplings split the coordinates (see :class:`CrystalFlow`)."""
     if conditioner is None:
         conditioner = "mlp" if system.n_atoms // 4 <= LARGE_CRYSTAL else "attention"
     if hidden is None:
         hidden = 256 if conditioner == "mlp" else 64
     if float32_conditioner is None:
         float32_conditioner = conditioner == "attention"
-    if split is None:
-        split = "coordinates"
     start = time.perf_counter()
     states = crystal_md_states(system, temperature, picoseconds=md_picoseconds, seed=seed)
     md_seconds = time.perf_counter() - start
