@@ -704,13 +704,17 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
     check_output(output, overwrite)
     target_system = load(system)
     if is_crystal(target_system):
-        if temperature is None or data is not None or init is not None or ema is not None:
-            raise _UserError(f"{system} is a crystal: give --temperature; --data, --init and --ema are for "
-                             "equivariant flows")
+        if temperature is None or data is not None or ema is not None:
+            raise _UserError(f"{system} is a crystal: give --temperature; --data and --ema are for equivariant "
+                             "flows")
+        if init is not None and any(option is not None for option in (hidden, conditioner, conditioner_precision,
+                                                                      split, layers, prior)):
+            raise _UserError("--init keeps the flow's architecture and prior: --hidden, --layers, --conditioner, "
+                             "--conditioner-precision, --split and --prior cannot change them")
         float32 = None if conditioner_precision is None else conditioner_precision == "float32"
         _train_crystal(target_system, temperature, steps, batch_size or 32, hidden, conditioner, float32,
                        split or "coordinates", layers or 8, md_ps, prior or "harmonic", learning_rate, eval_samples,
-                       seed, output)
+                       seed, init, output)
         return
     if any(option is not None for option in (temperature, conditioner, conditioner_precision, split, prior)):
         raise _UserError("--temperature, --conditioner, --conditioner-precision, --split and --prior are for "
@@ -755,17 +759,21 @@ def train_flow(system: str, data: Path | None, chains: int, samples_per_chain: i
 
 def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidden: int | None,
                    conditioner: str | None, float32_conditioner: bool | None, split: str, layers: int,
-                   md_ps: float, prior: str, learning_rate: float, eval_samples: int, seed: int, output: Path) -> None:
-    from molsamp.flows.crystals import crystal_samples, save_crystal_flow, train_crystal_system
+                   md_ps: float, prior: str, learning_rate: float, eval_samples: int, seed: int,
+                   init: Path | None, output: Path) -> None:
+    from molsamp.flows.crystals import crystal_samples, load_crystal_flow, save_crystal_flow, train_crystal_system
 
+    start_flow = None if init is None else load_crystal_flow(init, system, temperature)
     log_path = output.with_suffix(".log.jsonl")
     with open(log_path, "w", buffering=1) as log:  # line-buffered: the log can be followed while training runs
         flow, card = train_crystal_system(system, temperature, steps=steps, batch_size=batch_size, hidden=hidden,
                                           layers=layers, learning_rate=learning_rate, seed=seed,
                                           conditioner=conditioner, float32_conditioner=float32_conditioner,
-                                          split=split, md_picoseconds=md_ps, prior=prior,
+                                          split=split, md_picoseconds=md_ps, prior=prior, init=start_flow,
                                           log=lambda entry: log.write(json.dumps(entry) + "\n"))
-        card["command"] = "molsamp train flow " + " ".join(sys.argv[3:])
+        command = "molsamp train flow " + " ".join(sys.argv[3:])
+        earlier = {} if start_flow is None else start_flow.metadata
+        card["command"] = f"{earlier['command']}; then {command}" if "command" in earlier else command
         save_crystal_flow(flow, output, system, temperature, **card)
         if eval_samples:
             measured = crystal_samples(system, temperature, eval_samples, model=output, seed=seed + 1).info

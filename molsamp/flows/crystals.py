@@ -250,14 +250,20 @@ def train_crystal_system(system: System, temperature: float, steps: int = 4000, 
                          hidden: int | None = None, layers: int = 8, learning_rate: float = 1e-3, seed: int = 0,
                          md_picoseconds: float = 100.0, conditioner: str | None = None,
                          float32_conditioner: bool | None = None, split: str = "coordinates", prior: str = "harmonic",
-                         progress: bool | None = None, log: Callable[[dict], None] | None = None
-                         ) -> tuple[CrystalFlow, dict[str, Any]]:
+                         init: CrystalFlow | None = None, progress: bool | None = None,
+                         log: Callable[[dict], None] | None = None) -> tuple[CrystalFlow, dict[str, Any]]:
     """A crystal flow for ``system`` at ``temperature`` (K) and its model card: a ``prior`` (:data:`PRIORS`) fitted
     to ``md_picoseconds`` ps of the project's MD at that temperature (:func:`crystal_md_states`), then reverse KL on
     the energy (:func:`train_crystal_flow`). The couplings' ``conditioner`` (see :class:`CrystalFlow`) is by
     default ``"mlp"`` (``hidden`` 256) up to :data:`LARGE_CRYSTAL` molecules and ``"attention"`` (``hidden`` 64)
     above; it computes in float32 by default for attention, in float64 for the MLP (as the shipped ice-xi-16 flows
-    were trained). ``split`` says how attention couplings split the coordinates (see :class:`CrystalFlow`)."""
+    were trained). ``split`` says how attention couplings split the coordinates (see :class:`CrystalFlow`).
+
+    With ``init`` (a flow from :func:`load_crystal_flow`), that flow trains on in place with its architecture and
+    prior, no MD is run, and the card carries its earlier data, prior, training time and energy evaluations."""
+    if init is not None:
+        return _continue_crystal_training(init, system, temperature, steps, batch_size, learning_rate, seed,
+                                          progress, log)
     if conditioner is None:
         conditioner = "mlp" if system.n_atoms // 4 <= LARGE_CRYSTAL else "attention"
     if hidden is None:
@@ -280,6 +286,24 @@ def train_crystal_system(system: System, temperature: float, steps: int = 4000, 
             "prior": prior,
             "training_seconds": time.perf_counter() - start, "energy_evaluations": steps * batch_size,
             "parameters": sum(p.numel() for p in flow.parameters())}
+    return flow, card
+
+
+def _continue_crystal_training(flow: CrystalFlow, system: System, temperature: float, steps: int, batch_size: int,
+                               learning_rate: float, seed: int, progress: bool | None,
+                               log: Callable[[dict], None] | None) -> tuple[CrystalFlow, dict[str, Any]]:
+    earlier = flow.metadata
+    if earlier.get("system") != system.name or not math.isclose(earlier.get("temperature", math.nan), temperature):
+        raise InputError(f"the flow to continue is for {earlier.get('system')!r} at {earlier.get('temperature')} K, "
+                         f"not {system.name!r} at {temperature:g} K")
+    start = time.perf_counter()
+    with crystal_target(system, temperature) as target:
+        train_crystal_flow(flow, target, steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                           progress=progress, log=log)
+    card = {key: earlier[key] for key in ("data", "prior") if key in earlier}
+    card.update(training_seconds=earlier.get("training_seconds", 0.0) + time.perf_counter() - start,
+                energy_evaluations=earlier.get("energy_evaluations", 0) + steps * batch_size,
+                parameters=sum(p.numel() for p in flow.parameters()))
     return flow, card
 
 

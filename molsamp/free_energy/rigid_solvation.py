@@ -1,0 +1,422 @@
+"""A rigid solute in rigid water at constant volume, in torch: the Hamiltonian of an OpenMM System (Ewald
+electrostatics, Lennard-Jones truncated at the cutoff with the long-range dispersion correction, intramolecular
+energies constant) and a path that couples the solute to the water, for neural thermodynamic integration of small
+rigid molecules (methane, water).
+
+The System's first ``n_solute`` particles are the solute, the rest whole waters; every pair of atoms within one
+molecule must be an exception (excluded or a scaled 1-4 pair), as it is for a molecule whose atoms are all within
+three bonds of one another. Positions are nm, energies reduced (kT).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Coupling", "COUPLED", "DECOUPLED", "RigidSolvation", "COULOMB_CONSTANT", "dispersion_correction",
+           "rigid_solvation_system", "slerp"]
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from molsamp.errors import InputError
+from molsamp.flows.rigid_bodies import RigidBodies
+
+if TYPE_CHECKING:
+    import openmm
+
+COULOMB_CONSTANT = 138.935456
+"""1 / (4 pi epsilon_0) in kJ mol^-1 nm e^-2, OpenMM's value."""
+
+_MOLAR_GAS_CONSTANT = 0.00831446261815324
+"""kJ mol^-1 K^-1."""
+
+Scalar = float | torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Coupling:
+    """How strongly the solute interacts with the water; each value a float or a ``[B]`` tensor.
+
+    Solute-water Lennard-Jones is ``lennard_jones * 4 eps [s^2 - s]``, s = (sigma^2 / (``lj_softness`` sigma^2 +
+    r^2))^3; the solute's charges are scaled by ``charge`` (Ewald in all its parts), and its real-space Coulomb pairs
+    with the water use sqrt(r^2 + ``coulomb_softness``) (nm^2) in place of r, so that a partly coupled solute cannot
+    collapse onto a charge."""
+
+    lennard_jones: Scalar = 1.0
+    lj_softness: Scalar = 0.0
+    charge: Scalar = 1.0
+    coulomb_softness: Scalar = 0.0
+
+
+COUPLED = Coupling()
+DECOUPLED = Coupling(lennard_jones=0.0, charge=0.0)
+
+
+def dispersion_correction(sigma: np.ndarray, epsilon: np.ndarray, cutoff: float, volume: float) -> float:
+    """OpenMM's long-range dispersion correction (kJ/mol) of particles with Lennard-Jones ``sigma`` (nm) and
+    ``epsilon`` (kJ/mol), Lorentz-Berthelot pairs, truncated at ``cutoff`` (nm, no switch) in ``volume`` (nm^3):
+    8 pi N^2 / V (<eps sigma^12> / (9 rc^9) - <eps sigma^6> / (3 rc^3)), averaged over the N (N + 1) / 2 pairs of
+    particles, a particle with itself included."""
+    classes, counts = np.unique(np.stack([sigma, epsilon], 1), axis=0, return_counts=True)
+    n = len(sigma)
+    sum12 = sum6 = 0.0
+    for i, (sigma_i, epsilon_i) in enumerate(classes):
+        for j in range(i, len(classes)):
+            sigma_ij, epsilon_ij = 0.5 * (sigma_i + classes[j, 0]), math.sqrt(epsilon_i * classes[j, 1])
+            count = counts[i] * (counts[i] + 1) / 2 if i == j else counts[i] * counts[j]
+            sum12 += count * epsilon_ij * sigma_ij**12
+            sum6 += count * epsilon_ij * sigma_ij**6
+    pairs = n * (n + 1) / 2
+    return 8 * math.pi * n**2 / volume * (sum12 / pairs / (9 * cutoff**9) - sum6 / pairs / (3 * cutoff**3))
+
+
+class RigidSolvation:
+    """The energy of a rigid solute among rigid waters in a cubic periodic box, read from an OpenMM ``system``.
+
+    ``energy(x, coupling)`` of positions ``x: [B, N, 3]`` (nm) is, in kT at ``temperature`` (K): the water-water
+    energy, plus the solute-water energy at ``coupling`` (see :class:`Coupling`), plus the solute's Ewald
+    self-terms (its charges' interaction with their periodic images) scaled by ``coupling.charge`` squared, plus the
+    intramolecular energies of the rigid molecules (constant; evaluated once by OpenMM on ``positions``), plus the
+    dispersion correction, interpolated linearly in ``coupling.lennard_jones`` between the water alone and the
+    whole system. At :data:`COUPLED` it is the OpenMM System's energy; at :data:`DECOUPLED` the water's energy in
+    the box plus the solute's own in vacuum.
+
+    Electrostatics are an Ewald sum: real space within the System's cutoff, splitting parameter alpha =
+    sqrt(-ln(2 tolerance)) / cutoff (OpenMM's rule), reciprocal vectors 2 pi n / L with |n| up to alpha L
+    sqrt(-ln tolerance) / pi; the System's Ewald error tolerance, or ``tolerance`` if given.
+    """
+
+    def __init__(self, system: openmm.System, positions: np.ndarray, n_solute: int, temperature: float = 298.15,
+                 tolerance: float | None = None) -> None:
+        import openmm
+
+        nonbonded = [force for force in system.getForces() if isinstance(force, openmm.NonbondedForce)]
+        if len(nonbonded) != 1:
+            raise InputError(f"the System needs exactly one NonbondedForce, it has {len(nonbonded)}")
+        force = nonbonded[0]
+        if force.getNonbondedMethod() not in (openmm.NonbondedForce.PME, openmm.NonbondedForce.Ewald):
+            raise InputError("the System's electrostatics must be Ewald or PME")
+        if force.getUseSwitchingFunction():
+            raise InputError("a switched Lennard-Jones cutoff is not supported; the System must truncate it")
+        box = np.array([v.value_in_unit(openmm.unit.nanometer) for v in system.getDefaultPeriodicBoxVectors()])
+        if not np.allclose(box, np.diag(np.diag(box))) or not np.allclose(np.diag(box), box[0, 0]):
+            raise InputError("the System's box must be a cube")
+        self.box = float(box[0, 0])
+        self.cutoff = force.getCutoffDistance().value_in_unit(openmm.unit.nanometer)
+        if self.cutoff > self.box / 2:
+            raise InputError(f"the cutoff {self.cutoff} nm exceeds half the box ({self.box / 2:.3f} nm)")
+        self.kT = _MOLAR_GAS_CONSTANT * temperature
+        self.temperature = temperature
+        parameters = np.array([[p.value_in_unit_system(openmm.unit.md_unit_system) for p in
+                                force.getParticleParameters(i)] for i in range(force.getNumParticles())])
+        charge, sigma, epsilon = parameters.T
+        n_atoms = len(charge)
+        n_water = (n_atoms - n_solute) // 3
+        if n_solute < 1 or n_atoms - n_solute != 3 * n_water or n_water < 1:
+            raise InputError(f"{n_atoms} particles are not a solute of {n_solute} atoms and whole 3-site waters")
+        self.n_solute, self.n_water = n_solute, n_water
+        molecule = np.concatenate([np.zeros(n_solute, dtype=int), 1 + np.repeat(np.arange(n_water), 3)])
+        self._check_exceptions(force, molecule)
+        self.dispersion = force.getUseDispersionCorrection()
+        self.tolerance = force.getEwaldErrorTolerance() if tolerance is None else tolerance
+        self.alpha = math.sqrt(-math.log(2 * self.tolerance)) / self.cutoff
+        self.charge = torch.as_tensor(charge, dtype=torch.float64)
+        self.sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        self.epsilon = torch.as_tensor(epsilon, dtype=torch.float64)
+        self.molecule = torch.as_tensor(molecule)
+        self._k = self._reciprocal_vectors()
+        volume = self.box**3
+        if self.dispersion:
+            self._dispersion = (dispersion_correction(sigma[n_solute:], epsilon[n_solute:], self.cutoff, volume),
+                                dispersion_correction(sigma, epsilon, self.cutoff, volume))
+        else:
+            self._dispersion = (0.0, 0.0)
+        positions = torch.as_tensor(np.asarray(positions, dtype=float))
+        self.intramolecular = self._intramolecular_energy(system, positions.numpy())
+        """Constant energy (kJ/mol) of the molecules' own terms: the bonded ones and the exceptions."""
+        self.solute_body = RigidBodies(self._whole(positions[None, :n_solute])[0] - positions[0])
+        self.water_body = RigidBodies(self._whole(positions[None, n_solute:n_solute + 3])[0] - positions[n_solute])
+        """The molecules' rigid geometries (nm), each about its first atom, from ``positions``."""
+
+    @staticmethod
+    def _check_exceptions(force: openmm.NonbondedForce, molecule: np.ndarray) -> None:
+        excepted = set()
+        for index in range(force.getNumExceptions()):
+            i, j = force.getExceptionParameters(index)[:2]
+            if molecule[i] != molecule[j]:
+                raise InputError(f"atoms {i} and {j} of different molecules are an exception; only pairs within a "
+                                 "molecule may be")
+            excepted.add((min(i, j), max(i, j)))
+        for m in np.unique(molecule):
+            atoms = np.flatnonzero(molecule == m)
+            missing = [(int(i), int(j)) for a, i in enumerate(atoms) for j in atoms[a + 1:] if (i, j) not in excepted]
+            if missing:
+                raise InputError(f"atoms {missing[0]} of one molecule are not an exception: a rigid solute here needs "
+                                 "every pair of its atoms within three bonds (methane, water, ammonia, methanol...)")
+
+    def _reciprocal_vectors(self) -> torch.Tensor:
+        """Half of the nonzero reciprocal vectors (nm^-1) inside the sphere the tolerance asks for: ``[K, 3]``."""
+        n_max = self.alpha * self.box * math.sqrt(-math.log(self.tolerance)) / math.pi
+        m = int(math.ceil(n_max))
+        grid = np.stack(np.meshgrid(*[np.arange(-m, m + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        inside = (grid**2).sum(1) <= n_max**2
+        half = (grid[:, 0] > 0) | ((grid[:, 0] == 0) & (grid[:, 1] > 0)) | \
+            ((grid[:, 0] == 0) & (grid[:, 1] == 0) & (grid[:, 2] > 0))
+        return torch.as_tensor(2 * math.pi * grid[inside & half] / self.box, dtype=torch.float64)
+
+    def _intramolecular_energy(self, system: openmm.System, positions: np.ndarray) -> float:
+        """OpenMM's energy (kJ/mol) of the molecules' bonded terms and exceptions at ``positions``, without the Ewald
+        and Lennard-Jones sums (exceptions as direct pairs), for the rigid geometry."""
+        import openmm
+
+        copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+        for force in copy.getForces():
+            if isinstance(force, openmm.NonbondedForce):
+                force.setNonbondedMethod(openmm.NonbondedForce.NoCutoff)
+                force.setUseDispersionCorrection(False)
+                for i in range(force.getNumParticles()):
+                    force.setParticleParameters(i, 0.0, 1.0, 0.0)
+        context = openmm.Context(copy, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        energy = context.getState(getEnergy=True).getPotentialEnergy()
+        return energy.value_in_unit(openmm.unit.kilojoule_per_mole)
+
+    def _whole(self, molecules: torch.Tensor) -> torch.Tensor:
+        """``molecules: [..., A, 3]`` with every atom moved to the image nearest its molecule's first atom."""
+        d = molecules - molecules[..., :1, :]
+        return molecules[..., :1, :] + d - self.box * torch.round(d / self.box)
+
+    def rigid_bodies(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each molecule's first atom ``[B, 1 + M, 3]`` (nm; the solute first) and orientation, a unit quaternion
+        ``[B, 1 + M, 4]``, of positions ``x: [B, N, 3]`` (best rigid fits, exact for the rigid geometry)."""
+        n = self.n_solute
+        solute = self._whole(x[:, None, :n]).flatten(1, 2)
+        waters = self._whole(x[:, n:].reshape(len(x), -1, 3, 3)).flatten(1, 2)
+        (solute_centre, solute_q), (water_centres, water_q) = \
+            self.solute_body.bodies(solute), self.water_body.bodies(waters)
+        return torch.cat([solute_centre, water_centres], 1), torch.cat([solute_q, water_q], 1)
+
+    def positions(self, centres: torch.Tensor, quaternions: torch.Tensor) -> torch.Tensor:
+        """Atom positions ``[B, N, 3]`` of the rigid bodies (the inverse of :meth:`rigid_bodies`)."""
+        return torch.cat([self.solute_body.atoms(centres[:, :1], quaternions[:, :1]),
+                          self.water_body.atoms(centres[:, 1:], quaternions[:, 1:])], 1)
+
+    def align(self, x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor, grad1: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pair end states for interpolation: both translated so that the solute's first atom sits at the origin,
+        and the waters of ``x1`` (with their gradients) relabelled to the nearest waters of ``x0`` (Hungarian
+        assignment on the oxygens' minimum-image squared distances). Energies are unchanged: translations and
+        relabelling whole waters are symmetries."""
+        from scipy.optimize import linear_sum_assignment
+
+        x0, x1 = self._centre(x0), self._centre(x1)
+        n = self.n_solute
+        d = x0[:, n::3, None, :] - x1[:, None, n::3, :]
+        cost = ((d - self.box * torch.round(d / self.box)) ** 2).sum(-1).cpu().numpy()
+        order = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]), device=x1.device)
+        atoms = (n + 3 * order[:, :, None] + torch.arange(3, device=x1.device)).flatten(1)
+        index = torch.cat([torch.arange(n, device=x1.device).expand(len(x1), -1), atoms], 1)
+        index = index[..., None].expand(-1, -1, 3)
+        return x0, grad0, torch.gather(x1, 1, index), torch.gather(grad1, 1, index)
+
+    def _centre(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = x - x[:, :1]
+        return shifted - self.box * torch.round(shifted / self.box)
+
+    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Rigid molecules moved a fraction ``t`` (``[B]``) of the way from ``x0`` to ``x1``: each molecule's first
+        atom along the minimum-image straight line, its orientation along the shortest rotation (quaternion
+        slerp). The molecules stay exactly rigid."""
+        centres0, q0 = self.rigid_bodies(x0)
+        centres1, q1 = self.rigid_bodies(x1)
+        d = centres1 - centres0
+        t = t.reshape(-1, 1, 1)
+        centres = centres0 + t * (d - self.box * torch.round(d / self.box))
+        return self.positions(centres, slerp(q0, q1, t))
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.charge)
+
+    @property
+    def event_shape(self) -> tuple[int, int]:
+        return (self.n_atoms, 3)
+
+    def energy(self, x: torch.Tensor, coupling: Coupling = COUPLED) -> torch.Tensor:
+        """Reduced energy ``[B]`` (kT) of positions ``x: [B, N, 3]`` (nm) at ``coupling``."""
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise InputError(f"positions have shape {tuple(x.shape)}; expected [B, {self.n_atoms}, 3]")
+
+        def per_batch(value: Scalar) -> torch.Tensor:
+            return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1)
+
+        lj, softness = per_batch(coupling.lennard_jones), per_batch(coupling.lj_softness)
+        charge_scale, coulomb_softness = per_batch(coupling.charge), per_batch(coupling.coulomb_softness)
+        n = self.n_solute
+        q = self.charge.to(x)
+        solute = torch.zeros(self.n_atoms, dtype=torch.bool, device=x.device)
+        solute[:n] = True
+        scaled_q = torch.where(solute, q * charge_scale[:, None], q).expand(len(x), -1)  # [B, N]
+
+        d = x[:, :, None, :] - x[:, None, :, :]
+        d = d - self.box * torch.round(d / self.box)
+        r2 = (d**2).sum(-1)
+        molecule = self.molecule.to(x.device)
+        pair = (molecule[:, None] != molecule[None, :]) & (r2 < self.cutoff**2)
+        pair = pair & torch.triu(torch.ones_like(pair[0]), diagonal=1)
+        r2 = torch.where(pair, r2, torch.ones_like(r2))
+        cross = solute[:, None] != solute[None, :]  # a solute-water pair
+        energy = self._lennard_jones(r2, pair, cross, lj, softness) + \
+            self._real_space(r2, pair, cross, scaled_q, coulomb_softness) + \
+            self._reciprocal(x, scaled_q) + self._self_and_exclusions(x, scaled_q)
+        dispersion = self._dispersion[0] + lj * (self._dispersion[1] - self._dispersion[0])
+        return (energy + dispersion + self.intramolecular) / self.kT
+
+    def _lennard_jones(self, r2: torch.Tensor, pair: torch.Tensor, cross: torch.Tensor, lj: torch.Tensor,
+                       softness: torch.Tensor) -> torch.Tensor:
+        sigma, epsilon = self.sigma.to(r2), self.epsilon.to(r2)
+        sigma2 = (0.5 * (sigma[:, None] + sigma[None, :])) ** 2
+        epsilon = torch.sqrt(epsilon[:, None] * epsilon[None, :])
+        softness = torch.where(cross, softness[:, None, None], torch.zeros_like(r2))
+        s = (sigma2 / (softness * sigma2 + r2)) ** 3
+        scale = torch.where(cross, lj[:, None, None], torch.ones_like(r2))
+        return torch.where(pair, scale * 4 * epsilon * (s**2 - s), torch.zeros_like(r2)).sum((1, 2))
+
+    def _real_space(self, r2: torch.Tensor, pair: torch.Tensor, cross: torch.Tensor, q: torch.Tensor,
+                    softness: torch.Tensor) -> torch.Tensor:
+        r = torch.sqrt(r2 + torch.where(cross, softness[:, None, None], torch.zeros_like(r2)))
+        terms = q[:, :, None] * q[:, None, :] * torch.erfc(self.alpha * r) / r
+        return COULOMB_CONSTANT * torch.where(pair, terms, torch.zeros_like(r2)).sum((1, 2))
+
+    def _reciprocal(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        k = self._k.to(x)
+        k2 = (k**2).sum(1)
+        phase = x @ k.T  # [B, N, K]
+        structure_cos = (q[:, :, None] * torch.cos(phase)).sum(1)
+        structure_sin = (q[:, :, None] * torch.sin(phase)).sum(1)
+        weight = torch.exp(-k2 / (4 * self.alpha**2)) / k2
+        # each vector of the half space stands for itself and its negative
+        return COULOMB_CONSTANT * 4 * math.pi / self.box**3 * \
+            (weight * (structure_cos**2 + structure_sin**2)).sum(1)
+
+    def _self_and_exclusions(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Ewald's self-energy, the neutralising background of a net charge (the solute's charges are rounded), and
+        the removal of the reciprocal sum's pairs within a molecule (all excepted)."""
+        energy = -self.alpha / math.sqrt(math.pi) * (q**2).sum(1) - \
+            math.pi * q.sum(1) ** 2 / (2 * self.box**3 * self.alpha**2)
+        for atoms in (slice(0, self.n_solute), slice(self.n_solute, None)):
+            xs, qs = x[:, atoms], q[:, atoms]
+            size = 3 if atoms.start else self.n_solute
+            xs = xs.reshape(len(x), -1, size, 3)
+            qs = qs.reshape(len(x), -1, size)
+            d = xs[:, :, :, None] - xs[:, :, None, :]
+            d = d - self.box * torch.round(d / self.box)
+            r = torch.sqrt((d**2).sum(-1) + torch.eye(size, dtype=x.dtype, device=x.device))
+            upper = torch.triu(torch.ones(size, size, dtype=torch.bool, device=x.device), diagonal=1)
+            terms = qs[..., :, None] * qs[..., None, :] * torch.erf(self.alpha * r) / r
+            energy = energy - torch.where(upper, terms, torch.zeros_like(r)).sum((1, 2, 3))
+        return COULOMB_CONSTANT * energy
+
+
+def slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions a fraction ``t`` (broadcast against ``[..., 1]``) along the shortest rotation from ``q0``
+    to ``q1`` (``[..., 4]``; q1 and -q1 are the same rotation, the nearer is taken)."""
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    angle = torch.acos(torch.clamp(dot.abs(), max=1.0))
+    small = angle < 1e-6
+    sin = torch.where(small, torch.ones_like(angle), torch.sin(angle))
+    w0 = torch.where(small, 1 - t, torch.sin((1 - t) * angle) / sin)
+    w1 = torch.where(small, t.expand_as(angle), torch.sin(t * angle) / sin)
+    q = w0 * q0 + w1 * q1
+    return q / q.norm(dim=-1, keepdim=True)
+
+
+def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None = None, tolerance: float = 5e-4,
+                           forcefield: str = "gaff2", charges: str = "am1bcc", clearance: float = 0.25,
+                           cache_dir: str | None = None, seed: int = 0) -> tuple[openmm.System, np.ndarray, int]:
+    """An OpenMM System of the solute ``smiles`` (GAFF/GAFF2 and ``charges`` from
+    :func:`molsamp.forcefields.parametrize`, at its energy minimum in vacuum) among rigid TIP3P waters filling a
+    cube of ``box`` nm (OpenMM's equilibrated water box, less the waters with an atom within ``clearance`` nm of the
+    solute at the centre); PME with real space and Lennard-Jones truncated at ``cutoff`` (default: the project's 0.9
+    nm, or half the box if that is smaller) with the dispersion correction, and Ewald error ``tolerance``. Water is
+    rigid (constraints); the solute's own terms are all kept, and its bonds and the distances between its
+    hydrogens are constrained where MD needs it to stay rigid.
+
+    Returns the System, positions ``[N, 3]`` (nm), and the number of solute atoms (the first particles)."""
+    import openmm
+    import openmm.app as app
+
+    from molsamp.forcefields import parametrize
+    from molsamp.free_energy.legs import CUTOFF
+
+    cutoff = min(CUTOFF, box / 2) if cutoff is None else cutoff
+    parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
+    solute = app.AmberPrmtopFile(str(parameters.prmtop)).createSystem(nonbondedMethod=app.NoCutoff)
+    solute_positions = _minimum(solute, parameters.molecule.GetConformer().GetPositions() / 10.0)
+    if abs(sum(_nonbonded(solute).getParticleParameters(i)[0].value_in_unit(openmm.unit.elementary_charge)
+               for i in range(solute.getNumParticles()))) > 0.01:
+        raise InputError(f"{smiles!r} is charged; only neutral solutes are supported")
+
+    water_forcefield = app.ForceField("tip3p.xml")
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(water_forcefield, model="tip3p", boxSize=openmm.Vec3(box, box, box))
+    waters = np.asarray(modeller.getPositions().value_in_unit(openmm.unit.nanometer)).reshape(-1, 3, 3)
+    centred = solute_positions - solute_positions.mean(0) + box / 2
+    d = waters[:, :, None, :] - centred[None, None, :, :]
+    d -= box * np.round(d / box)
+    waters = waters[(np.linalg.norm(d, axis=-1) > clearance).all((1, 2))]
+    water_system = water_forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME, rigidWater=True)
+    water_nonbonded = _nonbonded(water_system)
+
+    system = openmm.System()
+    system.setDefaultPeriodicBoxVectors(*np.eye(3) * box)
+    for i in range(solute.getNumParticles()):
+        system.addParticle(solute.getParticleMass(i))
+    for force in solute.getForces():
+        if not isinstance(force, (openmm.NonbondedForce, openmm.CMMotionRemover)):
+            system.addForce(openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(force)))
+    nonbonded = openmm.NonbondedForce()
+    nonbonded.setNonbondedMethod(openmm.NonbondedForce.PME)
+    nonbonded.setCutoffDistance(cutoff)
+    nonbonded.setEwaldErrorTolerance(tolerance)
+    nonbonded.setUseDispersionCorrection(True)
+    nonbonded.setUseSwitchingFunction(False)
+    solute_nonbonded = _nonbonded(solute)
+    for i in range(solute.getNumParticles()):
+        nonbonded.addParticle(*solute_nonbonded.getParticleParameters(i))
+    for index in range(solute_nonbonded.getNumExceptions()):
+        nonbonded.addException(*solute_nonbonded.getExceptionParameters(index))
+    n_solute = solute.getNumParticles()
+    constraints = {tuple(sorted(c[:2])): c[2] for c in map(water_system.getConstraintParameters,
+                                                            range(water_system.getNumConstraints()))}
+    for w in range(len(waters)):
+        first = system.getNumParticles()
+        for site in range(3):
+            system.addParticle(water_system.getParticleMass(site))
+            nonbonded.addParticle(*water_nonbonded.getParticleParameters(site))
+        for i, j in ((0, 1), (0, 2), (1, 2)):
+            system.addConstraint(first + i, first + j, constraints[i, j])
+            nonbonded.addException(first + i, first + j, 0.0, 1.0, 0.0)
+    system.addForce(nonbonded)
+    positions = np.concatenate([centred, waters.reshape(-1, 3)])
+    return system, positions, n_solute
+
+
+def _nonbonded(system: openmm.System) -> openmm.NonbondedForce:
+    import openmm
+
+    return next(force for force in system.getForces() if isinstance(force, openmm.NonbondedForce))
+
+
+def _minimum(system: openmm.System, positions: np.ndarray) -> np.ndarray:
+    """``positions`` (nm) minimised in ``system`` (tightly: the rigid body sits at the energy minimum)."""
+    import openmm
+
+    context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 1e-3, 0)
+    return np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True)
+                      .value_in_unit(openmm.unit.nanometer))
