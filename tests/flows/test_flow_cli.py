@@ -117,6 +117,17 @@ def test_a_crystal_trains_samples_and_gives_its_free_energy_against_mbar(tmp_pat
         assert result.returncode == 0, result.stderr
         assert "ESS" in result.stdout
         assert torch.load(tmp_path / f"{temperature}.pt", weights_only=True)["metadata"]["prior"] == prior
+    more = ["--steps", 2, "--batch-size", 4, "--eval-samples", 0]
+    result = molsamp("train", "flow", "ice-xi-16", "--temperature", 100, "--init", tmp_path / "100.pt", *more,
+                     "-o", tmp_path / "100-more.pt", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    card = torch.load(tmp_path / "100-more.pt", weights_only=True)["metadata"]
+    assert card["energy_evaluations"] == 3 * 4 + 2 * 4 and card["prior"] == "harmonic"
+    assert card["command"].count("molsamp train flow") == 2
+    assert_one_line_error(molsamp("train", "flow", "ice-xi-16", "--temperature", 100, "--init", tmp_path / "100.pt",
+                                  "--hidden", 16, *more, "-o", tmp_path / "wider.pt"), "--init keeps")
+    assert_one_line_error(molsamp("train", "flow", "ice-xi-16", "--temperature", 90, "--init", tmp_path / "100.pt",
+                                  *more, "-o", tmp_path / "colder.pt"), "trained at 100")
     result = molsamp("sample", "ice-xi-16", "--temperature", 100, "--model", tmp_path / "100.pt", "-n", 30, "-q",
                      "-o", tmp_path / "ice.npz", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr

@@ -70,7 +70,7 @@ def test_the_coupled_energy_is_the_openmm_systems_energy(methane):
     moved = positions.copy()
     moved[:5] += [0.31, -0.2, 0.45]  # anywhere in the box, across its faces too
     for x in (positions, moved):
-        energy = float(solvation.energy(torch.tensor(x)[None])) * solvation.kT
+        energy = float(solvation.energy(torch.tensor(x)[None], COUPLED)) * solvation.kT
         assert energy == pytest.approx(openmm_energy(system, x), abs=5e-3)
 
 
