@@ -11,17 +11,19 @@ three bonds of one another. Positions are nm, energies reduced (kT).
 from __future__ import annotations
 
 __all__ = ["Coupling", "COUPLED", "DECOUPLED", "RigidSolvation", "COULOMB_CONSTANT", "dispersion_correction",
-           "rigid_solvation_system", "slerp"]
+           "rigid_solvation_system", "slerp",
+           "EndStateSamples", "end_state_samples"]
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
 from molsamp.errors import InputError
-from molsamp.flows.rigid_bodies import RigidBodies
+from molsamp.flows.rigid_bodies import RigidBodies, water_body
 
 if TYPE_CHECKING:
     import openmm
@@ -86,6 +88,9 @@ class RigidSolvation:
     Electrostatics are an Ewald sum: real space within the System's cutoff, splitting parameter alpha =
     sqrt(-ln(2 tolerance)) / cutoff (OpenMM's rule), reciprocal vectors 2 pi n / L with |n| up to alpha L
     sqrt(-ln tolerance) / pi; the System's Ewald error tolerance, or ``tolerance`` if given.
+
+    ``positions`` (nm) hold every molecule in its exact rigid geometry, as MD keeps it: the rigid bodies of
+    :meth:`rigid_bodies` and :meth:`interpolate` are read from them (the solute's and the first water's).
     """
 
     def __init__(self, system: openmm.System, positions: np.ndarray, n_solute: int, temperature: float = 298.15,
@@ -133,6 +138,7 @@ class RigidSolvation:
                                 dispersion_correction(sigma, epsilon, self.cutoff, volume))
         else:
             self._dispersion = (0.0, 0.0)
+        self._system_xml = openmm.XmlSerializer.serialize(system)
         positions = torch.as_tensor(np.asarray(positions, dtype=float))
         self.intramolecular = self._intramolecular_energy(system, positions.numpy())
         """Constant energy (kJ/mol) of the molecules' own terms: the bonded ones and the exceptions."""
@@ -182,6 +188,39 @@ class RigidSolvation:
         context.setPositions(positions)
         energy = context.getState(getEnergy=True).getPotentialEnergy()
         return energy.value_in_unit(openmm.unit.kilojoule_per_mole)
+
+    def openmm_system(self, coupling: Coupling) -> openmm.System:
+        """The System with the solute at a fixed ``coupling`` (floats), for MD anywhere on a path: its energy is
+        :meth:`energy` (in kJ/mol) less the dispersion correction, a constant at constant volume. The solute's
+        charges are scaled in the NonbondedForce (PME with this Ewald sum's alpha); its Lennard-Jones and the
+        softening of its real-space Coulomb pairs with the water are a CustomNonbondedForce between the two."""
+        import openmm
+
+        system = openmm.XmlSerializer.deserialize(self._system_xml)
+        force = _nonbonded(system)
+        force.setUseDispersionCorrection(False)
+        grid = math.ceil(2 * self.alpha * self.box / (3 * self.tolerance ** 0.2))
+        force.setPMEParameters(self.alpha, grid, grid, grid)
+        pair = openmm.CustomNonbondedForce(
+            "lj * 4 * eps * (s^2 - s) + charge * k * q1 * q2 * (erfc(alpha * rs) / rs - erfc(alpha * r) / r);"
+            "s = (sig2 / (soft * sig2 + r^2))^3; rs = sqrt(r^2 + csoft);"
+            "sig2 = (0.5 * (sigma1 + sigma2))^2; eps = sqrt(epsilon1 * epsilon2)")
+        values = {"lj": coupling.lennard_jones, "soft": coupling.lj_softness, "charge": coupling.charge,
+                  "csoft": coupling.coulomb_softness, "alpha": self.alpha, "k": COULOMB_CONSTANT}
+        for name, value in values.items():
+            pair.addGlobalParameter(name, float(value))
+        for name in ("q", "sigma", "epsilon"):
+            pair.addPerParticleParameter(name)
+        for i in range(self.n_atoms):
+            charge, sigma, epsilon = force.getParticleParameters(i)
+            pair.addParticle([charge, sigma, epsilon])
+            if i < self.n_solute:
+                force.setParticleParameters(i, charge * float(coupling.charge), sigma, 0.0)
+        pair.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
+        pair.setCutoffDistance(self.cutoff)
+        pair.addInteractionGroup(range(self.n_solute), range(self.n_solute, self.n_atoms))
+        system.addForce(pair)
+        return system
 
     def _whole(self, molecules: torch.Tensor) -> torch.Tensor:
         """``molecules: [..., A, 3]`` with every atom moved to the image nearest its molecule's first atom."""
@@ -345,6 +384,10 @@ def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None =
     rigid (constraints); the solute's own terms are all kept, and its bonds and the distances between its
     hydrogens are constrained where MD needs it to stay rigid.
 
+    The solute is rigid in MD: three of its atoms (the first, and the two spanning the largest triangle with it)
+    are held by constraints, its other atoms are virtual sites in their frame, and those carry no mass (theirs is
+    moved to the first atom); its energy terms are unchanged and constant.
+
     Returns the System, positions ``[N, 3]`` (nm), and the number of solute atoms (the first particles)."""
     import openmm
     import openmm.app as app
@@ -353,6 +396,8 @@ def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None =
     from molsamp.free_energy.legs import CUTOFF
 
     cutoff = min(CUTOFF, box / 2) if cutoff is None else cutoff
+    if cutoff > box / 2:
+        raise InputError(f"the cutoff {cutoff} nm exceeds half the box ({box / 2:.3f} nm)")
     parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
     solute = app.AmberPrmtopFile(str(parameters.prmtop)).createSystem(nonbondedMethod=app.NoCutoff)
     solute_positions = _minimum(solute, parameters.molecule.GetConformer().GetPositions() / 10.0)
@@ -367,14 +412,17 @@ def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None =
     centred = solute_positions - solute_positions.mean(0) + box / 2
     d = waters[:, :, None, :] - centred[None, None, :, :]
     d -= box * np.round(d / box)
-    waters = waters[(np.linalg.norm(d, axis=-1) > clearance).all((1, 2))]
     water_system = water_forcefield.createSystem(modeller.topology, nonbondedMethod=app.PME, rigidWater=True)
+    water = RigidBodies(water_body(water_system))
+    waters = water.atoms(*water.bodies(torch.as_tensor(waters.reshape(1, -1, 3)))).numpy().reshape(-1, 3, 3)
+    waters = waters[(np.linalg.norm(d, axis=-1) > clearance).all((1, 2))]  # the file's geometry made exact above
     water_nonbonded = _nonbonded(water_system)
 
     system = openmm.System()
     system.setDefaultPeriodicBoxVectors(*np.eye(3) * box)
     for i in range(solute.getNumParticles()):
         system.addParticle(solute.getParticleMass(i))
+    _make_rigid(system, solute_positions)
     for force in solute.getForces():
         if not isinstance(force, (openmm.NonbondedForce, openmm.CMMotionRemover)):
             system.addForce(openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(force)))
@@ -403,6 +451,94 @@ def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None =
     system.addForce(nonbonded)
     positions = np.concatenate([centred, waters.reshape(-1, 3)])
     return system, positions, n_solute
+
+
+class EndStateSamples(NamedTuple):
+    """``x``: configurations ``[n, N, 3]`` (nm, float64, molecules whole, not wrapped); ``md_steps``: MD steps (one
+    force evaluation each) spent on them, equilibration included."""
+
+    x: np.ndarray
+    md_steps: int
+
+
+def end_state_samples(system: openmm.System, positions: np.ndarray, n_solute: int, coupled: bool, n_frames: int,
+                      interval: float = 0.5, equilibration: float = 20.0, temperature: float = 298.15,
+                      timestep: float = 0.002, seed: int = 0, platform: str | None = None,
+                      progress: bool | None = None) -> EndStateSamples:
+    """Configurations of a :func:`rigid_solvation_system` at one end of the coupling: Langevin MD (friction 1/ps,
+    ``timestep`` ps, rigid molecules) at ``temperature`` K, ``equilibration`` ps discarded after a minimisation,
+    then a frame every ``interval`` ps. ``coupled=False``: MD of the water with the solute's nonbonded parameters
+    off, and in each frame the solute placed at a uniformly random position and orientation (exact, as the
+    decoupled solute is independent of the water)."""
+    import openmm
+    from tqdm import tqdm
+
+    from molsamp.flows.rigid_bodies import random_rotations
+    from molsamp.openmm_pool import create_context, minimise, openmm_seed, select_platform
+
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    if not coupled:
+        force = _nonbonded(system)
+        for i in range(n_solute):
+            force.setParticleParameters(i, 0.0, 1.0, 0.0)
+    integrator = openmm.LangevinMiddleIntegrator(temperature, 1.0, timestep)
+    integrator.setRandomNumberSeed(openmm_seed(seed))
+    context = create_context(system, integrator, select_platform(platform, system))
+    context.setPositions(positions)
+    minimise(context, 1000)
+    context.setVelocitiesToTemperature(temperature, openmm_seed(seed))
+    steps_between, equilibration_steps = round(interval / timestep), round(equilibration / timestep)
+    integrator.step(equilibration_steps)
+    frames = []
+    show = sys.stderr.isatty() if progress is None else progress
+    for _ in tqdm(range(n_frames), disable=not show, unit="frame", desc="coupled MD" if coupled else "water MD"):
+        integrator.step(steps_between)
+        frames.append(context.getState(getPositions=True).getPositions(asNumpy=True)
+                      .value_in_unit(openmm.unit.nanometer))
+    x = np.asarray(frames, dtype=float)
+    if not coupled:
+        generator = torch.Generator().manual_seed(seed)
+        body = torch.as_tensor(positions[:n_solute] - positions[0], dtype=torch.float64)
+        rotations = random_rotations(n_frames, generator, torch.float64)
+        centres = torch.rand(n_frames, 3, generator=generator, dtype=torch.float64) * _box(system)
+        x[:, :n_solute] = (centres[:, None] + torch.einsum("nij,aj->nai", rotations, body)).numpy()
+    return EndStateSamples(x, equilibration_steps + n_frames * steps_between)
+
+
+def _box(system: openmm.System) -> float:
+    import openmm
+
+    return system.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(openmm.unit.nanometer)
+
+
+def _make_rigid(system: openmm.System, positions: np.ndarray) -> None:
+    """Hold the first ``len(positions)`` particles of ``system`` rigid at ``positions`` (nm): see
+    :func:`rigid_solvation_system`."""
+    import openmm
+
+    n = len(positions)
+    if n < 3:
+        raise InputError("a rigid solute needs at least 3 atoms (methane, water...)")
+    area = {(i, j): np.linalg.norm(np.cross(positions[i] - positions[0], positions[j] - positions[0]))
+            for i in range(1, n) for j in range(i + 1, n)}
+    i, j = max(area, key=area.get)
+    if area[i, j] < 1e-4:
+        raise InputError("a rigid solute's atoms must not all lie on a line")
+    anchors = [0, i, j]
+    for a, b in ((0, i), (0, j), (i, j)):
+        system.addConstraint(a, b, float(np.linalg.norm(positions[a] - positions[b])))
+    origin, x_axis, y_axis = positions[0], positions[i] - positions[0], positions[j] - positions[0]
+    z_axis = np.cross(x_axis, y_axis)
+    x_axis, z_axis = x_axis / np.linalg.norm(x_axis), z_axis / np.linalg.norm(z_axis)
+    frame = np.stack([x_axis, np.cross(z_axis, x_axis), z_axis])  # OpenMM's LocalCoordinatesSite frame
+    for k in range(n):
+        if k in anchors:
+            continue
+        site = openmm.LocalCoordinatesSite(anchors, [1, 0, 0], [-1, 1, 0], [-1, 0, 1],
+                                           openmm.Vec3(*(frame @ (positions[k] - origin))))
+        system.setVirtualSite(k, site)
+        system.setParticleMass(0, system.getParticleMass(0) + system.getParticleMass(k))
+        system.setParticleMass(k, 0.0)
 
 
 def _nonbonded(system: openmm.System) -> openmm.NonbondedForce:

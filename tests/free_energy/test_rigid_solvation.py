@@ -13,6 +13,7 @@ from molsamp.free_energy.rigid_solvation import (
     Coupling,
     RigidSolvation,
     dispersion_correction,
+    end_state_samples,
     rigid_solvation_system,
 )
 
@@ -193,3 +194,39 @@ def test_slerp_halves_a_rotation_and_takes_the_shorter_way():
     for end in (about_z, -about_z):  # the same rotation
         half = quaternion_to_matrix(slerp(identity, end, torch.tensor([0.5], dtype=torch.float64)))
         assert float(half[0, 0]) == pytest.approx(np.cos(1.0)) and float(half[1, 0]) == pytest.approx(np.sin(1.0))
+
+
+@pytest.fixture(scope="module")
+def coupled_frames(methane):
+    system, positions, n_solute, _ = methane
+    return end_state_samples(system, positions, n_solute, coupled=True, n_frames=3, interval=0.2, equilibration=1,
+                             seed=1)
+
+
+def test_md_of_the_end_states_keeps_every_molecule_rigid_and_counts_its_steps(methane, coupled_frames):
+    system, positions, n_solute, solvation = methane
+    decoupled = end_state_samples(system, positions, n_solute, coupled=False, n_frames=3, interval=0.2,
+                                  equilibration=1, seed=1)
+    for samples in (coupled_frames, decoupled):
+        assert samples.x.shape == (3, solvation.n_atoms, 3) and samples.md_steps == 500 + 3 * 100
+        x = torch.tensor(samples.x)
+        rigid = solvation.positions(*solvation.rigid_bodies(x))  # the best rigid fit
+        offset = rigid - x
+        assert torch.allclose(offset, BOX * torch.round(offset / BOX), atol=1e-5)
+    spread = decoupled.x[:, 0].std(0)  # the decoupled solute is placed anywhere in the box
+    assert (spread > 0.05).all()
+
+
+@pytest.mark.parametrize("coupling", [COUPLED, DECOUPLED, Coupling(0.6, 0.3, 0.4, 0.01),
+                                      Coupling(0.2, 0.7, 0.0, 0.05)])
+def test_the_openmm_system_at_a_coupling_has_the_energy_less_a_constant(methane, coupled_frames, coupling):
+    _, _, _, solvation = methane
+    context = openmm.Context(solvation.openmm_system(coupling), openmm.VerletIntegrator(1e-3),
+                             openmm.Platform.getPlatformByName("Reference"))
+    differences = []
+    for x in coupled_frames.x:
+        context.setPositions(x)
+        expected = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+        differences.append(float(solvation.energy(torch.tensor(x)[None], coupling)) * solvation.kT - expected)
+    assert np.ptp(differences) < 2e-3  # kJ/mol; the constant is the dispersion correction
+    assert np.mean(differences) < -1.0
