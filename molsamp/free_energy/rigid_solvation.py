@@ -132,6 +132,13 @@ class RigidSolvation:
         self.epsilon = torch.as_tensor(epsilon, dtype=torch.float64)
         self.molecule = torch.as_tensor(molecule)
         self._k = self._reciprocal_vectors()
+        k2 = (self._k**2).sum(1)
+        self._k_weight = 4 * math.pi / self.box**3 * torch.exp(-k2 / (4 * self.alpha**2)) / k2
+        """Each half-space vector's weight in the reciprocal energy, standing for itself and its negative."""
+        first, second = np.triu_indices(3 * n_water, k=1)
+        other = first // 3 != second // 3
+        self._water_pairs = torch.as_tensor(np.stack([first[other], second[other]]) + n_solute)
+        self._lj_pairs = self._lennard_jones_pairs(sigma[n_solute:], epsilon[n_solute:])
         volume = self.box**3
         if self.dispersion:
             self._dispersion = (dispersion_correction(sigma[n_solute:], epsilon[n_solute:], self.cutoff, volume),
@@ -161,6 +168,14 @@ class RigidSolvation:
             if missing:
                 raise InputError(f"atoms {missing[0]} of one molecule are not an exception: a rigid solute here needs "
                                  "every pair of its atoms within three bonds (methane, water, ammonia, methanol...)")
+
+    def _lennard_jones_pairs(self, sigma: np.ndarray, epsilon: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The water pairs (indices into :attr:`_water_pairs`) with Lennard-Jones, and their sigma^2 and epsilon."""
+        first, second = (index.numpy() - self.n_solute for index in self._water_pairs)
+        pair_epsilon = np.sqrt(epsilon[first] * epsilon[second])
+        which = np.flatnonzero(pair_epsilon > 0)
+        pair_sigma2 = (0.5 * (sigma[first] + sigma[second])) ** 2
+        return torch.as_tensor(which), torch.as_tensor(pair_sigma2[which]), torch.as_tensor(pair_epsilon[which])
 
     def _reciprocal_vectors(self) -> torch.Tensor:
         """Half of the nonzero reciprocal vectors (nm^-1) inside the sphere the tolerance asks for: ``[K, 3]``."""
@@ -284,79 +299,90 @@ class RigidSolvation:
         return (self.n_atoms, 3)
 
     def energy(self, x: torch.Tensor, coupling: Coupling = COUPLED) -> torch.Tensor:
-        """Reduced energy ``[B]`` (kT) of positions ``x: [B, N, 3]`` (nm) at ``coupling``."""
+        """Reduced energy ``[B]`` (kT) of positions ``x: [B, N, 3]`` (nm) at ``coupling``: :meth:`water_energy`
+        plus :meth:`coupling_energy`."""
+        return self.water_energy(x) + self.coupling_energy(x, coupling)
+
+    def water_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the energy ``[B]`` (kT) that no coupling changes: the waters among themselves, the
+        molecules' constant intramolecular terms and the water's dispersion correction."""
+        self._check_shape(x)
+        n = self.n_solute
+        q = self.charge[n:].to(x)
+        i, j = self._water_pairs[0].to(x.device), self._water_pairs[1].to(x.device)
+        r2 = self._squared_distances(x[:, i], x[:, j])
+        inside = r2 < self.cutoff**2
+        coulomb = torch.where(inside, q[i - n] * q[j - n] * torch.erfc(self.alpha * torch.sqrt(r2)) / torch.sqrt(r2),
+                              torch.zeros_like(r2)).sum(1)
+        which, sigma2, epsilon = self._lj_pairs
+        which = which.to(x.device)
+        s = (sigma2.to(x) / r2[:, which]) ** 3
+        lennard_jones = torch.where(inside[:, which], 4 * epsilon.to(x) * (s**2 - s), torch.zeros_like(s)).sum(1)
+        cos, sin = self._structure_factor(x[:, n:], q)
+        reciprocal = (self._k_weight.to(x) * (cos**2 + sin**2)).sum(1)
+        own = self._own_terms(x[:, n:].reshape(len(x), -1, 3, 3), q.reshape(-1, 3), q.sum())
+        energy = COULOMB_CONSTANT * (coulomb + reciprocal + own) + lennard_jones
+        return (energy + self._dispersion[0] + self.intramolecular) / self.kT
+
+    def coupling_energy(self, x: torch.Tensor, coupling: Coupling = COUPLED) -> torch.Tensor:
+        """The part of the energy ``[B]`` (kT) that the ``coupling`` sets: the solute with the water and with its own
+        periodic images, and the dispersion correction's change; 0 at :data:`DECOUPLED`."""
+        self._check_shape(x)
+
+        def per_batch(value: Scalar) -> torch.Tensor:
+            return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1, 1)
+
+        lj, softness = per_batch(coupling.lennard_jones), per_batch(coupling.lj_softness)
+        scale, coulomb_softness = per_batch(coupling.charge), per_batch(coupling.coulomb_softness)
+        n = self.n_solute
+        q, sigma, epsilon = (values.to(x) for values in (self.charge, self.sigma, self.epsilon))
+        r2 = self._squared_distances(x[:, :n, None], x[:, None, n:]).flatten(1)  # [B, solute x water atoms]
+        inside = r2 < self.cutoff**2
+        pair_sigma2 = (0.5 * (sigma[:n, None] + sigma[None, n:])).flatten() ** 2
+        pair_epsilon = torch.sqrt(epsilon[:n, None] * epsilon[None, n:]).flatten()
+        s = (pair_sigma2 / (softness * pair_sigma2 + r2)) ** 3
+        lennard_jones = lj[:, 0] * torch.where(inside, 4 * pair_epsilon * (s**2 - s), torch.zeros_like(r2)).sum(1)
+        r = torch.sqrt(r2 + coulomb_softness)
+        charge_products = (q[:n, None] * q[None, n:]).flatten()
+        coulomb = torch.where(inside, charge_products * torch.erfc(self.alpha * r) / r, torch.zeros_like(r2)).sum(1)
+        solute_cos, solute_sin = self._structure_factor(x[:, :n], q[:n])
+        water_cos, water_sin = self._structure_factor(x[:, n:], q[n:])
+        weight = self._k_weight.to(x)
+        cross = (weight * (solute_cos * water_cos + solute_sin * water_sin)).sum(1)
+        images = (weight * (solute_cos**2 + solute_sin**2)).sum(1) + \
+            self._own_terms(x[:, None, :n], q[None, :n], q[:n].sum())
+        background = -math.pi * q[:n].sum() * q[n:].sum() / (self.box**3 * self.alpha**2)
+        scale = scale[:, 0]
+        electrostatics = scale * (coulomb + 2 * cross + background) + scale**2 * images
+        dispersion = lj[:, 0] * (self._dispersion[1] - self._dispersion[0])
+        return (COULOMB_CONSTANT * electrostatics + lennard_jones + dispersion) / self.kT
+
+    def _check_shape(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.event_shape:
             raise InputError(f"positions have shape {tuple(x.shape)}; expected [B, {self.n_atoms}, 3]")
 
-        def per_batch(value: Scalar) -> torch.Tensor:
-            return torch.as_tensor(value, dtype=x.dtype, device=x.device).reshape(-1)
-
-        lj, softness = per_batch(coupling.lennard_jones), per_batch(coupling.lj_softness)
-        charge_scale, coulomb_softness = per_batch(coupling.charge), per_batch(coupling.coulomb_softness)
-        n = self.n_solute
-        q = self.charge.to(x)
-        solute = torch.zeros(self.n_atoms, dtype=torch.bool, device=x.device)
-        solute[:n] = True
-        scaled_q = torch.where(solute, q * charge_scale[:, None], q).expand(len(x), -1)  # [B, N]
-
-        d = x[:, :, None, :] - x[:, None, :, :]
+    def _squared_distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        d = a - b
         d = d - self.box * torch.round(d / self.box)
-        r2 = (d**2).sum(-1)
-        molecule = self.molecule.to(x.device)
-        pair = (molecule[:, None] != molecule[None, :]) & (r2 < self.cutoff**2)
-        pair = pair & torch.triu(torch.ones_like(pair[0]), diagonal=1)
-        r2 = torch.where(pair, r2, torch.ones_like(r2))
-        cross = solute[:, None] != solute[None, :]  # a solute-water pair
-        energy = self._lennard_jones(r2, pair, cross, lj, softness) + \
-            self._real_space(r2, pair, cross, scaled_q, coulomb_softness) + \
-            self._reciprocal(x, scaled_q) + self._self_and_exclusions(x, scaled_q)
-        dispersion = self._dispersion[0] + lj * (self._dispersion[1] - self._dispersion[0])
-        return (energy + dispersion + self.intramolecular) / self.kT
+        return (d**2).sum(-1)
 
-    def _lennard_jones(self, r2: torch.Tensor, pair: torch.Tensor, cross: torch.Tensor, lj: torch.Tensor,
-                       softness: torch.Tensor) -> torch.Tensor:
-        sigma, epsilon = self.sigma.to(r2), self.epsilon.to(r2)
-        sigma2 = (0.5 * (sigma[:, None] + sigma[None, :])) ** 2
-        epsilon = torch.sqrt(epsilon[:, None] * epsilon[None, :])
-        softness = torch.where(cross, softness[:, None, None], torch.zeros_like(r2))
-        s = (sigma2 / (softness * sigma2 + r2)) ** 3
-        scale = torch.where(cross, lj[:, None, None], torch.ones_like(r2))
-        return torch.where(pair, scale * 4 * epsilon * (s**2 - s), torch.zeros_like(r2)).sum((1, 2))
+    def _structure_factor(self, x: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real and imaginary parts ``[B, K]`` of sum_j q_j exp(i k . x_j) over the half space of vectors k."""
+        phase = x @ self._k.to(x).T
+        return (q[:, None] * torch.cos(phase)).sum(1), (q[:, None] * torch.sin(phase)).sum(1)
 
-    def _real_space(self, r2: torch.Tensor, pair: torch.Tensor, cross: torch.Tensor, q: torch.Tensor,
-                    softness: torch.Tensor) -> torch.Tensor:
-        r = torch.sqrt(r2 + torch.where(cross, softness[:, None, None], torch.zeros_like(r2)))
-        terms = q[:, :, None] * q[:, None, :] * torch.erfc(self.alpha * r) / r
-        return COULOMB_CONSTANT * torch.where(pair, terms, torch.zeros_like(r2)).sum((1, 2))
-
-    def _reciprocal(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        k = self._k.to(x)
-        k2 = (k**2).sum(1)
-        phase = x @ k.T  # [B, N, K]
-        structure_cos = (q[:, :, None] * torch.cos(phase)).sum(1)
-        structure_sin = (q[:, :, None] * torch.sin(phase)).sum(1)
-        weight = torch.exp(-k2 / (4 * self.alpha**2)) / k2
-        # each vector of the half space stands for itself and its negative
-        return COULOMB_CONSTANT * 4 * math.pi / self.box**3 * \
-            (weight * (structure_cos**2 + structure_sin**2)).sum(1)
-
-    def _self_and_exclusions(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Ewald's self-energy, the neutralising background of a net charge (the solute's charges are rounded), and
-        the removal of the reciprocal sum's pairs within a molecule (all excepted)."""
-        energy = -self.alpha / math.sqrt(math.pi) * (q**2).sum(1) - \
-            math.pi * q.sum(1) ** 2 / (2 * self.box**3 * self.alpha**2)
-        for atoms in (slice(0, self.n_solute), slice(self.n_solute, None)):
-            xs, qs = x[:, atoms], q[:, atoms]
-            size = 3 if atoms.start else self.n_solute
-            xs = xs.reshape(len(x), -1, size, 3)
-            qs = qs.reshape(len(x), -1, size)
-            d = xs[:, :, :, None] - xs[:, :, None, :]
-            d = d - self.box * torch.round(d / self.box)
-            r = torch.sqrt((d**2).sum(-1) + torch.eye(size, dtype=x.dtype, device=x.device))
-            upper = torch.triu(torch.ones(size, size, dtype=torch.bool, device=x.device), diagonal=1)
-            terms = qs[..., :, None] * qs[..., None, :] * torch.erf(self.alpha * r) / r
-            energy = energy - torch.where(upper, terms, torch.zeros_like(r)).sum((1, 2, 3))
-        return COULOMB_CONSTANT * energy
+    def _own_terms(self, molecules: torch.Tensor, q: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """Ewald's self-energy of charges ``q: [M, A]`` on ``molecules: [B, M, A, 3]``, the removal of the
+        reciprocal sum's pairs within each molecule (all excepted), and the neutralising background of their net
+        charge ``total`` (the solute's charges are rounded): in e^2 / nm."""
+        size = molecules.shape[2]
+        d = molecules[:, :, :, None] - molecules[:, :, None, :]
+        d = d - self.box * torch.round(d / self.box)
+        r = torch.sqrt((d**2).sum(-1) + torch.eye(size, dtype=d.dtype, device=d.device))
+        upper = torch.triu(torch.ones(size, size, dtype=torch.bool, device=d.device), diagonal=1)
+        pairs = torch.where(upper, q[:, :, None] * q[:, None, :] * torch.erf(self.alpha * r) / r, torch.zeros_like(r))
+        return -self.alpha / math.sqrt(math.pi) * (q**2).sum() - pairs.sum((1, 2, 3)) - \
+            math.pi * total**2 / (2 * self.box**3 * self.alpha**2)
 
 
 def slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
