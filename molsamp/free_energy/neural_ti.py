@@ -212,7 +212,7 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, settings: Train
         for group in optimiser.param_groups:
             group["lr"] = settings.learning_rate_at(step)
         optimiser.zero_grad()
-        loss.backward()
+        loss.backward(inputs=list(potential.parameters()))  # not through the parts of U_theta that no weight changes
         optimiser.step()
         history.loss.append(loss.item())
         history.mean_dudt.append(dudt.mean().item())

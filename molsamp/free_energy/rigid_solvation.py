@@ -234,6 +234,8 @@ class RigidSolvation:
         pair.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
         pair.setCutoffDistance(self.cutoff)
         pair.addInteractionGroup(range(self.n_solute), range(self.n_solute, self.n_atoms))
+        for index in range(force.getNumExceptions()):  # OpenMM wants the same exclusions in both (all within molecules)
+            pair.addExclusion(*force.getExceptionParameters(index)[:2])
         system.addForce(pair)
         return system
 

@@ -1,0 +1,105 @@
+"""Neural TI for small rigid molecules in rigid TIP3P water against TI and MBAR of the same Hamiltonian.
+
+The Hamiltonian (:class:`~molsamp.free_energy.rigid_solvation.RigidSolvation`) is the solute's GAFF2/AM1-BCC
+parameters at its energy minimum, held rigid, among rigid TIP3P waters in a cube of ``--box`` nm at constant volume
+(PME, Lennard-Jones truncated at 0.9 nm or half the box, dispersion correction), 298.15 K. dF = F(coupled) -
+F(decoupled) is the hydration free energy of the rigid solute (the vacuum leg is its constant intramolecular
+energy, which cancels).
+
+- ``reference NAME``: MD (OpenMM) at t = 0, 1 and ``--windows`` Gauss-Legendre nodes of the untrained
+  :class:`~molsamp.free_energy.solvation_path.SolvationPath` (the solute's Lennard-Jones and charges scaled
+  linearly, soft cores vanishing linearly); every frame's coupling energy at every window, dU/dt at its own; MBAR
+  over all windows and TI by quadrature. One window per run, each in
+  ``benchmarks/results/neural_ti/<NAME>-tip3p/window-<k>.npz`` (resumable); the end windows' frames go to
+  ``frames/`` beside them (not committed: rerun to make them).
+
+    python benchmarks/neural_ti_molecules.py reference methane
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molsamp.free_energy.hydration import KJ_PER_KCAL
+from molsamp.free_energy.rigid_solvation import RigidSolvation, rigid_solvation_system
+from molsamp.free_energy.solvation_path import (SolvationPath, gauss_legendre_windows, path_free_energy,
+                                                sample_path_windows, window_energies)
+
+SOLUTES = {"methane": "C", "water": "O"}
+RESULTS = Path(__file__).resolve().parent / "results" / "neural_ti"
+TEMPERATURE = 298.15
+
+
+def setup(name: str, box: float) -> tuple[RigidSolvation, np.ndarray, Path]:
+    system, positions, n_solute = rigid_solvation_system(SOLUTES[name], box=box)
+    folder = RESULTS / f"{name}-tip3p"
+    (folder / "frames").mkdir(parents=True, exist_ok=True)
+    return RigidSolvation(system, positions, n_solute, temperature=TEMPERATURE), positions, folder
+
+
+def reference(args: argparse.Namespace) -> None:
+    solvation, positions, folder = setup(args.name, args.box)
+    path = SolvationPath(solvation).double()
+    times = gauss_legendre_windows(args.windows)
+    ends_first = [0, len(times) - 1, *range(1, len(times) - 1)]  # the end states are what neural TI needs
+    for k in ends_first:
+        record_path = folder / f"window-{k:02d}.npz"
+        if record_path.exists():
+            continue
+        (window,) = sample_path_windows(path, times[k:k + 1], args.frames, positions, interval=args.interval,
+                                        equilibration=args.equilibration, seed=args.seed * 100 + k)
+        start = time.perf_counter()
+        u, dudt = window_energies(path, window, times)
+        np.savez_compressed(record_path, t=window.t, times=times, u=u, dudt=dudt, md_steps=window.md_steps,
+                            md_wall_s=window.wall_s, energy_wall_s=time.perf_counter() - start,
+                            frames=args.frames, interval_ps=args.interval, box_nm=args.box)
+        if k in (0, len(times) - 1):
+            np.save(folder / "frames" / f"window-{k:02d}.npy", window.x)
+        print(json.dumps({"window": k, "t": round(window.t, 5), "mean_dudt": float(dudt.mean()),
+                          "md_wall_s": round(window.wall_s, 1)}), flush=True)
+    result = reference_estimates(folder)
+    (folder / "reference.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+def reference_estimates(folder: Path) -> dict:
+    windows = [np.load(path) for path in sorted(folder.glob("window-*.npz"))]
+    times = windows[0]["times"]
+    if len(windows) != len(times):
+        raise SystemExit(f"{folder}: {len(windows)} of {len(times)} windows done; run `reference` again")
+    result = path_free_energy(times, [w["u"] for w in windows], [w["dudt"] for w in windows])
+    kcal = 8.314462618e-3 * TEMPERATURE / KJ_PER_KCAL
+    for method in ("mbar", "ti"):
+        result[f"{method}_dG_kcal_mol"] = result[f"{method}_dF_kT"] * kcal
+        result[f"{method}_err_kcal_mol"] = result[f"{method}_err_kT"] * kcal
+    result.update(box_nm=float(windows[0]["box_nm"]), frames_per_window=int(windows[0]["frames"]),
+                  interval_ps=float(windows[0]["interval_ps"]),
+                  md_steps=int(sum(w["md_steps"] for w in windows)),
+                  end_state_md_steps=int(windows[0]["md_steps"] + windows[-1]["md_steps"]),
+                  md_wall_s=float(sum(w["md_wall_s"] for w in windows)),
+                  energy_wall_s=float(sum(w["energy_wall_s"] for w in windows)))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("reference", help="MD windows, MBAR and TI of the untrained path")
+    run.add_argument("name", choices=sorted(SOLUTES))
+    run.add_argument("--box", type=float, default=1.8, help="cube edge (nm)")
+    run.add_argument("--windows", type=int, default=12, help="inner Gauss-Legendre windows")
+    run.add_argument("--frames", type=int, default=400, help="frames per window")
+    run.add_argument("--interval", type=float, default=0.5, help="ps between frames")
+    run.add_argument("--equilibration", type=float, default=20.0, help="ps of MD discarded per window")
+    run.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    {"reference": reference}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

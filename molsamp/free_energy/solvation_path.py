@@ -1,0 +1,133 @@
+"""Paths that couple a rigid solute to water (:class:`~molsamp.free_energy.rigid_solvation.RigidSolvation`): a
+learned one for neural TI, and thermodynamic integration and MBAR along any such path from MD at its windows."""
+
+from __future__ import annotations
+
+__all__ = ["SolvationPath", "PathWindow", "sample_path_windows", "window_energies", "path_free_energy",
+           "gauss_legendre_windows"]
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+
+from molsamp.free_energy.rigid_solvation import Coupling, RigidSolvation
+
+
+class SolvationPath(torch.nn.Module):
+    """U_theta(x, t) = water energy(x) + coupling energy(x, coupling(t)) (kT) of a :class:`RigidSolvation`, with
+    four schedules of t from an MLP (outputs m): Lennard-Jones scale 1 - exp(t m0) (1 - t), its softness
+    ``lj_softness`` exp(t m1) (1 - t), charge scale 1 - exp(t m2) (1 - t), Coulomb softness ``coulomb_softness``
+    exp(t m3) (1 - t) (nm^2), so that t = 0 is the decoupled and t = 1 the coupled state for any parameters (the
+    authors' form for the solute). The MLP's last layer starts at zero: the untrained path scales the solute's
+    Lennard-Jones and charges linearly in t while both soft cores vanish linearly."""
+
+    def __init__(self, solvation: RigidSolvation, hidden: int = 64, lj_softness: float = 0.5,
+                 coulomb_softness: float = 0.01) -> None:
+        super().__init__()
+        self.solvation, self.lj_softness, self.coulomb_softness = solvation, lj_softness, coulomb_softness
+        self.schedule = torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
+                                            torch.nn.SiLU(), torch.nn.Linear(hidden, 4))
+        torch.nn.init.zeros_(self.schedule[-1].weight)
+        torch.nn.init.zeros_(self.schedule[-1].bias)
+
+    def coupling(self, t: torch.Tensor) -> Coupling:
+        """The coupling at times ``t: [B]`` (tensors of shape ``[B]``)."""
+        m = self.schedule(t[:, None].to(self.schedule[0].weight))
+        t = t.to(m)
+        rest = 1 - t
+        return Coupling(lennard_jones=1 - torch.exp(t * m[:, 0]) * rest,
+                        lj_softness=self.lj_softness * torch.exp(t * m[:, 1]) * rest,
+                        charge=1 - torch.exp(t * m[:, 2]) * rest,
+                        coulomb_softness=self.coulomb_softness * torch.exp(t * m[:, 3]) * rest)
+
+    def coupling_energy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The t-dependent part of U_theta ``[B]`` (kT): what dU_theta/dt and MBAR between times need."""
+        return self.solvation.coupling_energy(x, self.coupling(t))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.solvation.water_energy(x) + self.coupling_energy(x, t)
+
+
+def gauss_legendre_windows(n: int) -> np.ndarray:
+    """Times of the windows for TI and MBAR: 0, the ``n`` Gauss-Legendre nodes on (0, 1), and 1."""
+    nodes = 0.5 * (np.polynomial.legendre.leggauss(n)[0] + 1)
+    return np.concatenate([[0.0], nodes, [1.0]])
+
+
+@dataclasses.dataclass(frozen=True)
+class PathWindow:
+    """MD at time ``t`` of a path: ``x`` frames ``[n, N, 3]`` (nm, float32), ``md_steps`` spent, ``wall_s``."""
+
+    t: float
+    x: np.ndarray
+    md_steps: int
+    wall_s: float
+
+
+def sample_path_windows(path: SolvationPath, times: np.ndarray, n_frames: int, positions: np.ndarray,
+                        interval: float = 0.5, equilibration: float = 20.0, temperature: float | None = None,
+                        seed: int = 0, platform: str | None = None, progress: bool | None = None
+                        ) -> list[PathWindow]:
+    """MD at each of ``times`` on ``path`` (OpenMM: :meth:`RigidSolvation.openmm_system` at the path's coupling
+    there), from ``positions``: see :func:`~molsamp.free_energy.rigid_solvation.end_state_samples` for the
+    protocol."""
+    from molsamp.free_energy.rigid_solvation import end_state_samples
+
+    solvation = path.solvation
+    windows = []
+    for k, t in enumerate(times):
+        start = time.perf_counter()
+        with torch.no_grad():
+            coupling = path.coupling(torch.tensor([float(t)], dtype=torch.float64))
+        fixed = Coupling(*(float(value) for value in dataclasses.astuple(coupling)))
+        run = end_state_samples(solvation.openmm_system(fixed), positions, solvation.n_solute, coupled=True,
+                                n_frames=n_frames, interval=interval, equilibration=equilibration,
+                                temperature=temperature or solvation.temperature, seed=seed * 1000 + k,
+                                platform=platform, progress=progress)
+        windows.append(PathWindow(float(t), run.x.astype(np.float32), run.md_steps, time.perf_counter() - start))
+    return windows
+
+
+def window_energies(path: SolvationPath, window: PathWindow, times: np.ndarray, batch: int = 64
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The window's frames' coupling energies at every one of ``times`` ``[K, n]`` and their dU/dt at the window's
+    own time ``[n]`` (kT)."""
+    u, dudt = [], []
+    for chunk in torch.as_tensor(window.x, dtype=torch.float64).split(batch):
+        with torch.no_grad():
+            u.append(torch.stack([path.coupling_energy(chunk, torch.full((len(chunk),), float(t), dtype=torch.float64))
+                                  for t in times]).numpy())
+        t = torch.full((len(chunk),), window.t, dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(path.coupling_energy(chunk, t).sum(), t)
+        dudt.append(grad.numpy())
+    return np.concatenate(u, 1), np.concatenate(dudt)
+
+
+def path_free_energy(times: np.ndarray, energies: list[np.ndarray], dudt: list[np.ndarray]) -> dict:
+    """dF = F(t = 1) - F(t = 0) (kT) from MD at the windows of :func:`gauss_legendre_windows` (``times``), given
+    each window's :func:`window_energies`: MBAR over all windows and TI by Gauss-Legendre quadrature of <dU/dt>
+    over the inner windows. Each window's frames are thinned by their statistical inefficiency (of the energy
+    difference to the next window for MBAR, of dU/dt for TI's error)."""
+    from molsamp.free_energy._quiet import quiet_import
+    from molsamp.free_energy.mbar import mbar
+
+    timeseries = quiet_import("pymbar.timeseries")
+    kept, ti_mean, ti_error = [], [], []
+    for k, (u, derivative) in enumerate(zip(energies, dudt)):
+        neighbour = k + 1 if k + 1 < len(times) else k - 1
+        difference = u[neighbour] - u[k]
+        kept.append(u[:, timeseries.subsample_correlated_data(difference)] if np.ptp(difference) > 1e-12 else u)
+        g = timeseries.statistical_inefficiency(derivative) if np.ptp(derivative) > 1e-12 else 1.0
+        ti_mean.append(float(derivative.mean()))
+        ti_error.append(float(derivative.std(ddof=1) * math.sqrt(g / len(derivative))))
+    estimate = mbar(np.concatenate(kept, axis=1), [k.shape[1] for k in kept])
+    weights = 0.5 * np.polynomial.legendre.leggauss(len(times) - 2)[1]
+    return {"mbar_dF_kT": estimate.delta_f, "mbar_err_kT": estimate.error,
+            "ti_dF_kT": float(weights @ np.array(ti_mean[1:-1])),
+            "ti_err_kT": float(np.sqrt(weights**2 @ np.array(ti_error[1:-1]) ** 2)),
+            "times": [round(float(t), 5) for t in times], "mean_dudt": [round(m, 3) for m in ti_mean],
+            "decorrelated_samples": [int(k.shape[1]) for k in kept],
+            "worst_neighbour_overlap": float(estimate.neighbour_overlap.min())}
