@@ -13,6 +13,7 @@ import click
 
 from molsamp.errors import MolsampError
 from molsamp.free_energy.legs import PADDING
+from molsamp.free_energy.neural_hydration import NeuralTISettings
 from molsamp.free_energy.windows import Protocol
 
 
@@ -282,8 +283,9 @@ def _report_ensemble(record: dict) -> None:
 
 @cli.command()
 @click.argument("molecules")
-@click.option("--method", type=click.Choice(["mbar"]), default="mbar", show_default=True,
-              help="Free-energy estimator.")
+@click.option("--method", type=click.Choice(["mbar", "neural-ti"]), default="mbar", show_default=True,
+              help="Free-energy estimator: alchemical MBAR, or neural thermodynamic integration for small rigid "
+                   "solutes (every atom within three bonds of every other: methane, water, ammonia, methanol...).")
 @click.option("--forcefield", type=click.Choice(["gaff2", "gaff"]), default="gaff2", show_default=True,
               help="Solute force field (gaff is GAFF 1.81, as in FreeSolv).")
 @click.option("--charges", type=click.Choice(["am1bcc", "am1bcc-fast"]), default="am1bcc", show_default=True,
@@ -302,6 +304,15 @@ def _report_ensemble(record: dict) -> None:
 @click.option("--stereo", type=click.Choice(["first", "all"]), default="first", show_default=True,
               help="Unassigned stereocentres: compute the first stereoisomer (said on stderr), or every isomer, each "
                    "its own record named 'NAME [isomer i/k]'.")
+@click.option("--box", type=_POSITIVE_FLOAT, help=f"neural-ti: edge of the cube of water (nm) [default: "
+              f"{NeuralTISettings.box}].")
+@click.option("--training-steps", type=_POSITIVE_INT,
+              help=f"neural-ti: score-matching steps [default: {NeuralTISettings.steps}].")
+@click.option("--end-frames", type=_POSITIVE_INT,
+              help=f"neural-ti: MD frames of each end state [default: {NeuralTISettings.end_frames}].")
+@click.option("--windows", type=_POSITIVE_INT, help=f"neural-ti: MD windows along the learned path [default: "
+              f"{NeuralTISettings.windows}], of --window-frames frames [default: {NeuralTISettings.window_frames}].")
+@click.option("--window-frames", type=_POSITIVE_INT, hidden=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -312,10 +323,13 @@ def _report_ensemble(record: dict) -> None:
               help="JSON file: one record (or a list of records for a batch).")
 def solvation(molecules: str, method: str, forcefield: str, charges: str, scheduler: str | None,
               workers: int | None, temperature: float, padding: float, equilibration_ps: float,
-              window_equilibration_ps: float, production_ps: float, stereo: str, seed: int, platform: str | None,
-              workdir: Path | None, overwrite: bool, quiet: bool, output: Path | None) -> None:
-    """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, by alchemical
-    decoupling in TIP3P water; an interrupted run resumes window by window when run again.
+              window_equilibration_ps: float, production_ps: float, stereo: str, box: float | None,
+              training_steps: int | None, end_frames: int | None, windows: int | None, window_frames: int | None,
+              seed: int, platform: str | None, workdir: Path | None, overwrite: bool, quiet: bool,
+              output: Path | None) -> None:
+    """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, in TIP3P water: by
+    alchemical decoupling and MBAR, or by neural TI (a learned coupling path, then TI along it from MD at its
+    windows); an interrupted run resumes where it stopped when run again.
 
     Every record carries the input SMILES and the isomeric SMILES computed. Exit status: 0 when every molecule was
     computed; 3 when some failed (the others are written, the failures listed on stderr); 2 when none could be
@@ -330,22 +344,35 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
         check_output(output, overwrite)
     protocol = Protocol(temperature=temperature, equilibration=equilibration_ps,
                         window_equilibration=window_equilibration_ps, production=production_ps)
+    neural = {"box": box, "steps": training_steps, "end_frames": end_frames, "windows": windows,
+              "window_frames": window_frames}
+    if method == "mbar" and any(value is not None for value in neural.values()):
+        raise _UserError("--box, --training-steps, --end-frames, --windows and --window-frames are for "
+                         "--method neural-ti")
+    if method == "neural-ti" and (scheduler is not None or workers is not None):
+        raise _UserError("--scheduler and --workers are for --method mbar (neural TI runs in this process)")
     batch = expand_stereo(read_smiles(molecules), stereo)
     for name, smiles, isomeric_smiles in batch:
         _report_stereo(name, smiles, isomeric_smiles, stereo, "computing")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
-        records = hydration_free_energies([isomeric for _, _, isomeric in batch], method=method,
-                                          forcefield=forcefield, charges=charges, protocol=protocol, padding=padding,
-                                          seed=seed, workdir=workdir, scheduler=scheduler, n_workers=workers,
-                                          platform=platform, progress=False if quiet else None)
+    if method == "neural-ti":
+        settings = NeuralTISettings(temperature=temperature, seed=seed,
+                                    **{key: value for key, value in neural.items() if value is not None})
+        records = [_neural_ti_record(isomeric, settings, forcefield, charges, workdir, platform, quiet)
+                   for _, _, isomeric in batch]
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PoorOverlapWarning)  # each record lists its own; printed below
+            records = hydration_free_energies([isomeric for _, _, isomeric in batch], method=method,
+                                              forcefield=forcefield, charges=charges, protocol=protocol,
+                                              padding=padding, seed=seed, workdir=workdir, scheduler=scheduler,
+                                              n_workers=workers, platform=platform, progress=False if quiet else None)
     for (name, smiles, _), record in zip(batch, records):
         record.update(name=name, smiles=smiles)  # the library's record holds the isomeric SMILES it computed
         if "error" in record:
             if len(records) > 1:
                 click.echo(f"failed {name}: {record['error']}", err=True)
         else:
-            for note in record["warnings"]:
+            for note in record.get("warnings", []):
                 click.echo(f"warning {name}: {note}", err=True)
             click.echo(f"{name}: dG_hyd = {record['dG_kcal_mol']:.2f} +- {record['dG_err_kcal_mol']:.2f} kcal/mol "
                        f"({method}, {forcefield.upper()}/AM1-BCC, TIP3P, {temperature:g} K)")
@@ -358,6 +385,19 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
                          else f"no hydration free energy of {molecules!r} could be computed")
     if failures:
         click.get_current_context().exit(PARTIAL_FAILURE)
+
+
+def _neural_ti_record(smiles: str, settings, forcefield: str, charges: str, workdir: Path | None,
+                      platform: str | None, quiet: bool) -> dict:
+    """The neural-TI record of one molecule, or ``{"smiles", "error"}`` when it cannot be computed."""
+    from molsamp.errors import MolsampError
+    from molsamp.free_energy.neural_hydration import neural_ti_hydration
+
+    try:
+        return neural_ti_hydration(smiles, settings, forcefield=forcefield, charges=charges, workdir=workdir,
+                                   platform=platform, progress=False if quiet else None)
+    except MolsampError as error:
+        return {"smiles": smiles, "error": str(error)}
 
 
 @cli.command()

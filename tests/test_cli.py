@@ -534,6 +534,8 @@ def test_a_system_file_with_a_nonphysical_number(tmp_path, line, message):
     (["--padding", "-1"], "padding must be positive, got -1 nm"),
     (["--workers", "0"], "the number of workers must be at least 1, got 0"),
     (["--stereo", "some"], "Invalid value for '--stereo'"),
+    (["--box", "2"], "are for --method neural-ti"),
+    (["--method", "neural-ti", "--workers", "2"], "--scheduler and --workers are for --method mbar"),
 ])
 def test_solvation_with_a_bad_option_fails_before_any_work(tmp_path, option, message):
     start = time.perf_counter()
@@ -542,6 +544,11 @@ def test_solvation_with_a_bad_option_fails_before_any_work(tmp_path, option, mes
     assert_one_line_error(result, message)
     assert time.perf_counter() - start < 30  # the start of Python and RDKit, not minutes of sampling
     assert list(tmp_path.iterdir()) == []  # nothing parametrised, no window, no output
+
+
+def test_neural_ti_solvation_names_the_reason_a_molecule_is_out_of_its_scope(tmp_path):
+    result = molsamp("solvation", "CCC", "--method", "neural-ti", "--workdir", tmp_path)
+    assert_one_line_error(result, "every pair of its atoms within three bonds")
 
 
 def test_solvation_refuses_to_replace_an_output_without_overwrite(tmp_path):
