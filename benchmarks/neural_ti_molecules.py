@@ -13,7 +13,14 @@ energy, which cancels).
   ``benchmarks/results/neural_ti/<NAME>-tip3p/window-<k>.npz`` (resumable); the end windows' frames go to
   ``frames/`` beside them (not committed: rerun to make them).
 
+- ``train NAME``: :func:`~molsamp.free_energy.neural_hydration.neural_ti_hydration` (what ``molsamp solvation
+  --method neural-ti`` runs: its own end-state MD, training, the plain estimate and TI along the learned path) for
+  one ``--seed``, its work folder under ``runs/`` (resumable), its record in ``run-seed<S>.json``.
+- ``report NAME``: one JSON line with the reference, every finished run and the spread of their estimates.
+
     python benchmarks/neural_ti_molecules.py reference methane
+    python benchmarks/neural_ti_molecules.py train methane --seed 1
+    python benchmarks/neural_ti_molecules.py report methane
 """
 
 import argparse
@@ -25,6 +32,7 @@ import numpy as np
 import torch
 
 from molsamp.free_energy.hydration import KJ_PER_KCAL
+from molsamp.free_energy.neural_hydration import NeuralTISettings, neural_ti_hydration
 from molsamp.free_energy.rigid_solvation import RigidSolvation, rigid_solvation_system
 from molsamp.free_energy.solvation_path import (SolvationPath, gauss_legendre_windows, path_free_energy,
                                                 sample_path_windows, window_energies)
@@ -85,6 +93,34 @@ def reference_estimates(folder: Path) -> dict:
     return result
 
 
+def train(args: argparse.Namespace) -> None:
+    folder = RESULTS / f"{args.name}-tip3p"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = NeuralTISettings(box=args.box, steps=args.steps, windows=args.windows, seed=args.seed)
+    record = neural_ti_hydration(SOLUTES[args.name], settings, workdir=folder / "runs")
+    record["workdir"] = str(Path(record["workdir"]).relative_to(RESULTS.parent.parent))
+    (folder / f"run-seed{args.seed}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record))
+
+
+def report(args: argparse.Namespace) -> None:
+    folder = RESULTS / f"{args.name}-tip3p"
+    reference_path = folder / "reference.json"
+    result = {"system": f"{args.name}-tip3p",
+              "reference": json.loads(reference_path.read_text()) if reference_path.exists() else None, "runs": []}
+    for path in sorted(folder.glob("run-seed*.json")):
+        record = json.loads(path.read_text())
+        result["runs"].append({"seed": record["settings"]["seed"], **record["estimates_kcal_mol"],
+                               "training_wall_s": record["training"]["wall_time_s"],
+                               "md_steps": record["md_steps"], "end_state_md_steps": record["end_state_md_steps"],
+                               "wall_s": record["wall_time_s"]})
+    if len(result["runs"]) > 1:
+        for estimate in ("ti_along_learned_path", "plain"):
+            values = [run[estimate][0] for run in result["runs"]]
+            result[f"{estimate}_spread_kcal_mol"] = max(values) - min(values)
+    print(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -96,9 +132,17 @@ def main() -> None:
     run.add_argument("--interval", type=float, default=0.5, help="ps between frames")
     run.add_argument("--equilibration", type=float, default=20.0, help="ps of MD discarded per window")
     run.add_argument("--seed", type=int, default=0)
+    run = commands.add_parser("train", help="neural TI of one seed, as molsamp solvation --method neural-ti")
+    run.add_argument("name", choices=sorted(SOLUTES))
+    run.add_argument("--box", type=float, default=NeuralTISettings.box, help="cube edge (nm)")
+    run.add_argument("--steps", type=int, default=NeuralTISettings.steps, help="score-matching steps")
+    run.add_argument("--windows", type=int, default=NeuralTISettings.windows, help="inner windows of the TI")
+    run.add_argument("--seed", type=int, default=1)
+    run = commands.add_parser("report", help="one JSON line: reference, runs, spread")
+    run.add_argument("name", choices=sorted(SOLUTES))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"reference": reference}[args.command](args)
+    {"reference": reference, "train": train, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
