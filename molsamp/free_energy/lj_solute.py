@@ -150,19 +150,13 @@ class LennardJonesSolute:
         """Pair end states for interpolation: both translated so the solute sits at the origin, and the solvent of
         ``x1`` (with its gradients) relabelled to the nearest solvent of ``x0`` (Hungarian assignment on
         minimum-image squared distances). The energies are unchanged: translation and relabelling are symmetries."""
-        from scipy.optimize import linear_sum_assignment
+        from molsamp.free_energy.neural_ti import centred, periodic_assignment
 
-        x0, x1 = self._centre(x0), self._centre(x1)
-        d = x0[:, 1:, None, :] - x1[:, None, 1:, :]
-        cost = ((d - self.box * torch.round(d / self.box)) ** 2).sum(-1).cpu().numpy()
-        order = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]) + 1, device=x1.device)
+        x0, x1 = centred(x0, self.box), centred(x1, self.box)
+        order = periodic_assignment(x0[:, 1:], x1[:, 1:], self.box) + 1
         index = torch.cat([torch.zeros(len(x1), 1, dtype=torch.long, device=x1.device), order], 1)
         index = index[..., None].expand(-1, -1, 3)
         return x0, grad0, torch.gather(x1, 1, index), torch.gather(grad1, 1, index)
-
-    def _centre(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = x - x[:, :1]
-        return shifted - self.box * torch.round(shifted / self.box)
 
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x0 moved a fraction ``t`` (``[B]``) of the minimum-image way to x1 (straight lines on the torus)."""

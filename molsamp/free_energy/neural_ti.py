@@ -11,7 +11,7 @@ result with Gaussian noise.
 from __future__ import annotations
 
 __all__ = ["EndStates", "Interpolant", "NeuralTIResult", "TrainingHistory", "TrainingSettings",
-           "linear_interpolation", "score_matching_loss", "train_neural_ti", "neural_ti_estimate"]
+           "linear_interpolation", "periodic_assignment", "centred", "score_matching_loss", "train_neural_ti", "neural_ti_estimate"]
 
 import dataclasses
 import os
@@ -63,6 +63,22 @@ def linear_interpolation(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) ->
     """x_t = (1 - t) x0 + t x1, with ``t`` of shape ``[B]``."""
     t = t.reshape(-1, *([1] * (x0.ndim - 1)))
     return (1 - t) * x0 + t * x1
+
+
+def periodic_assignment(a: torch.Tensor, b: torch.Tensor, box: float) -> torch.Tensor:
+    """``order [B, M]`` pairing points ``b: [B, M, 3]`` with ``a: [B, M, 3]`` (b[:, order[:, i]] with a[:, i]) by
+    the Hungarian assignment on minimum-image squared distances in a cubic ``box``."""
+    from scipy.optimize import linear_sum_assignment
+
+    d = a[:, :, None, :] - b[:, None, :, :]
+    cost = ((d - box * torch.round(d / box)) ** 2).sum(-1).cpu().numpy()
+    return torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]), device=b.device)
+
+
+def centred(x: torch.Tensor, box: float) -> torch.Tensor:
+    """``x: [B, N, 3]`` translated to put its first point at the origin, every point at its minimum image."""
+    shifted = x - x[:, :1]
+    return shifted - box * torch.round(shifted / box)
 
 
 def _no_alignment(x0: torch.Tensor, grad0: torch.Tensor, x1: torch.Tensor, grad1: torch.Tensor

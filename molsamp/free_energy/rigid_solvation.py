@@ -265,21 +265,15 @@ class RigidSolvation:
         and the waters of ``x1`` (with their gradients) relabelled to the nearest waters of ``x0`` (Hungarian
         assignment on the oxygens' minimum-image squared distances). Energies are unchanged: translations and
         relabelling whole waters are symmetries."""
-        from scipy.optimize import linear_sum_assignment
+        from molsamp.free_energy.neural_ti import centred, periodic_assignment
 
-        x0, x1 = self._centre(x0), self._centre(x1)
+        x0, x1 = centred(x0, self.box), centred(x1, self.box)
         n = self.n_solute
-        d = x0[:, n::3, None, :] - x1[:, None, n::3, :]
-        cost = ((d - self.box * torch.round(d / self.box)) ** 2).sum(-1).cpu().numpy()
-        order = torch.as_tensor(np.stack([linear_sum_assignment(c)[1] for c in cost]), device=x1.device)
+        order = periodic_assignment(x0[:, n::3], x1[:, n::3], self.box)
         atoms = (n + 3 * order[:, :, None] + torch.arange(3, device=x1.device)).flatten(1)
         index = torch.cat([torch.arange(n, device=x1.device).expand(len(x1), -1), atoms], 1)
         index = index[..., None].expand(-1, -1, 3)
         return x0, grad0, torch.gather(x1, 1, index), torch.gather(grad1, 1, index)
-
-    def _centre(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = x - x[:, :1]
-        return shifted - self.box * torch.round(shifted / self.box)
 
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Rigid molecules moved a fraction ``t`` (``[B]``) of the way from ``x0`` to ``x1``: each molecule's first
