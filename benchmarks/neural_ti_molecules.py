@@ -1,8 +1,9 @@
 """Neural TI for small rigid molecules in rigid TIP3P water against TI and MBAR of the same Hamiltonian.
 
 The Hamiltonian (:class:`~molsamp.free_energy.rigid_solvation.RigidSolvation`) is the solute's GAFF2/AM1-BCC
-parameters at its energy minimum, held rigid, among rigid TIP3P waters in a cube of ``--box`` nm at constant volume
-(PME, Lennard-Jones truncated at 0.9 nm or half the box, dispersion correction), 298.15 K. dF = F(coupled) -
+parameters at its energy minimum, held rigid, among rigid TIP3P waters in a cube filled to ``--box`` nm and brought
+to the volume of 1 bar, then held at constant volume (PME, Lennard-Jones truncated at 0.9 nm or 0.45 of the box,
+dispersion correction), 298.15 K. dF = F(coupled) -
 F(decoupled) is the hydration free energy of the rigid solute (the vacuum leg is its constant intramolecular
 energy, which cancels).
 
@@ -32,8 +33,8 @@ import numpy as np
 import torch
 
 from molsamp.free_energy.hydration import KJ_PER_KCAL
-from molsamp.free_energy.neural_hydration import NeuralTISettings, neural_ti_hydration
-from molsamp.free_energy.rigid_solvation import RigidSolvation, rigid_solvation_system
+from molsamp.free_energy.neural_hydration import NeuralTISettings, neural_ti_hydration, prepared_system
+from molsamp.free_energy.rigid_solvation import RigidSolvation
 from molsamp.free_energy.solvation_path import (SolvationPath, gauss_legendre_windows, path_free_energy,
                                                 sample_path_windows, window_energies)
 
@@ -43,9 +44,10 @@ TEMPERATURE = 298.15
 
 
 def setup(name: str, box: float) -> tuple[RigidSolvation, np.ndarray, Path]:
-    system, positions, n_solute = rigid_solvation_system(SOLUTES[name], box=box)
     folder = RESULTS / f"{name}-tip3p"
     (folder / "frames").mkdir(parents=True, exist_ok=True)
+    system, positions, n_solute = prepared_system(folder / "frames" / "system.npz", SOLUTES[name],
+                                                  NeuralTISettings(box=box, temperature=TEMPERATURE))
     return RigidSolvation(system, positions, n_solute, temperature=TEMPERATURE), positions, folder
 
 
@@ -126,7 +128,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("reference", help="MD windows, MBAR and TI of the untrained path")
     run.add_argument("name", choices=sorted(SOLUTES))
-    run.add_argument("--box", type=float, default=1.8, help="cube edge (nm)")
+    run.add_argument("--box", type=float, default=NeuralTISettings.box, help="cube edge before the 1 bar MD (nm)")
     run.add_argument("--windows", type=int, default=12, help="inner Gauss-Legendre windows")
     run.add_argument("--frames", type=int, default=400, help="frames per window")
     run.add_argument("--interval", type=float, default=0.5, help="ps between frames")

@@ -14,7 +14,7 @@ rigid TIP3P water at constant volume.
 
 from __future__ import annotations
 
-__all__ = ["NeuralTISettings", "neural_ti_hydration"]
+__all__ = ["NeuralTISettings", "neural_ti_hydration", "prepared_system"]
 
 import dataclasses
 import hashlib
@@ -32,7 +32,9 @@ import numpy as np
 from molsamp.files import atomic_write
 from molsamp.free_energy.hydration import KJ_PER_KCAL
 
-if TYPE_CHECKING:  # torch and the rigid-body machinery load when a calculation runs, not with the CLI
+if TYPE_CHECKING:  # torch, OpenMM and the rigid-body machinery load when a calculation runs, not with the CLI
+    import openmm
+
     from molsamp.free_energy.solvation_path import PathWindow, SolvationPath
 
 _MOLAR_GAS_CONSTANT = 0.00831446261815324
@@ -41,13 +43,15 @@ _MOLAR_GAS_CONSTANT = 0.00831446261815324
 
 @dataclasses.dataclass(frozen=True)
 class NeuralTISettings:
-    """How :func:`neural_ti_hydration` runs: a cube of ``box`` nm of water; ``end_frames`` MD frames of each end
+    """How :func:`neural_ti_hydration` runs: a cube of ``box`` nm filled with water and brought to 1 bar by
+    ``pressure_equilibration`` ps of MD (then held at that volume); ``end_frames`` MD frames of each end
     state ``interval`` ps apart after ``equilibration`` ps; ``steps`` of score matching (batches of
     ``batch_size`` pairs, the learning rate falling from 1e-3 to 1e-5); the plain estimate over ``plain_nodes``
     Gauss-Legendre nodes of ``plain_pairs`` pairs; the exact one from ``windows`` inner windows of
     ``window_frames`` frames each."""
 
-    box: float = 1.8
+    box: float = 1.9
+    pressure_equilibration: float = 60.0
     temperature: float = 298.15
     end_frames: int = 400
     interval: float = 0.5
@@ -76,16 +80,13 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     from molsamp.forcefields import CACHE_NAME, cache_root, parametrize
     from molsamp.free_energy.neural_ti import (EndStates, Interpolant, TrainingSettings, neural_ti_estimate,
                                               train_neural_ti)
-    from molsamp.free_energy.rigid_solvation import COUPLED, DECOUPLED, RigidSolvation, rigid_solvation_system
+    from molsamp.free_energy.rigid_solvation import COUPLED, DECOUPLED, RigidSolvation
     from molsamp.free_energy.solvation_path import (PathWindow, SolvationPath, gauss_legendre_windows,
                                                     path_free_energy, window_energies)
     from molsamp.stereo import resolve_stereo
 
     start = time.perf_counter()
     isomeric = resolve_stereo(smiles, "first")
-    system, positions, n_solute = rigid_solvation_system(isomeric, box=settings.box, forcefield=forcefield,
-                                                         charges=charges, cache_dir=cache_dir)
-    solvation = RigidSolvation(system, positions, n_solute, temperature=settings.temperature)
     parameters = parametrize(isomeric, forcefield=forcefield, cache_dir=cache_dir, charges=charges)
     fingerprint = {"smiles": isomeric, "forcefield": forcefield, "charges": charges,
                    "parameters": parameters.recipe, **dataclasses.asdict(settings)}
@@ -97,6 +98,9 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     folder = writable_folder(root / f"{parameters.inchikey}-{digest}", "work folder")
     atomic_write(folder / "settings.json", json.dumps(fingerprint, indent=1))
     show = sys.stderr.isatty() if progress is None else progress
+    system, positions, n_solute = prepared_system(folder / "system.npz", isomeric, settings, forcefield, charges,
+                                                  cache_dir, platform)
+    solvation = RigidSolvation(system, positions, n_solute, temperature=settings.temperature)
 
     ends = [_end_state(folder / f"end-{k}.npz", system, positions, n_solute, bool(k), settings, platform, show)
             for k in (0, 1)]
@@ -132,7 +136,7 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
         "dG_kcal_mol": along["ti_dF_kT"] * kcal, "dG_err_kcal_mol": along["ti_err_kT"] * kcal,
         "method": "neural-ti", "forcefield": forcefield, "charges": charges, "water_model": "TIP3P",
         "solute": "rigid, at its force-field minimum", "temperature_K": settings.temperature,
-        "box_nm": settings.box, "waters": solvation.n_water, "settings": dataclasses.asdict(settings),
+        "box_nm": solvation.box, "waters": solvation.n_water, "settings": dataclasses.asdict(settings),
         "estimates_kcal_mol": {name: [_finite(value * kcal), _finite(error * kcal)] for name, (value, error) in {
             "ti_along_learned_path": (along["ti_dF_kT"], along["ti_err_kT"]),
             "mbar_along_learned_path": (along["mbar_dF_kT"], along["mbar_err_kT"]),
@@ -145,6 +149,26 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
         "energy_evaluations": md_steps + potential_evaluations + sum(u.size for u, _ in energies),
         "wall_time_s": time.perf_counter() - start, "workdir": str(folder),
     }
+
+
+def prepared_system(path: str | os.PathLike, smiles: str, settings: NeuralTISettings = NeuralTISettings(),
+                    forcefield: str = "gaff2", charges: str = "am1bcc", cache_dir: str | os.PathLike | None = None,
+                    platform: str | None = None) -> tuple[openmm.System, np.ndarray, int]:
+    """:func:`~molsamp.free_energy.rigid_solvation.rigid_solvation_system` for ``smiles`` and ``settings``, made
+    once and kept at ``path`` (.npz): its volume comes from MD, so every later stage must use the same one."""
+    import openmm
+
+    from molsamp.free_energy.rigid_solvation import rigid_solvation_system
+
+    path = Path(path)
+    if not path.is_file():
+        system, positions, n_solute = rigid_solvation_system(
+            smiles, box=settings.box, forcefield=forcefield, charges=charges,
+            pressure_equilibration=settings.pressure_equilibration, temperature=settings.temperature,
+            cache_dir=cache_dir, seed=settings.seed, platform=platform)
+        _save_arrays(path, system=openmm.XmlSerializer.serialize(system), positions=positions, n_solute=n_solute)
+    with np.load(path) as data:
+        return openmm.XmlSerializer.deserialize(str(data["system"])), data["positions"], int(data["n_solute"])
 
 
 def _finite(value: float) -> float | None:
@@ -184,10 +208,14 @@ def _path_windows(folder: Path, path: SolvationPath, times: np.ndarray, position
 
 
 def _save(path: Path, window: PathWindow) -> None:
+    _save_arrays(path, **dataclasses.asdict(window))
+
+
+def _save_arrays(path: Path, **arrays: Any) -> None:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, **dataclasses.asdict(window))
+    np.savez(buffer, **arrays)
     atomic_write(path, buffer.getvalue())
 
 

@@ -395,16 +395,20 @@ def slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return q / q.norm(dim=-1, keepdim=True)
 
 
-def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None = None, tolerance: float = 5e-4,
+def rigid_solvation_system(smiles: str, box: float = 1.9, cutoff: float | None = None, tolerance: float = 5e-4,
                            forcefield: str = "gaff2", charges: str = "am1bcc", clearance: float = 0.25,
-                           cache_dir: str | None = None, seed: int = 0) -> tuple[openmm.System, np.ndarray, int]:
+                           pressure_equilibration: float = 60.0, temperature: float = 298.15,
+                           cache_dir: str | None = None, seed: int = 0, platform: str | None = None
+                           ) -> tuple[openmm.System, np.ndarray, int]:
     """An OpenMM System of the solute ``smiles`` (GAFF/GAFF2 and ``charges`` from
     :func:`molsamp.forcefields.parametrize`, at its energy minimum in vacuum) among rigid TIP3P waters filling a
     cube of ``box`` nm (OpenMM's equilibrated water box, less the waters with an atom within ``clearance`` nm of the
-    solute at the centre); PME with real space and Lennard-Jones truncated at ``cutoff`` (default: the project's 0.9
-    nm, or half the box if that is smaller) with the dispersion correction, and Ewald error ``tolerance``. Water is
-    rigid (constraints); the solute's own terms are all kept, and its bonds and the distances between its
-    hydrogens are constrained where MD needs it to stay rigid.
+    solute at the centre), then brought to the density of 1 bar: ``pressure_equilibration`` ps of MD at 1 bar and
+    ``temperature`` K (Monte Carlo barostat), the box fixed at its mean edge over the second half and the last
+    frame's molecules moved with it (0: the filled box as it is, which OpenMM leaves about 10% too dilute). PME
+    with real space and Lennard-Jones truncated at ``cutoff`` (default: the project's 0.9 nm, or 0.45 of ``box``
+    if that is smaller, room for the box to shrink) with the dispersion correction, and Ewald error ``tolerance``.
+    Water is rigid (constraints).
 
     The solute is rigid in MD: three of its atoms (the first, and the two spanning the largest triangle with it)
     are held by constraints, its other atoms are virtual sites in their frame, and those carry no mass (theirs is
@@ -417,7 +421,7 @@ def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None =
     from molsamp.forcefields import parametrize
     from molsamp.free_energy.legs import CUTOFF
 
-    cutoff = min(CUTOFF, box / 2) if cutoff is None else cutoff
+    cutoff = min(CUTOFF, 0.45 * box) if cutoff is None else cutoff
     if cutoff > box / 2:
         raise InputError(f"the cutoff {cutoff} nm exceeds half the box ({box / 2:.3f} nm)")
     parameters = parametrize(smiles, forcefield=forcefield, cache_dir=cache_dir, seed=seed, charges=charges)
@@ -472,7 +476,38 @@ def rigid_solvation_system(smiles: str, box: float = 2.0, cutoff: float | None =
             nonbonded.addException(first + i, first + j, 0.0, 1.0, 0.0)
     system.addForce(nonbonded)
     positions = np.concatenate([centred, waters.reshape(-1, 3)])
+    if pressure_equilibration > 0:
+        positions = _at_one_bar(system, positions, n_solute, pressure_equilibration, temperature, seed, platform)
     return system, positions, n_solute
+
+
+def _at_one_bar(system: openmm.System, positions: np.ndarray, n_solute: int, picoseconds: float, temperature: float,
+                seed: int, platform: str | None) -> np.ndarray:
+    """Equilibrate ``system`` at 1 bar, set its box to the mean edge over the second half, and return the last
+    frame with every molecule moved rigidly with the box (see :func:`rigid_solvation_system`)."""
+    import openmm
+
+    from molsamp.openmm_pool import create_context, minimise, openmm_seed, select_platform
+
+    barostat = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    barostat.addForce(openmm.MonteCarloBarostat(1.0, temperature, 25))
+    integrator = openmm.LangevinMiddleIntegrator(temperature, 1.0, 0.002)
+    integrator.setRandomNumberSeed(openmm_seed(seed))
+    context = create_context(barostat, integrator, select_platform(platform, barostat))
+    context.setPositions(positions)
+    minimise(context, 1000)
+    context.setVelocitiesToTemperature(temperature, openmm_seed(seed))
+    steps, edges = round(picoseconds / 0.002), []
+    for _ in range(50):
+        integrator.step(steps // 50)
+        edges.append(context.getState().getPeriodicBoxVectors()[0][0].value_in_unit(openmm.unit.nanometer))
+    state = context.getState(getPositions=True)
+    last = state.getPeriodicBoxVectors()[0][0].value_in_unit(openmm.unit.nanometer)
+    edge = float(np.mean(edges[25:]))
+    system.setDefaultPeriodicBoxVectors(*np.eye(3) * edge)
+    x = np.asarray(state.getPositions(asNumpy=True).value_in_unit(openmm.unit.nanometer))
+    first = np.concatenate([np.zeros(n_solute, dtype=int), n_solute + 3 * ((np.arange(len(x) - n_solute)) // 3)])
+    return x + (edge / last - 1) * x[first]
 
 
 class EndStateSamples(NamedTuple):

@@ -8,7 +8,7 @@ import pytest
 from molsamp.errors import InputError
 from molsamp.free_energy.neural_hydration import NeuralTISettings, neural_ti_hydration
 
-TINY = NeuralTISettings(box=1.5, end_frames=16, interval=0.2, equilibration=0.5, steps=6, batch_size=4,
+TINY = NeuralTISettings(box=1.6, pressure_equilibration=1.0, end_frames=16, interval=0.2, equilibration=0.5, steps=6, batch_size=4,
                         plain_nodes=3, plain_pairs=4, windows=2, window_frames=8)
 
 

@@ -22,7 +22,7 @@ BOX = 1.5
 
 @pytest.fixture(scope="module")
 def methane():
-    system, positions, n_solute = rigid_solvation_system("C", box=BOX)
+    system, positions, n_solute = rigid_solvation_system("C", box=BOX, pressure_equilibration=0)
     return system, positions, n_solute, RigidSolvation(system, positions, n_solute, tolerance=1e-7)
 
 
@@ -230,3 +230,14 @@ def test_the_openmm_system_at_a_coupling_has_the_energy_less_a_constant(methane,
         differences.append(float(solvation.energy(torch.tensor(x)[None], coupling)) * solvation.kT - expected)
     assert np.ptp(differences) < 2e-3  # kJ/mol; the constant is the dispersion correction
     assert np.mean(differences) < -1.0
+
+
+def test_the_water_is_brought_to_the_density_of_one_bar_and_stays_rigid():
+    filled = rigid_solvation_system("C", box=BOX, pressure_equilibration=0)
+    system, positions, n_solute = rigid_solvation_system("C", box=BOX, pressure_equilibration=4.0)
+    edge = system.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(openmm.unit.nanometer)
+    assert len(positions) == len(filled[1]) and edge < 0.99 * BOX  # OpenMM's filled box is too dilute
+    solvation = RigidSolvation(system, positions, n_solute)
+    x = torch.tensor(positions)[None]
+    offset = solvation.positions(*solvation.rigid_bodies(x)) - x
+    assert torch.allclose(offset, edge * torch.round(offset / edge), atol=1e-5)

@@ -20,7 +20,7 @@ BOX = 1.5
 
 @pytest.fixture(scope="module")
 def methane():
-    system, positions, n_solute = rigid_solvation_system("C", box=BOX)
+    system, positions, n_solute = rigid_solvation_system("C", box=BOX, pressure_equilibration=0)
     return system, positions, RigidSolvation(system, positions, n_solute)
 
 
