@@ -1,6 +1,6 @@
 """Neural TI for small rigid molecules in rigid TIP3P water against TI and MBAR of the same Hamiltonian.
 
-The Hamiltonian (:class:`~molsamp.free_energy.rigid_solvation.RigidSolvation`) is the solute's GAFF2/AM1-BCC
+The Hamiltonian (:class:`~molsamp.free_energy.rigid_solvation.RigidSolvation`) is the solute's GAFF 1.81/AM1-BCC
 parameters at its energy minimum, held rigid, among rigid TIP3P waters in a cube filled to ``--box`` nm and brought
 to the volume of 1 bar, then held at constant volume (PME, Lennard-Jones truncated at 0.9 nm or 0.45 of the box,
 dispersion correction), 298.15 K. dF = F(coupled) -
@@ -41,13 +41,16 @@ from molsamp.free_energy.solvation_path import (SolvationPath, gauss_legendre_wi
 SOLUTES = {"methane": "C", "water": "O"}
 RESULTS = Path(__file__).resolve().parent / "results" / "neural_ti"
 TEMPERATURE = 298.15
+FORCEFIELD = "gaff"
+"""GAFF 1.81, FreeSolv's calculated column and the project's MBAR benchmark (docs/solvation.md)."""
 
 
 def setup(name: str, box: float) -> tuple[RigidSolvation, np.ndarray, Path]:
     folder = RESULTS / f"{name}-tip3p"
     (folder / "frames").mkdir(parents=True, exist_ok=True)
     system, positions, n_solute = prepared_system(folder / "frames" / "system.npz", SOLUTES[name],
-                                                  NeuralTISettings(box=box, temperature=TEMPERATURE))
+                                                  NeuralTISettings(box=box, temperature=TEMPERATURE),
+                                                  forcefield=FORCEFIELD)
     return RigidSolvation(system, positions, n_solute, temperature=TEMPERATURE), positions, folder
 
 
@@ -99,7 +102,7 @@ def train(args: argparse.Namespace) -> None:
     folder = RESULTS / f"{args.name}-tip3p"
     folder.mkdir(parents=True, exist_ok=True)
     settings = NeuralTISettings(box=args.box, steps=args.steps, windows=args.windows, seed=args.seed)
-    record = neural_ti_hydration(SOLUTES[args.name], settings, workdir=folder / "runs")
+    record = neural_ti_hydration(SOLUTES[args.name], settings, forcefield=FORCEFIELD, workdir=folder / "runs")
     record["workdir"] = str(Path(record["workdir"]).relative_to(RESULTS.parent.parent))
     (folder / f"run-seed{args.seed}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
