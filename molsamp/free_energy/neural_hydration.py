@@ -31,14 +31,12 @@ import numpy as np
 
 from molsamp.files import atomic_write
 from molsamp.free_energy.hydration import KJ_PER_KCAL
+from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 
 if TYPE_CHECKING:  # torch, OpenMM and the rigid-body machinery load when a calculation runs, not with the CLI
     import openmm
 
     from molsamp.free_energy.solvation_path import PathWindow, SolvationPath
-
-_MOLAR_GAS_CONSTANT = 0.00831446261815324
-"""kJ mol^-1 K^-1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +126,7 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     energies = [window_energies(path, window, times) for window in windows]
     along = path_free_energy(times, [u for u, _ in energies], [dudt for _, dudt in energies])
 
-    kcal = _MOLAR_GAS_CONSTANT * settings.temperature / KJ_PER_KCAL
+    kcal = MOLAR_GAS_CONSTANT * settings.temperature / KJ_PER_KCAL
     md_steps = sum(w.md_steps for w in windows)
     potential_evaluations = settings.steps * settings.batch_size + settings.plain_nodes * settings.plain_pairs
     return {

@@ -11,8 +11,7 @@ three bonds of one another. Positions are nm, energies reduced (kT).
 from __future__ import annotations
 
 __all__ = ["Coupling", "COUPLED", "DECOUPLED", "RigidSolvation", "COULOMB_CONSTANT", "dispersion_correction",
-           "rigid_solvation_system", "slerp",
-           "EndStateSamples", "end_state_samples"]
+           "rigid_solvation_system", "slerp", "EndStateSamples", "end_state_samples"]
 
 import dataclasses
 import math
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from molsamp.errors import InputError
+from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 from molsamp.flows.rigid_bodies import RigidBodies, water_body
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 COULOMB_CONSTANT = 138.935456
 """1 / (4 pi epsilon_0) in kJ mol^-1 nm e^-2, OpenMM's value."""
-
-_MOLAR_GAS_CONSTANT = 0.00831446261815324
-"""kJ mol^-1 K^-1."""
 
 Scalar = float | torch.Tensor
 
@@ -112,7 +109,7 @@ class RigidSolvation:
         self.cutoff = force.getCutoffDistance().value_in_unit(openmm.unit.nanometer)
         if self.cutoff > self.box / 2:
             raise InputError(f"the cutoff {self.cutoff} nm exceeds half the box ({self.box / 2:.3f} nm)")
-        self.kT = _MOLAR_GAS_CONSTANT * temperature
+        self.kT = MOLAR_GAS_CONSTANT * temperature
         self.temperature = temperature
         parameters = np.array([[p.value_in_unit_system(openmm.unit.md_unit_system) for p in
                                 force.getParticleParameters(i)] for i in range(force.getNumParticles())])
