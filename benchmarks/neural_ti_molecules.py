@@ -69,7 +69,7 @@ def reference(args: argparse.Namespace) -> None:
         u, dudt = window_energies(path, window, times)
         np.savez_compressed(record_path, t=window.t, times=times, u=u, dudt=dudt, md_steps=window.md_steps,
                             md_wall_s=window.wall_s, energy_wall_s=time.perf_counter() - start,
-                            frames=args.frames, interval_ps=args.interval, box_nm=args.box)
+                            frames=args.frames, interval_ps=args.interval, box_nm=solvation.box)
         if k in (0, len(times) - 1):
             np.save(folder / "frames" / f"window-{k:02d}.npy", window.x)
         print(json.dumps({"window": k, "t": round(window.t, 5), "mean_dudt": float(dudt.mean()),
@@ -103,7 +103,7 @@ def train(args: argparse.Namespace) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     settings = NeuralTISettings(box=args.box, steps=args.steps, windows=args.windows, seed=args.seed)
     record = neural_ti_hydration(SOLUTES[args.name], settings, forcefield=FORCEFIELD, workdir=folder / "runs")
-    record["workdir"] = str(Path(record["workdir"]).relative_to(RESULTS.parent.parent))
+    record["workdir"] = str(Path(record["workdir"]).relative_to(RESULTS.parents[2]))
     (folder / f"run-seed{args.seed}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
 
