@@ -304,8 +304,8 @@ def _report_ensemble(record: dict) -> None:
 @click.option("--stereo", type=click.Choice(["first", "all"]), default="first", show_default=True,
               help="Unassigned stereocentres: compute the first stereoisomer (said on stderr), or every isomer, each "
                    "its own record named 'NAME [isomer i/k]'.")
-@click.option("--box", type=_POSITIVE_FLOAT, help=f"neural-ti: edge of the cube of water (nm) [default: "
-              f"{NeuralTISettings.box}].")
+@click.option("--box", type=_POSITIVE_FLOAT, help=f"neural-ti: edge of the cube filled with water (nm), before MD at "
+              f"1 bar sets its volume [default: {NeuralTISettings.box}].")
 @click.option("--training-steps", type=_POSITIVE_INT,
               help=f"neural-ti: score-matching steps [default: {NeuralTISettings.steps}].")
 @click.option("--end-frames", type=_POSITIVE_INT,
