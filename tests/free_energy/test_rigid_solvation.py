@@ -21,8 +21,8 @@ BOX = 1.5
 
 
 @pytest.fixture(scope="module")
-def methane():
-    system, positions, n_solute = rigid_solvation_system("C", box=BOX, pressure_equilibration=0)
+def methane(methane_in_water):
+    system, positions, n_solute = methane_in_water
     return system, positions, n_solute, RigidSolvation(system, positions, n_solute, tolerance=1e-7)
 
 

@@ -6,7 +6,7 @@ import openmm
 import pytest
 import torch
 
-from molsamp.free_energy.rigid_solvation import COUPLED, DECOUPLED, RigidSolvation, rigid_solvation_system
+from molsamp.free_energy.rigid_solvation import COUPLED, DECOUPLED, RigidSolvation
 from molsamp.free_energy.solvation_path import (
     SolvationPath,
     gauss_legendre_windows,
@@ -15,12 +15,10 @@ from molsamp.free_energy.solvation_path import (
     window_energies,
 )
 
-BOX = 1.5
-
 
 @pytest.fixture(scope="module")
-def methane():
-    system, positions, n_solute = rigid_solvation_system("C", box=BOX, pressure_equilibration=0)
+def methane(methane_in_water):
+    system, positions, n_solute = methane_in_water
     return system, positions, RigidSolvation(system, positions, n_solute)
 
 
