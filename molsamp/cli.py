@@ -25,6 +25,23 @@ _POSITIVE_INT = click.IntRange(min=1)
 _POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
 
 
+class _TorchDevice(click.ParamType):
+    """A torch device this machine has: cpu, cuda, cuda:1..."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx) -> str:
+        import torch
+
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            self.fail(f"{value!r} is not a torch device (cpu, cuda, cuda:1...)", param, ctx)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            self.fail(f"{value!r}: this machine has no CUDA GPU", param, ctx)
+        return str(value)
+
+
 class _UserError(click.ClickException):
     """A user mistake: one line on stderr, exit status 2."""
 
@@ -313,6 +330,8 @@ def _report_ensemble(record: dict) -> None:
 @click.option("--windows", type=_POSITIVE_INT, help=f"neural-ti: MD windows along the learned path [default: "
               f"{NeuralTISettings.windows}], of --window-frames frames [default: {NeuralTISettings.window_frames}].")
 @click.option("--window-frames", type=_POSITIVE_INT, hidden=True)
+@click.option("--device", type=_TorchDevice(),
+              help="neural-ti: torch device for training and energies (default: cuda when available, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--platform", type=click.Choice(["CPU", "CUDA", "OpenCL", "Reference"]), help="OpenMM platform.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -325,7 +344,7 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
               workers: int | None, temperature: float, padding: float, equilibration_ps: float,
               window_equilibration_ps: float, production_ps: float, stereo: str, box: float | None,
               training_steps: int | None, end_frames: int | None, windows: int | None, window_frames: int | None,
-              seed: int, platform: str | None, workdir: Path | None, overwrite: bool, quiet: bool,
+              device: str | None, seed: int, platform: str | None, workdir: Path | None, overwrite: bool, quiet: bool,
               output: Path | None) -> None:
     """Hydration free energies of MOLECULES (a SMILES, or a .smi/.csv file), in kcal/mol, in TIP3P water: by
     alchemical decoupling and MBAR, or by neural TI (a learned coupling path, then TI along it from MD at its
@@ -346,8 +365,8 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
                         window_equilibration=window_equilibration_ps, production=production_ps)
     neural = {"box": box, "steps": training_steps, "end_frames": end_frames, "windows": windows,
               "window_frames": window_frames}
-    if method == "mbar" and any(value is not None for value in neural.values()):
-        raise _UserError("--box, --training-steps, --end-frames, --windows and --window-frames are for "
+    if method == "mbar" and (device is not None or any(value is not None for value in neural.values())):
+        raise _UserError("--box, --training-steps, --end-frames, --windows, --window-frames and --device are for "
                          "--method neural-ti")
     if method == "neural-ti" and (scheduler is not None or workers is not None):
         raise _UserError("--scheduler and --workers are for --method mbar (neural TI runs in this process)")
@@ -357,7 +376,7 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
     if method == "neural-ti":
         settings = NeuralTISettings(temperature=temperature, seed=seed,
                                     **{key: value for key, value in neural.items() if value is not None})
-        records = [_neural_ti_record(isomeric, settings, forcefield, charges, workdir, platform, quiet)
+        records = [_neural_ti_record(isomeric, settings, forcefield, charges, workdir, platform, device, quiet)
                    for _, _, isomeric in batch]
     else:
         with warnings.catch_warnings():
@@ -388,14 +407,14 @@ def solvation(molecules: str, method: str, forcefield: str, charges: str, schedu
 
 
 def _neural_ti_record(smiles: str, settings, forcefield: str, charges: str, workdir: Path | None,
-                      platform: str | None, quiet: bool) -> dict:
+                      platform: str | None, device: str | None, quiet: bool) -> dict:
     """The neural-TI record of one molecule, or ``{"smiles", "error"}`` when it cannot be computed."""
     from molsamp.errors import MolsampError
     from molsamp.free_energy.neural_hydration import neural_ti_hydration
 
     try:
         return neural_ti_hydration(smiles, settings, forcefield=forcefield, charges=charges, workdir=workdir,
-                                   platform=platform, progress=False if quiet else None)
+                                   platform=platform, device=device, progress=False if quiet else None)
     except MolsampError as error:
         return {"smiles": smiles, "error": str(error)}
 
@@ -841,7 +860,7 @@ def _train_crystal(system, temperature: float, steps: int, batch_size: int, hidd
               help="Trained also at sigma / sqrt(j), j up to this, for multi-measurement sampling.")
 @click.option("--widths", default="16,32,64,128", show_default=True, help="U-Net channels per level.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", help="torch device (default: cuda when available, else cpu).")
+@click.option("--device", type=_TorchDevice(), help="torch device (default: cuda when available, else cpu).")
 @click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Continue from this denoiser's weights (same architecture and noise; fresh optimiser); its card's "
                    "steps and command are carried over.")
@@ -889,7 +908,7 @@ def train_voxel(data: str, steps: int, batch_size: int, learning_rate: float, wa
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Denoiser checkpoint (default: the shipped models/voxel-qm9.pt).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", help="torch device (default: cuda when available, else cpu).")
+@click.option("--device", type=_TorchDevice(), help="torch device (default: cuda when available, else cpu).")
 @click.option("--relax", is_flag=True,
               help="Minimise each molecule in GAFF2/AM1-BCC with OBC2 water and report its energy (AmberTools "
                    "parametrises each new molecule: seconds each).")

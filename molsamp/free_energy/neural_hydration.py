@@ -66,11 +66,14 @@ class NeuralTISettings:
 def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettings(), forcefield: str = "gaff2",
                         charges: str = "am1bcc", workdir: str | os.PathLike | None = None,
                         cache_dir: str | os.PathLike | None = None, platform: str | None = None,
-                        progress: bool | None = None) -> dict[str, Any]:
-    """The hydration free energy (kcal/mol) of the rigid solute ``smiles`` by neural TI; see the module.
+                        device: str | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """The hydration free energy (kcal/mol) of the rigid solute ``smiles`` by neural TI; see the module. MD runs on
+    the OpenMM ``platform`` (default: the fastest), training and energies on the torch ``device`` (default: cuda
+    when available, else cpu).
 
     Every stage is kept in ``workdir`` (default: ``<cache>/solvation-neural-ti/<InChIKey>-<settings hash>``) as it
-    finishes, training by its checkpoint, so a rerun resumes where the last one stopped. Raises
+    finishes, training by its checkpoint, so a rerun resumes where the last one stopped (on the same kind of
+    device: a checkpoint's random stream belongs to it, so a GPU run has its own folder). Raises
     :class:`~molsamp.errors.InputError` for a molecule outside the scope, naming the reason."""
     import torch
 
@@ -84,10 +87,13 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     from molsamp.stereo import resolve_stereo
 
     start = time.perf_counter()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     isomeric = resolve_stereo(smiles, "first")
     parameters = parametrize(isomeric, forcefield=forcefield, cache_dir=cache_dir, charges=charges)
     fingerprint = {"smiles": isomeric, "forcefield": forcefield, "charges": charges,
                    "parameters": parameters.recipe, **dataclasses.asdict(settings)}
+    if device.type != "cpu":
+        fingerprint["torch_device"] = device.type
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     if workdir is None:
         root = writable_folder(cache_root(cache_dir) / "solvation-neural-ti", CACHE_NAME)
@@ -102,21 +108,21 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
 
     ends = [_end_state(folder / f"end-{k}.npz", system, positions, n_solute, bool(k), settings, platform, show)
             for k in (0, 1)]
-    x0, x1 = (torch.as_tensor(end.x, dtype=torch.float32) for end in ends)
+    x0, x1 = (torch.as_tensor(end.x, dtype=torch.float32, device=device) for end in ends)
     gradient_start = time.perf_counter()
     end_states = EndStates.from_energies(x0, lambda x: solvation.energy(x, DECOUPLED),
                                          x1, lambda x: solvation.energy(x, COUPLED))
-    path = SolvationPath(solvation)
+    path = SolvationPath(solvation).to(device)
     interpolant = Interpolant(path=solvation.interpolate, align=solvation.align)
     training = TrainingSettings(steps=settings.steps, batch_size=settings.batch_size,
                                 decay_every=max(settings.steps // 2, 1), score_weight=1e-3 * settings.box**2)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator(device).manual_seed(settings.seed)
     history = train_neural_ti(path, end_states, training, interpolant, generator, checkpoint=folder / "path.pt",
                               checkpoint_every=100, progress=show)
     training_s = time.perf_counter() - gradient_start
     running, running_error = history.running_estimate()
     plain = neural_ti_estimate(path, end_states, n_t=settings.plain_nodes, pairs_per_t=settings.plain_pairs,
-                               interpolant=interpolant, generator=torch.Generator().manual_seed(settings.seed + 1))
+                               interpolant=interpolant, generator=torch.Generator(device).manual_seed(settings.seed + 1))
 
     path = path.double()
     times = gauss_legendre_windows(settings.windows)

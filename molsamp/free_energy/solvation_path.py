@@ -94,15 +94,16 @@ def sample_path_windows(path: SolvationPath, times: np.ndarray, n_frames: int, p
 def window_energies(path: SolvationPath, window: PathWindow, times: np.ndarray, batch: int = 64
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The window's frames' coupling energies at every one of ``times`` ``[K, n]`` and their dU/dt at the window's
-    own time ``[n]`` (kT)."""
+    own time ``[n]`` (kT), in float64 on the path's device."""
+    device = next(path.parameters()).device
     u, dudt = [], []
-    for chunk in torch.as_tensor(window.x, dtype=torch.float64).split(batch):
+    for chunk in torch.as_tensor(window.x, dtype=torch.float64, device=device).split(batch):
+        same = torch.ones(len(chunk), dtype=torch.float64, device=device)
         with torch.no_grad():
-            u.append(torch.stack([path.coupling_energy(chunk, torch.full((len(chunk),), float(t), dtype=torch.float64))
-                                  for t in times]).numpy())
-        t = torch.full((len(chunk),), window.t, dtype=torch.float64, requires_grad=True)
+            u.append(torch.stack([path.coupling_energy(chunk, float(t) * same) for t in times]).cpu().numpy())
+        t = (window.t * same).requires_grad_()
         (grad,) = torch.autograd.grad(path.coupling_energy(chunk, t).sum(), t)
-        dudt.append(grad.numpy())
+        dudt.append(grad.cpu().numpy())
     return np.concatenate(u, 1), np.concatenate(dudt)
 
 

@@ -49,3 +49,9 @@ def test_train_voxel_with_a_file_that_is_not_a_molecule_set(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not numpy")
     result = molsamp("train", "voxel", "--data", tmp_path / "bad.npz", "-o", tmp_path / "m.pt")
     assert_one_line_error(result, "is not a molecule set")
+
+
+def test_generate_names_a_device_this_machine_lacks(tmp_path):
+    result = molsamp("generate", "-n", 2, "--device", "tpu:0", "-o", tmp_path / "gen.sdf")
+    assert_one_line_error(result, "'tpu:0' is not a torch device")
+    assert not (tmp_path / "gen.sdf").exists()
