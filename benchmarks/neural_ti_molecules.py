@@ -37,6 +37,7 @@ from molsamp.free_energy.neural_hydration import NeuralTISettings, neural_ti_hyd
 from molsamp.free_energy.rigid_solvation import RigidSolvation
 from molsamp.free_energy.solvation_path import (SolvationPath, gauss_legendre_windows, path_free_energy,
                                                 sample_path_windows, window_energies)
+from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 
 SOLUTES = {"methane": "C", "water": "O"}
 RESULTS = Path(__file__).resolve().parent / "results" / "neural_ti"
@@ -85,7 +86,7 @@ def reference_estimates(folder: Path) -> dict:
     if len(windows) != len(times):
         raise SystemExit(f"{folder}: {len(windows)} of {len(times)} windows done; run `reference` again")
     result = path_free_energy(times, [w["u"] for w in windows], [w["dudt"] for w in windows])
-    kcal = 8.314462618e-3 * TEMPERATURE / KJ_PER_KCAL
+    kcal = MOLAR_GAS_CONSTANT * TEMPERATURE / KJ_PER_KCAL
     for method in ("mbar", "ti"):
         result[f"{method}_dG_kcal_mol"] = result[f"{method}_dF_kT"] * kcal
         result[f"{method}_err_kcal_mol"] = result[f"{method}_err_kT"] * kcal
