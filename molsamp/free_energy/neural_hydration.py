@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 
 from molsamp.files import atomic_write
 from molsamp.free_energy.hydration import KJ_PER_KCAL
+from molsamp.free_energy.mbar import PoorOverlapWarning
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 
 if TYPE_CHECKING:  # torch, OpenMM and the rigid-body machinery load when a calculation runs, not with the CLI
@@ -130,9 +132,13 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     windows += _path_windows(folder, path, times[1:-1], positions, settings, platform, show)
     windows.append(PathWindow(1.0, ends[1].x, ends[1].md_steps, 0.0))
     energies = [window_energies(path, window, times) for window in windows]
-    along = path_free_energy(times, [u for u, _ in energies], [dudt for _, dudt in energies])
-
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PoorOverlapWarning)
+        along = path_free_energy(times, [u for u, _ in energies], [dudt for _, dudt in energies])
     kcal = MOLAR_GAS_CONSTANT * settings.temperature / KJ_PER_KCAL
+    notes = [_reliability_note(along, str(warning.message), kcal) for warning in caught]
+    for note in notes:
+        warnings.warn(f"{smiles}: {note}", PoorOverlapWarning, stacklevel=2)
     md_steps = sum(w.md_steps for w in windows)
     potential_evaluations = settings.steps * settings.batch_size + settings.plain_nodes * settings.plain_pairs
     return {
@@ -146,7 +152,7 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
             "mbar_along_learned_path": (along["mbar_dF_kT"], along["mbar_err_kT"]),
             "plain": (plain.delta_f, plain.error), "running": (running, running_error)}.items()},
         "path": {"times": along["times"], "mean_dudt_kT": along["mean_dudt"],
-                 "worst_neighbour_overlap": along["worst_neighbour_overlap"]},
+                 "worst_neighbour_overlap": along["worst_neighbour_overlap"]}, "warnings": notes,
         "training": {"steps": settings.steps, "final_loss": float(np.mean(history.loss[-50:])),
                      "wall_time_s": training_s, "potential_evaluations": potential_evaluations},
         "md_steps": md_steps, "end_state_md_steps": ends[0].md_steps + ends[1].md_steps,
@@ -173,6 +179,15 @@ def prepared_system(path: str | os.PathLike, smiles: str, settings: NeuralTISett
         _save_arrays(path, system=openmm.XmlSerializer.serialize(system), positions=positions, n_solute=n_solute)
     with np.load(path) as data:
         return openmm.XmlSerializer.deserialize(str(data["system"])), data["positions"], int(data["n_solute"])
+
+
+def _reliability_note(along: dict, overlap_warning: str, kcal: float) -> str:
+    """What a user reads when neighbouring windows along the path barely overlap: the windows do not resolve the
+    path, so TI's quadrature error (not in its error bar) may dominate."""
+    return (f"windows along the learned path: {overlap_warning.split(';')[0]}, so they do not resolve it; TI "
+            f"({along['ti_dF_kT'] * kcal:.2f} kcal/mol) may be off by far more than its error bar (MBAR along the "
+            f"path: {along['mbar_dF_kT'] * kcal:.2f} +- {along['mbar_err_kT'] * kcal:.2f}); rerun with more "
+            "--windows, or use --method mbar")
 
 
 def _finite(value: float) -> float | None:
