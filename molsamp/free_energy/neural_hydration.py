@@ -125,7 +125,8 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     training_s = time.perf_counter() - gradient_start
     running, running_error = history.running_estimate()
     plain = neural_ti_estimate(path, end_states, n_t=settings.plain_nodes, pairs_per_t=settings.plain_pairs,
-                               interpolant=interpolant, generator=torch.Generator(device).manual_seed(settings.seed + 1))
+                               interpolant=interpolant,
+                               generator=torch.Generator(device).manual_seed(settings.seed + 1))
 
     path = path.double()
     times = gauss_legendre_windows(settings.windows)
