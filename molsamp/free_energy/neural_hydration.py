@@ -33,7 +33,7 @@ import numpy as np
 
 from molsamp.files import atomic_write
 from molsamp.free_energy.hydration import KJ_PER_KCAL
-from molsamp.free_energy.mbar import PoorOverlapWarning
+from molsamp.free_energy.mbar import MIN_OVERLAP, PoorOverlapWarning
 from molsamp.openmm_pool import MOLAR_GAS_CONSTANT
 
 if TYPE_CHECKING:  # torch, OpenMM and the rigid-body machinery load when a calculation runs, not with the CLI
@@ -134,11 +134,11 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     windows += _path_windows(folder, path, times[1:-1], positions, settings, platform, show)
     windows.append(PathWindow(1.0, ends[1].x, ends[1].md_steps, 0.0))
     energies = [window_energies(path, window, times) for window in windows]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PoorOverlapWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PoorOverlapWarning)  # said below, in terms of the path
         along = path_free_energy(times, [u for u, _ in energies], [dudt for _, dudt in energies])
     kcal = MOLAR_GAS_CONSTANT * settings.temperature / KJ_PER_KCAL
-    notes = [_reliability_note(along, str(warning.message), kcal) for warning in caught]
+    notes = [_reliability_note(along, kcal)] if along["worst_neighbour_overlap"] < MIN_OVERLAP else []
     for note in notes:
         warnings.warn(f"{smiles}: {note}", PoorOverlapWarning, stacklevel=2)
     md_steps = sum(w.md_steps for w in windows)
@@ -183,10 +183,11 @@ def prepared_system(path: str | os.PathLike, smiles: str, settings: NeuralTISett
         return openmm.XmlSerializer.deserialize(str(data["system"])), data["positions"], int(data["n_solute"])
 
 
-def _reliability_note(along: dict, overlap_warning: str, kcal: float) -> str:
+def _reliability_note(along: dict, kcal: float) -> str:
     """What a user reads when neighbouring windows along the path barely overlap: the windows do not resolve the
     path, so TI's quadrature error (not in its error bar) may dominate."""
-    return (f"windows along the learned path: {overlap_warning.split(';')[0]}, so they do not resolve it; TI "
+    return (f"windows along the learned path: neighbours overlap only {along['worst_neighbour_overlap']:.3f} "
+            f"(< {MIN_OVERLAP}), so they do not resolve it; TI "
             f"({along['ti_dF_kT'] * kcal:.2f} kcal/mol) may be off by far more than its error bar (MBAR along the "
             f"path: {along['mbar_dF_kT'] * kcal:.2f} +- {along['mbar_err_kT'] * kcal:.2f}); rerun with more "
             "--windows, or use --method mbar")
