@@ -8,9 +8,9 @@ F(decoupled) is the hydration free energy of the rigid solute (the vacuum leg is
 energy, which cancels).
 
 - ``reference NAME``: MD (OpenMM) at t = 0, 1 and ``--windows`` Gauss-Legendre nodes of the untrained
-  :class:`~molsamp.free_energy.solvation_path.SolvationPath` (the solute's Lennard-Jones and charges scaled
-  linearly, soft cores vanishing linearly); every frame's coupling energy at every window, dU/dt at its own; MBAR
-  over all windows and TI by quadrature. One window per run, each in
+  one-piece :class:`~molsamp.free_energy.solvation_path.SolvationPath` (``charges_last=False``: the solute's
+  Lennard-Jones and charges scaled together linearly, soft cores vanishing linearly); every frame's coupling
+  energy at every window, dU/dt at its own; MBAR over all windows and TI by quadrature. One window per run, each in
   ``benchmarks/results/neural_ti/<NAME>-tip3p/window-<k>.npz`` (resumable); the end windows' frames go to
   ``frames/`` beside them (not committed: rerun to make them).
 
@@ -57,8 +57,8 @@ def setup(name: str, box: float) -> tuple[RigidSolvation, np.ndarray, Path]:
 
 def reference(args: argparse.Namespace) -> None:
     solvation, positions, folder = setup(args.name, args.box)
-    path = SolvationPath(solvation).double()
-    times = gauss_legendre_windows(args.windows)
+    path = SolvationPath(solvation, charges_last=False).double()
+    times, _ = gauss_legendre_windows(args.windows)
     ends_first = [0, len(times) - 1, *range(1, len(times) - 1)]  # the end states are what neural TI needs
     for k in ends_first:
         record_path = folder / f"window-{k:02d}.npz"
@@ -85,7 +85,8 @@ def reference_estimates(folder: Path) -> dict:
     times = windows[0]["times"]
     if len(windows) != len(times):
         raise SystemExit(f"{folder}: {len(windows)} of {len(times)} windows done; run `reference` again")
-    result = path_free_energy(times, [w["u"] for w in windows], [w["dudt"] for w in windows])
+    weights = gauss_legendre_windows(len(times) - 2)[1]
+    result = path_free_energy(times, weights, [w["u"] for w in windows], [w["dudt"] for w in windows])
     kcal = MOLAR_GAS_CONSTANT * TEMPERATURE / KJ_PER_KCAL
     for method in ("mbar", "ti"):
         result[f"{method}_dG_kcal_mol"] = result[f"{method}_dF_kT"] * kcal

@@ -327,8 +327,9 @@ def _report_ensemble(record: dict) -> None:
               help=f"neural-ti: score-matching steps [default: {NeuralTISettings.steps}].")
 @click.option("--end-frames", type=_POSITIVE_INT,
               help=f"neural-ti: MD frames of each end state [default: {NeuralTISettings.end_frames}].")
-@click.option("--windows", type=_POSITIVE_INT, help=f"neural-ti: MD windows along the learned path [default: "
-              f"{NeuralTISettings.windows}], of --window-frames frames [default: {NeuralTISettings.window_frames}].")
+@click.option("--windows", type=_POSITIVE_INT, help=f"neural-ti: MD windows along the learned path, an even number "
+              f"[default: {NeuralTISettings.windows}], of --window-frames frames "
+              f"[default: {NeuralTISettings.window_frames}].")
 @click.option("--window-frames", type=_POSITIVE_INT, hidden=True)
 @click.option("--device", type=_TorchDevice(),
               help="neural-ti: torch device for training and energies (default: cuda when available, else cpu).")

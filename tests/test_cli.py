@@ -538,6 +538,7 @@ def test_a_system_file_with_a_nonphysical_number(tmp_path, line, message):
     (["--method", "neural-ti", "--workers", "2"], "--scheduler and --workers are for --method mbar"),
     (["--device", "cpu"], "are for --method neural-ti"),
     (["--method", "neural-ti", "--device", "gpu"], "'gpu' is not a torch device"),
+    (["--method", "neural-ti", "--windows", "7"], "windows must be even, got 7"),
 ])
 def test_solvation_with_a_bad_option_fails_before_any_work(tmp_path, option, message):
     start = time.perf_counter()

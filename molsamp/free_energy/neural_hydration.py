@@ -49,7 +49,8 @@ class NeuralTISettings:
     state ``interval`` ps apart after ``equilibration`` ps; ``steps`` of score matching (batches of
     ``batch_size`` pairs, the learning rate falling from 1e-3 to 1e-5); the plain estimate over ``plain_nodes``
     Gauss-Legendre nodes of ``plain_pairs`` pairs; the exact one from ``windows`` inner windows of
-    ``window_frames`` frames each."""
+    ``window_frames`` frames each. With ``charges_last`` the path turns the solute's Lennard-Jones on first and its
+    charges after (:class:`~molsamp.free_energy.solvation_path.SolvationPath`; both counts must then be even)."""
 
     box: float = 1.9
     pressure_equilibration: float = 60.0
@@ -63,7 +64,16 @@ class NeuralTISettings:
     plain_pairs: int = 32
     windows: int = 8
     window_frames: int = 200
+    charges_last: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from molsamp.errors import InputError
+
+        for name in ("windows", "plain_nodes"):
+            if self.charges_last and getattr(self, name) % 2:
+                raise InputError(f"{name} must be even, got {getattr(self, name)}: the path turns on the solute's "
+                                 "Lennard-Jones, then its charges, each over half of them")
 
 
 def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettings(), forcefield: str = "gaff2",
@@ -115,7 +125,7 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     gradient_start = time.perf_counter()
     end_states = EndStates.from_energies(x0, lambda x: solvation.energy(x, DECOUPLED),
                                          x1, lambda x: solvation.energy(x, COUPLED))
-    path = SolvationPath(solvation).to(device)
+    path = SolvationPath(solvation, charges_last=settings.charges_last).to(device)
     interpolant = Interpolant(path=solvation.interpolate, align=solvation.align)
     training = TrainingSettings(steps=settings.steps, batch_size=settings.batch_size,
                                 decay_every=max(settings.steps // 2, 1), score_weight=1e-3 * settings.box**2)
@@ -126,17 +136,17 @@ def neural_ti_hydration(smiles: str, settings: NeuralTISettings = NeuralTISettin
     running, running_error = history.running_estimate()
     plain = neural_ti_estimate(path, end_states, n_t=settings.plain_nodes, pairs_per_t=settings.plain_pairs,
                                interpolant=interpolant,
-                               generator=torch.Generator(device).manual_seed(settings.seed + 1))
+                               generator=torch.Generator(device).manual_seed(settings.seed + 1), pieces=path.pieces)
 
     path = path.double()
-    times = gauss_legendre_windows(settings.windows)
+    times, weights = gauss_legendre_windows(settings.windows, path.pieces)
     windows = [PathWindow(0.0, ends[0].x, ends[0].md_steps, 0.0)]
     windows += _path_windows(folder, path, times[1:-1], positions, settings, platform, show)
     windows.append(PathWindow(1.0, ends[1].x, ends[1].md_steps, 0.0))
     energies = [window_energies(path, window, times) for window in windows]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PoorOverlapWarning)  # said below, in terms of the path
-        along = path_free_energy(times, [u for u, _ in energies], [dudt for _, dudt in energies])
+        along = path_free_energy(times, weights, [u for u, _ in energies], [dudt for _, dudt in energies])
     kcal = MOLAR_GAS_CONSTANT * settings.temperature / KJ_PER_KCAL
     notes = [_reliability_note(along, kcal)] if along["worst_neighbour_overlap"] < MIN_OVERLAP else []
     for note in notes:

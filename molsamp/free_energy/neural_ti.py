@@ -11,7 +11,8 @@ result with Gaussian noise.
 from __future__ import annotations
 
 __all__ = ["EndStates", "Interpolant", "NeuralTIResult", "TrainingHistory", "TrainingSettings",
-           "linear_interpolation", "periodic_assignment", "centred", "score_matching_loss", "train_neural_ti", "neural_ti_estimate"]
+           "linear_interpolation", "periodic_assignment", "centred", "score_matching_loss", "train_neural_ti",
+           "gauss_legendre", "neural_ti_estimate"]
 
 import dataclasses
 import os
@@ -239,11 +240,25 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, settings: Train
     return history
 
 
+def gauss_legendre(n: int, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the ``n``-point quadrature on [0, 1] that applies the Gauss-Legendre rule of
+    ``n / pieces`` points to each of ``pieces`` equal parts (for an integrand smooth only within each part)."""
+    from molsamp.errors import InputError
+
+    if n < pieces or n % pieces:
+        raise InputError(f"{n} quadrature nodes do not split evenly over {pieces} pieces")
+    nodes, weights = np.polynomial.legendre.leggauss(n // pieces)
+    nodes = (np.arange(pieces)[:, None] + 0.5 * (nodes + 1)) / pieces
+    return nodes.ravel(), np.tile(weights / (2 * pieces), pieces)
+
+
 def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pairs_per_t: int = 64,
                        interpolant: Interpolant = Interpolant(), refine_steps: int = 0, refine_step_size: float = 0.005,
-                       refine_leapfrog: int = 10, generator: torch.Generator | None = None, n_bootstrap: int = 200) -> NeuralTIResult:
+                       refine_leapfrog: int = 10, generator: torch.Generator | None = None, n_bootstrap: int = 200,
+                       pieces: int = 1) -> NeuralTIResult:
     """dF = integral over t in [0, 1] of <dU_theta/dt>, the average over interpolated pairs at each of ``n_t``
-    Gauss-Legendre nodes. The error is the bootstrap standard deviation over pairs.
+    nodes of :func:`gauss_legendre` (``pieces``: where the potential's t-dependence has kinks). The error is the
+    bootstrap standard deviation over pairs.
 
     Where exp(-U_theta(., t)) is not exactly the interpolant's density, the plain estimate is biased by the
     mismatch. ``refine_steps`` HMC trajectories on U_theta(., t) (unit masses, ``refine_leapfrog`` leapfrog steps of
@@ -251,8 +266,7 @@ def neural_ti_estimate(potential: Potential, ends: EndStates, n_t: int = 32, pai
     exp(-U_theta(., t)), the ensemble the TI identity needs, and each chain then contributes its mean dU_theta/dt
     over the second half of its trajectories: this is standard TI along the learned path, started from the
     interpolant, and exact for any U_theta with the right end states once the chains have equilibrated."""
-    nodes, weights = np.polynomial.legendre.leggauss(n_t)
-    t_nodes, weights = 0.5 * (nodes + 1), 0.5 * weights
+    t_nodes, weights = gauss_legendre(n_t, pieces)
     values = np.empty((n_t, pairs_per_t))
     for k, t_value in enumerate(t_nodes):
         x0, _, x1, _ = interpolant.pairs(ends, pairs_per_t, generator)

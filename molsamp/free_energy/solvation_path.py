@@ -13,35 +13,47 @@ import time
 import numpy as np
 import torch
 
+from molsamp.free_energy.neural_ti import gauss_legendre
 from molsamp.free_energy.rigid_solvation import Coupling, RigidSolvation
 
 
 class SolvationPath(torch.nn.Module):
     """U_theta(x, t) = water energy(x) + coupling energy(x, coupling(t)) (kT) of a :class:`RigidSolvation`, with
-    four schedules of t from an MLP (outputs m): Lennard-Jones scale 1 - exp(t m0) (1 - t), its softness
-    ``lj_softness`` exp(t m1) (1 - t), charge scale 1 - exp(t m2) (1 - t), Coulomb softness ``coulomb_softness``
-    exp(t m3) (1 - t) (nm^2), so that t = 0 is the decoupled and t = 1 the coupled state for any parameters (the
-    authors' form for the solute). The MLP's last layer starts at zero: the untrained path scales the solute's
-    Lennard-Jones and charges linearly in t while both soft cores vanish linearly."""
+    four schedules from an MLP of t (outputs m), each of its own time s: Lennard-Jones scale 1 - exp(s m0) (1 - s),
+    its softness ``lj_softness`` exp(s m1) (1 - s), charge scale 1 - exp(s m2) (1 - s), Coulomb softness
+    ``coulomb_softness`` exp(s m3) (1 - s) (nm^2), so that t = 0 is the decoupled and t = 1 the coupled state for
+    any parameters (the authors' form for the solute). The MLP's last layer starts at zero.
+
+    With ``charges_last`` (the default) the path has two pieces: for t < 1/2 the Lennard-Jones turns on (s = 2t)
+    on an uncharged solute, for t > 1/2 the charges (s = 2t - 1) with the Lennard-Jones fully on and hard, so no
+    learned schedule can charge a site whose Lennard-Jones is weak or soft. Without it both turn on together
+    (s = t), and training can learn a path on which a water hydrogen collapses onto a polar solute's oxygen
+    (docs/neural-ti.md)."""
 
     def __init__(self, solvation: RigidSolvation, hidden: int = 64, lj_softness: float = 0.5,
-                 coulomb_softness: float = 0.01) -> None:
+                 coulomb_softness: float = 0.01, charges_last: bool = True) -> None:
         super().__init__()
         self.solvation, self.lj_softness, self.coulomb_softness = solvation, lj_softness, coulomb_softness
+        self.charges_last = charges_last
         self.schedule = torch.nn.Sequential(torch.nn.Linear(1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden),
                                             torch.nn.SiLU(), torch.nn.Linear(hidden, 4))
         torch.nn.init.zeros_(self.schedule[-1].weight)
         torch.nn.init.zeros_(self.schedule[-1].bias)
 
+    @property
+    def pieces(self) -> int:
+        """How many smooth pieces of equal length the path has in t: TI's quadrature must take each whole."""
+        return 2 if self.charges_last else 1
+
     def coupling(self, t: torch.Tensor) -> Coupling:
         """The coupling at times ``t: [B]`` (tensors of shape ``[B]``)."""
         m = self.schedule(t[:, None].to(self.schedule[0].weight))
         t = t.to(m)
-        rest = 1 - t
-        return Coupling(lennard_jones=1 - torch.exp(t * m[:, 0]) * rest,
-                        lj_softness=self.lj_softness * torch.exp(t * m[:, 1]) * rest,
-                        charge=1 - torch.exp(t * m[:, 2]) * rest,
-                        coulomb_softness=self.coulomb_softness * torch.exp(t * m[:, 3]) * rest)
+        lj_time, charge_time = ((2 * t).clamp(max=1), (2 * t - 1).clamp(min=0)) if self.charges_last else (t, t)
+        return Coupling(lennard_jones=1 - torch.exp(lj_time * m[:, 0]) * (1 - lj_time),
+                        lj_softness=self.lj_softness * torch.exp(lj_time * m[:, 1]) * (1 - lj_time),
+                        charge=1 - torch.exp(charge_time * m[:, 2]) * (1 - charge_time),
+                        coulomb_softness=self.coulomb_softness * torch.exp(charge_time * m[:, 3]) * (1 - charge_time))
 
     def coupling_energy(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The t-dependent part of U_theta ``[B]`` (kT): what dU_theta/dt and MBAR between times need."""
@@ -51,10 +63,12 @@ class SolvationPath(torch.nn.Module):
         return self.solvation.water_energy(x) + self.coupling_energy(x, t)
 
 
-def gauss_legendre_windows(n: int) -> np.ndarray:
-    """Times of the windows for TI and MBAR: 0, the ``n`` Gauss-Legendre nodes on (0, 1), and 1."""
-    nodes = 0.5 * (np.polynomial.legendre.leggauss(n)[0] + 1)
-    return np.concatenate([[0.0], nodes, [1.0]])
+def gauss_legendre_windows(n: int, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Times of the windows for TI and MBAR, and TI's weights at them: 0, the ``n`` nodes of
+    :func:`~molsamp.free_energy.neural_ti.gauss_legendre` over the path's ``pieces`` (:attr:`SolvationPath.pieces`),
+    and 1 (weight 0 at the ends)."""
+    times, weights = gauss_legendre(n, pieces)
+    return np.concatenate([[0.0], times, [1.0]]), np.concatenate([[0.0], weights, [0.0]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,11 +121,12 @@ def window_energies(path: SolvationPath, window: PathWindow, times: np.ndarray, 
     return np.concatenate(u, 1), np.concatenate(dudt)
 
 
-def path_free_energy(times: np.ndarray, energies: list[np.ndarray], dudt: list[np.ndarray]) -> dict:
-    """dF = F(t = 1) - F(t = 0) (kT) from MD at the windows of :func:`gauss_legendre_windows` (``times``), given
-    each window's :func:`window_energies`: MBAR over all windows and TI by Gauss-Legendre quadrature of <dU/dt>
-    over the inner windows. Each window's frames are thinned by their statistical inefficiency (of the energy
-    difference to the next window for MBAR, of dU/dt for TI's error)."""
+def path_free_energy(times: np.ndarray, weights: np.ndarray, energies: list[np.ndarray], dudt: list[np.ndarray]
+                     ) -> dict:
+    """dF = F(t = 1) - F(t = 0) (kT) from MD at the windows of :func:`gauss_legendre_windows` (``times``,
+    ``weights``), given each window's :func:`window_energies`: MBAR over all windows and TI by the quadrature of
+    <dU/dt>. Each window's frames are thinned by their statistical inefficiency (of the energy difference to the
+    next window for MBAR, of dU/dt for TI's error)."""
     from molsamp.free_energy._quiet import quiet_import
     from molsamp.free_energy.mbar import mbar
 
@@ -125,10 +140,9 @@ def path_free_energy(times: np.ndarray, energies: list[np.ndarray], dudt: list[n
         ti_mean.append(float(derivative.mean()))
         ti_error.append(float(derivative.std(ddof=1) * math.sqrt(g / len(derivative))))
     estimate = mbar(np.concatenate(kept, axis=1), [k.shape[1] for k in kept])
-    weights = 0.5 * np.polynomial.legendre.leggauss(len(times) - 2)[1]
     return {"mbar_dF_kT": estimate.delta_f, "mbar_err_kT": estimate.error,
-            "ti_dF_kT": float(weights @ np.array(ti_mean[1:-1])),
-            "ti_err_kT": float(np.sqrt(weights**2 @ np.array(ti_error[1:-1]) ** 2)),
+            "ti_dF_kT": float(weights @ np.array(ti_mean)),
+            "ti_err_kT": float(np.sqrt(weights**2 @ np.array(ti_error) ** 2)),
             "times": [round(float(t), 5) for t in times], "mean_dudt": [round(m, 3) for m in ti_mean],
             "decorrelated_samples": [int(k.shape[1]) for k in kept],
             "worst_neighbour_overlap": float(estimate.neighbour_overlap.min())}

@@ -10,7 +10,7 @@ from molsamp.free_energy.mbar import MIN_OVERLAP
 from molsamp.free_energy.neural_hydration import NeuralTISettings, neural_ti_hydration
 
 TINY = NeuralTISettings(box=1.6, pressure_equilibration=1.0, end_frames=16, interval=0.2, equilibration=0.5, steps=6, batch_size=4,
-                        plain_nodes=3, plain_pairs=4, windows=2, window_frames=8)
+                        plain_nodes=4, plain_pairs=4, windows=2, window_frames=8)
 
 
 def test_a_tiny_run_gives_a_record_and_a_rerun_reuses_every_stage(tmp_path):
