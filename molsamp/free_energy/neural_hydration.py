@@ -6,7 +6,7 @@ Two estimates come out: the authors' plain one (<dU_theta/dt> over interpolated 
 intermediate t; exact only where exp(-U_theta(., t)) is the interpolant's density) and the exact one, TI along the
 learned path from MD at its Gauss-Legendre windows (with MBAR over the same windows as a check). The record's
 ``dG_kcal_mol`` is the exact one, given windows that resolve the path: where neighbouring windows barely overlap
-the record's ``warnings`` say so (measured: right for methane; water fails, see docs/neural-ti.md).
+the record's ``warnings`` say so (measured for methane and water: docs/neural-ti.md).
 
 Scope: neutral solutes with at least 3 atoms, every atom within three bonds of every other (methane, water,
 ammonia, methanol, ethane...), held rigid at their force-field minimum (methyl and hydroxyl rotations frozen), in
