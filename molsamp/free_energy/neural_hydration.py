@@ -4,8 +4,8 @@ interpolations between them, and the free energy along that path.
 
 Two estimates come out: the authors' plain one (<dU_theta/dt> over interpolated configurations, no sampling at
 intermediate t; exact only where exp(-U_theta(., t)) is the interpolant's density, and on the default path,
-Lennard-Jones before charges, far off: interpolated waters enter the solute's hard core) and the exact one, TI along the
-learned path from MD at its Gauss-Legendre windows (with MBAR over the same windows as a check). The record's
+Lennard-Jones before charges, far off: interpolated waters enter the solute's hard core) and the exact one, TI
+along the learned path from MD at its Gauss-Legendre windows (with MBAR over the same windows as a check). The record's
 ``dG_kcal_mol`` is the exact one, given windows that resolve the path: where neighbouring windows barely overlap
 the record's ``warnings`` say so (measured for methane and water: docs/neural-ti.md).
 

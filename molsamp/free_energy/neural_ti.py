@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from molsamp.checkpoints import save_training_state
+from molsamp.errors import InputError
 from molsamp.kernels import HMC, ChainState, energy_and_gradient
 from molsamp.targets import EnergyFunction
 
@@ -243,8 +244,6 @@ def train_neural_ti(potential: torch.nn.Module, ends: EndStates, settings: Train
 def gauss_legendre(n: int, pieces: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the ``n``-point quadrature on [0, 1] that applies the Gauss-Legendre rule of
     ``n / pieces`` points to each of ``pieces`` equal parts (for an integrand smooth only within each part)."""
-    from molsamp.errors import InputError
-
     if n < pieces or n % pieces:
         raise InputError(f"{n} quadrature nodes do not split evenly over {pieces} pieces")
     nodes, weights = np.polynomial.legendre.leggauss(n // pieces)
